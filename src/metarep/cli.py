@@ -1,0 +1,113 @@
+"""The command line: `metarep run | sweep | reproduce | report | bench`.
+
+Errors a user can fix (bad config, missing file, too little memory) become one line on
+stderr and exit status 2; nothing is written before the config is known to be good.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from metarep.config import ConfigError
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="metarep")
+def cli():
+    """Study how gradient-based meta-learning learns shared representations."""
+
+
+@contextmanager
+def stop_on_signals():
+    """Turn the first SIGINT/SIGTERM into a flag the training loop polls (it then checkpoints)."""
+    received: list[int] = []
+
+    def handler(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _prepare_out(out: Path | None, config_path: Path, force: bool) -> Path:
+    out = out or Path("runs") / config_path.stem
+    if out.exists() and any(out.iterdir()) and not force:
+        raise UserError(f"output directory {str(out)!r} is not empty: choose another --out, add --force "
+                        f"to overwrite, or continue it with `metarep run --resume {out}`")
+    return out
+
+
+@cli.command()
+@click.argument("config_path", metavar="CONFIG", required=False, type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a config value.")
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/<config name>).")
+@click.option("--resume", type=click.Path(path_type=Path), help="Continue the interrupted run in this directory.")
+@click.option("--force", is_flag=True, help="Overwrite a non-empty output directory.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run(config_path, overrides, out, resume, force, quiet):
+    """Train and evaluate one experiment described by CONFIG (TOML)."""
+    from metarep.execute import execute_run
+
+    if (config_path is None) == (resume is None):
+        raise UserError("give either CONFIG or --resume DIR")
+    if resume is not None and (overrides or out):
+        raise UserError("--resume continues a run as it was configured: drop --set and --out")
+    with stop_on_signals() as received:
+        result = execute_run(config_path, list(overrides), out, resume=resume, force=force,
+                             progress=not quiet, should_stop=lambda: bool(received), prepare_out=_prepare_out)
+    click.echo(result.message, err=result.status != "completed")
+    if result.status == "interrupted":
+        sys.exit(130)
+
+
+def _register_optional_commands() -> None:
+    """Commands that live in the outer modules (sweep, reproduce, report, bench)."""
+    import importlib
+
+    for module, name in (("metarep.sweep_cli", "sweep"), ("metarep.reproduce.cli", "reproduce"),
+                         ("metarep.report", "report"), ("metarep.bench.cli", "bench")):
+        try:
+            cli.add_command(getattr(importlib.import_module(module), name))
+        except ModuleNotFoundError as err:
+            if not (err.name or "").startswith(module.rsplit(".", 1)[0]):
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning user errors into one line and exit status 2."""
+    _register_optional_commands()
+    try:
+        cli.main(args=argv, standalone_mode=False, prog_name="metarep")
+    except (ConfigError, ValueError) as err:
+        click.echo(f"error: {err}", err=True)
+        return 2
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as err:
+        click.echo(f"error: {err.format_message()}", err=True)
+        return 2
+    except SystemExit as err:
+        return err.code if isinstance(err.code, int) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The experiment config: a validated schema, TOML loading and `--set` overrides.
+
+A config is data: it is parsed with tomllib and validated, never executed or unpickled.
+Every error names the key and what it accepts, as a one-line ConfigError.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from metarep.adapt import ADAPT_RULES
+from metarep.problem import as_covariance, as_mean
+
+INF = "inf"
+PositiveInt = Annotated[int, Field(ge=1, strict=True)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+PosIntOrInf = Union[PositiveInt, Literal["inf"]]
+Number = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class ConfigError(ValueError):
+    """A config that cannot run, with a message naming the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProblemConfig(Section):
+    """[problem]: the task distribution (MATH 1)."""
+
+    d: PositiveInt = 10
+    k: PositiveInt = 2
+    noise_std: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    task_mean: Union[Number, list[Number]] = 0.0
+    task_cov: Union[Annotated[float, Field(ge=0, allow_inf_nan=False)], list[Number], list[list[Number]]] = 1.0
+    seed: Annotated[int, Field(ge=0, strict=True)] = 0
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.k > self.d:
+            raise ValueError(f"problem.k must be <= problem.d = {self.d}, got {self.k}")
+        as_mean(self.task_mean, self.k)
+        as_covariance(self.task_cov, self.k)
+        return self
+
+
+class ModelConfig(Section):
+    """[model]: the two-layer linear network x^T B w, B d x width."""
+
+    width: PositiveInt = 10
+    init_scale: PositiveFloat = 1.0
+    init_head_scale: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+
+
+class TrainConfig(Section):
+    """[train]: the method, the task regime and the step sizes."""
+
+    method: str = "fo-anil"
+    tasks: Union[PositiveInt, Literal["inf", "online"]] = 1000
+    batch_tasks: PositiveInt = 100
+    m_in: PosIntOrInf = 10
+    m_out: PosIntOrInf = 10
+    alpha: PositiveFloat = 0.1
+    beta: PositiveFloat = 0.05
+    steps: Annotated[int, Field(ge=0, strict=True)] = 1000
+    log_every: PositiveInt = 10
+    seed: Annotated[int, Field(ge=0, strict=True)] = 0
+    inner_steps: PositiveInt = 1
+    lam: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    solver: Literal["gd", "alternating"] = "gd"
+    checkpoint_every: Annotated[int, Field(ge=0, strict=True)] = 0
+    diverge_threshold: PositiveFloat = 1e8
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, name):
+        from metarep.methods import get_method
+
+        get_method(name)
+        return name
+
+
+class TestConfig(Section):
+    """[test]: adaptation to new tasks (MATH 6)."""
+
+    m_test: PositiveInt = 20
+    adapt: Literal["default", "gradient", "ridge", "lstsq", "bayes"] = "default"
+    adapt_steps: Annotated[int, Field(ge=0, strict=True)] = 1
+    alpha: Union[PositiveFloat, None] = None
+    ridge: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1e-3
+    tasks: PositiveInt = 1000
+    seed: Annotated[int, Field(ge=0, strict=True)] = 1
+
+
+class Config(Section):
+    """A whole experiment. Sections: problem, model, train, test."""
+
+    problem: ProblemConfig = ProblemConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    test: TestConfig = TestConfig()
+
+    @model_validator(mode="after")
+    def _regimes(self):
+        from metarep.methods import get_method
+
+        method = get_method(self.train.method)
+        t = self.train
+        if t.tasks == INF and method.population_gradient is None:
+            raise ValueError(f"train.tasks = \"inf\" needs a method with an exact population form; "
+                             f"{t.method!r} has none: use tasks = \"online\" with a large batch_tasks")
+        if t.tasks == INF and method.fit is not None:
+            raise ValueError(f"train.tasks = \"inf\" is for iterative methods, not {t.method!r}")
+        if t.tasks != INF and INF in (t.m_in, t.m_out):
+            raise ValueError("train.m_in and train.m_out may be \"inf\" only with train.tasks = \"inf\"")
+        if self.test.adapt == "bayes" and self.train.method != "oracle":
+            pass  # the Bayes head on the true features is a reference any run may report
+        return self
+
+    @property
+    def adapt_rule(self) -> str:
+        from metarep.methods import get_method
+
+        return get_method(self.train.method).default_adapt if self.test.adapt == "default" else self.test.adapt
+
+    @property
+    def test_alpha(self) -> float:
+        return self.train.alpha if self.test.alpha is None else self.test.alpha
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, with None values dropped (TOML has no null)."""
+        return {name: {k: v for k, v in section.items() if v is not None}
+                for name, section in self.model_dump().items()}
+
+
+SECTIONS = ("problem", "model", "train", "test")
+
+
+def _format_error(err: ValidationError) -> str:
+    """One line: the key, what it accepts (every alternative of a union), what it got."""
+    errors = err.errors()
+    loc = tuple(str(p) for p in errors[0]["loc"])
+    where = ".".join(loc[:2]) if loc and loc[0] in SECTIONS else ".".join(loc[:1])
+    same = [e for e in errors if tuple(str(p) for p in e["loc"])[:2] == loc[:2]]
+    if errors[0]["type"] == "extra_forbidden":
+        return f"{where}: unknown key (allowed keys are listed in README.md, section Config)"
+    msgs = list(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in same))
+    text = "; or ".join(msgs)
+    if not text.startswith(where):
+        text = f"{where}: {text}" if where else text
+    got = errors[0].get("input")
+    if "got" not in text and got is not None and not isinstance(got, dict):
+        text += f" (got {got!r})"
+    return text
+
+
+def validate(data: dict[str, Any]) -> Config:
+    """A Config from plain data, or ConfigError with a one-line message."""
+    if not isinstance(data, dict):
+        raise ConfigError("config must be a table of sections [problem], [model], [train], [test]")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def parse_value(text: str) -> Any:
+    """A --set value as a TOML value (numbers, lists, booleans, quoted strings), else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` overrides to plain config data (a new dict)."""
+    out = {name: dict(section) if isinstance(section, dict) else section for name, section in data.items()}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not section or not name:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        table = out.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{section}: must be a table")
+        table[name] = parse_value(value.strip())
+    return out
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file into plain data, with errors as ConfigError."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read config {str(path)!r}: {err.strerror}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {str(path)!r} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config {str(path)!r} is not valid TOML: {err}") from None
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read, override and validate a config file."""
+    return validate(apply_overrides(read_toml(path), list(overrides)))
+
+
+def is_inf(value) -> bool:
+    return value == INF or (isinstance(value, float) and math.isinf(value))

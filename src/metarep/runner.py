@@ -1,0 +1,233 @@
+"""The training loop: build an experiment from a config, advance it, measure, evaluate.
+
+No file I/O here: the store layer persists what `train` hands to its callbacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+
+from metarep import metrics, seeds
+from metarep.adapt import expected_excess_risk_one_step, excess_risk, fit_heads, summarize
+from metarep.config import Config
+from metarep.methods import Method, get_method, outer_step, shared_head
+from metarep.params import Params, init_params, sgd_update
+from metarep.problem import Problem, make_problem, sample_tasks
+from metarep.resources import TEST_CHUNK
+from metarep.tasks import Tasks
+from metarep.theory import lambda_star, lemma2_rate
+
+METRIC_KEYS = ("loss", "align_norm", "sigma_min", "perp_norm", "mean_norm", "lambda_rel_err")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Everything fixed by the config: the problem, the method, the training tasks."""
+
+    config: Config
+    problem: Problem
+    method: Method
+    lam_star: np.ndarray
+    hyper: dict
+    tasks: Tasks | None
+
+    @property
+    def regime(self) -> str:
+        t = self.config.train.tasks
+        return "population" if t == "inf" else "online" if t == "online" else "finite"
+
+
+@dataclass
+class TrainState:
+    """All that a run needs to continue: parameters, step, metric rows, the task stream's RNG state."""
+
+    params: Params
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    rng_state: dict | None = None
+    status: str = "running"
+    diverged_step: int | None = None
+    message: str = ""
+
+
+def build(config: Config) -> Experiment:
+    """Draw the problem and (for finite tasks) the training set from the config's seeds."""
+    p, t = config.problem, config.train
+    problem = make_problem(p.d, p.k, task_mean=p.task_mean, task_cov=p.task_cov, noise_std=p.noise_std,
+                           rng=seeds.rng(p.seed, "problem"))
+    method = get_method(t.method)
+    tasks = None
+    if t.tasks not in ("inf", "online"):
+        tasks = sample_tasks(problem, t.tasks, t.m_in, t.m_out, seeds.rng(t.seed, "train_tasks"))
+    m_in = float("inf") if t.m_in == "inf" else t.m_in
+    lam = lambda_star(problem.Sigma_star, problem.noise_std, t.alpha, m_in)
+    hyper = {name: getattr(t, name) for name in method.hyper}
+    return Experiment(config, problem, method, lam, hyper, tasks)
+
+
+def initial_state(exp: Experiment) -> TrainState:
+    """B_0, w_0 from train.seed, or the direct estimate of a non-iterative method."""
+    cfg = exp.config
+    if exp.method.fit is not None:
+        tasks = exp.tasks if exp.tasks is not None else _online_batch(exp, seeds.rng(cfg.train.seed, "train_tasks"))
+        params = exp.method.fit(exp.problem, tasks, width=cfg.model.width, rng=seeds.rng(cfg.train.seed, "fit"))
+        return TrainState(Params(*params))
+    params = init_params(cfg.problem.d, cfg.model.width, init_scale=cfg.model.init_scale,
+                         init_head_scale=cfg.model.init_head_scale, rng=seeds.rng(cfg.train.seed, "init"))
+    if exp.method.init is not None:
+        params = exp.method.init(params, exp.tasks if exp.tasks is not None else _online_batch(
+            exp, seeds.rng(cfg.train.seed, "train_tasks")))
+    rng_state = seeds.rng(cfg.train.seed, "online_tasks").bit_generator.state if exp.regime == "online" else None
+    return TrainState(params, rng_state=rng_state)
+
+
+def _online_batch(exp: Experiment, rng: np.random.Generator) -> Tasks:
+    t = exp.config.train
+    return sample_tasks(exp.problem, t.batch_tasks, t.m_in, t.m_out, rng)
+
+
+def advance(exp: Experiment, state: TrainState, rng: np.random.Generator | None) -> tuple[Params, float]:
+    """One outer step from state.params; returns the new parameters and the loss at the old ones."""
+    t = exp.config.train
+    if exp.regime == "population":
+        grads, loss = exp.method.population_gradient(state.params, exp.problem, alpha=t.alpha,
+                                                     m_in=float("inf") if t.m_in == "inf" else t.m_in)
+        return sgd_update(state.params, grads, t.beta), float(loss)
+    tasks = exp.tasks if exp.regime == "finite" else _online_batch(exp, rng)
+    return outer_step(exp.method, state.params, tasks, beta=t.beta, **exp.hyper)
+
+
+def measure(exp: Experiment, params: Params, step: int, loss: float) -> dict:
+    """One metrics row: step, loss, the tracked norms and the singular values sv_0.. of B."""
+    tracked = metrics.track(params, exp.problem, exp.lam_star)
+    row = {"step": step, "loss": float(loss)}
+    row.update({key: float(tracked[key]) for key in METRIC_KEYS[1:]})
+    row.update({f"sv_{i}": float(s) for i, s in enumerate(tracked["singular_values"])})
+    return row
+
+
+def _blown_up(params: Params, threshold: float) -> bool:
+    return not params.is_finite() or params.max_abs() > threshold
+
+
+def _divergence_advice(exp: Experiment, state: TrainState) -> str:
+    """The inner head step is unstable from the start when alpha ||B_0||_2^2 > 2; otherwise the
+    outer step is too large."""
+    t = exp.config.train
+    sigma_0 = state.history[0]["sv_0"] if state.history else 0.0
+    if "alpha" in exp.hyper and t.alpha * sigma_0**2 > 2:
+        return f"lower train.alpha (now {t.alpha}) or model.init_scale"
+    return f"lower train.beta (now {t.beta})"
+
+
+def train(exp: Experiment, state: TrainState, *, on_progress: Callable[[int], None] | None = None,
+          on_checkpoint: Callable[[TrainState], None] | None = None,
+          should_stop: Callable[[], bool] = lambda: False) -> TrainState:
+    """Run outer steps until train.steps, divergence, or should_stop() (then status 'interrupted').
+
+    Logs a row every log_every steps and at the end; calls on_checkpoint every checkpoint_every steps.
+    """
+    t = exp.config.train
+    if not exp.method.iterative:
+        return _finish(exp, state, loss=float("nan"))
+    rng = None
+    if state.rng_state is not None:
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state.rng_state
+    while state.step < t.steps:
+        if should_stop():
+            state.status = "interrupted"
+            _store_rng(state, rng)
+            return state
+        new_params, loss = advance(exp, state, rng)
+        if state.step % t.log_every == 0:
+            state.history.append(measure(exp, state.params, state.step, loss))
+        if _blown_up(new_params, t.diverge_threshold):
+            return _diverged(exp, state)
+        state.params, state.step = new_params, state.step + 1
+        if on_progress:
+            on_progress(state.step)
+        if on_checkpoint and t.checkpoint_every and state.step % t.checkpoint_every == 0:
+            _store_rng(state, rng)
+            on_checkpoint(state)
+    _store_rng(state, rng)
+    _, loss = advance(exp, state, rng)
+    return _finish(exp, state, loss)
+
+
+def _store_rng(state: TrainState, rng) -> None:
+    if rng is not None:
+        state.rng_state = rng.bit_generator.state
+
+
+def _finish(exp: Experiment, state: TrainState, loss: float) -> TrainState:
+    if not state.history or state.history[-1]["step"] != state.step:
+        state.history.append(measure(exp, state.params, state.step, loss))
+    state.status = "completed"
+    return state
+
+
+def _diverged(exp: Experiment, state: TrainState) -> TrainState:
+    state.status = "diverged"
+    state.diverged_step = state.step + 1
+    state.message = (f"diverged at step {state.diverged_step}: the parameters became non-finite or exceeded "
+                     f"{exp.config.train.diverge_threshold:g}; {_divergence_advice(exp, state)}")
+    return state
+
+
+def evaluate(exp: Experiment, params: Params) -> dict:
+    """Excess risk on test.tasks new tasks after test-time adaptation (MATH 6), mean and s.e.
+
+    Test tasks depend only on the problem and test.seed, so every method meets the same tasks.
+    """
+    te, rule = exp.config.test, exp.config.adapt_rule
+    B, w = params.B, shared_head(params)
+    rng = seeds.rng(te.seed, "test_tasks")
+    risks = []
+    for start in range(0, te.tasks, TEST_CHUNK):
+        n = min(TEST_CHUNK, te.tasks - start)
+        tasks = sample_tasks(exp.problem, n, te.m_test, 0, rng)
+        heads = fit_heads(rule, B, w, tasks.X_in, tasks.y_in, problem=exp.problem, alpha=exp.config.test_alpha,
+                          steps=te.adapt_steps, ridge=te.ridge)
+        risks.append(excess_risk(B, heads, exp.problem.B_star, tasks.w_star))
+    mean, se = summarize(np.concatenate(risks))
+    expected = None
+    if rule == "gradient" and te.adapt_steps == 1:
+        expected = expected_excess_risk_one_step(B, w, exp.problem, alpha=exp.config.test_alpha, m_test=te.m_test)
+    return {"excess_risk": mean, "excess_risk_se": se, "excess_risk_expected": expected, "adapt": rule,
+            "adapt_steps": te.adapt_steps if rule == "gradient" else None, "alpha": exp.config.test_alpha,
+            "ridge": te.ridge if rule == "ridge" else None, "m_test": te.m_test, "tasks": te.tasks}
+
+
+def summary(exp: Experiment, state: TrainState, test: dict | None) -> dict:
+    """The run's summary.json content."""
+    last = state.history[-1] if state.history else measure(exp, state.params, state.step, float("nan"))
+    sv = [last[k] for k in last if k.startswith("sv_")]
+    t = exp.config.train
+    return {
+        "status": state.status,
+        "steps": state.step,
+        "diverged_step": state.diverged_step,
+        "message": state.message,
+        "method": exp.method.name,
+        "regime": exp.regime,
+        "infinite_tasks": {"population": "exact population dynamics (MATH 4)",
+                           "online": "online estimate: fresh tasks every step"}.get(exp.regime),
+        "final": {**{k: last[k] for k in METRIC_KEYS}, "singular_values": sv,
+                  "rank": int(metrics.numerical_rank(np.array(sv))) if sv else 0, "rank_rel_tol": 1e-2},
+        "theory": {"lambda_star": sorted(np.linalg.eigvalsh(exp.lam_star).tolist(), reverse=True),
+                   "lemma2_rate": lemma2_rate(t.alpha, t.beta, exp.problem.noise_std,
+                                              float("inf") if t.m_in == "inf" else t.m_in)},
+        "test": test,
+    }
+
+
+def run(config: Config, **callbacks) -> tuple[Experiment, TrainState, dict]:
+    """Build, train and evaluate in memory: (experiment, final state, summary)."""
+    exp = build(config)
+    state = train(exp, initial_state(exp), **callbacks)
+    test = evaluate(exp, state.params) if state.status == "completed" else None
+    return exp, state, summary(exp, state, test)

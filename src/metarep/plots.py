@@ -41,9 +41,12 @@ def metrics_figure(history: list[dict], summary: dict, path: Path) -> None:
     lam = summary.get("theory", {}).get("lambda_star")
     if lam:
         ax.axhline(max(lam) ** 0.5, ls=":", c="gray", label=r"$\sqrt{\lambda_{\max}(\Lambda_\star)}$")
-    ax.set(xscale="log", yscale="log", xlabel="step", title=f"{summary.get('method')} ({summary.get('regime')})")
+    ax.set(xlabel="step", title=f"{summary.get('method')} ({summary.get('regime')})")
     ax.legend(fontsize=8)
     xs, ys = _positive(steps, [row["loss"] for row in history])
     ax_loss.plot(xs, ys)
-    ax_loss.set(xscale="log", yscale="log", xlabel="step", title="training (outer) loss")
+    ax_loss.set(xlabel="step", title="training (outer) loss")
+    for axis in (ax, ax_loss):
+        if axis.lines and any(len(line.get_xdata()) for line in axis.lines):
+            axis.set(xscale="log", yscale="log")
     save_figure(fig, path)

@@ -1,7 +1,6 @@
 """Check every available contender against ``numpy_loop`` on a small problem.
 
-Run as ``python benchmarks/check_contenders.py`` (or ``python -m
-benchmarks.check_contenders``).  It
+Run as ``python benchmarks/check_contenders.py``.  It
 
 * compares grad_B, grad_w and the loss of every available contender with
   ``numpy_loop`` for both methods, to an absolute tolerance of 1e-10, and
@@ -15,14 +14,10 @@ with status 1 on any mismatch.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.contenders import CONTENDERS, make_numpy_loop  # noqa: E402
+from metarep.bench.contenders import CONTENDERS, make_numpy_loop
 
 N, M_IN, M_OUT, D, K = 7, 5, 4, 6, 4
 ALPHA = 0.3

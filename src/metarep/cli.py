@@ -1,7 +1,9 @@
 """The command line: `metarep run | sweep | reproduce | report | bench`.
 
-Errors a user can fix (bad config, missing file, too little memory) become one line on
-stderr and exit status 2; nothing is written before the config is known to be good.
+Errors a user can fix (bad config, missing file, too little memory, an unusable output
+directory) become one line on stderr and exit status 2; nothing is written before the config
+is known to be good. SIGINT/SIGTERM stop a run at the next step boundary with a checkpoint
+and exit status 130; a second signal aborts at once (the last checkpoint stays valid).
 """
 
 from __future__ import annotations
@@ -45,8 +47,12 @@ def stop_on_signals():
 
 
 def _prepare_out(out: Path | None, config_path: Path, force: bool) -> Path:
+    from metarep.store import only_temporaries
+
     out = out or Path("runs") / config_path.stem
-    if out.exists() and any(out.iterdir()) and not force:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output directory {str(out)!r} exists and is not a directory: choose another --out")
+    if out.exists() and not only_temporaries(out) and not force:
         raise UserError(f"output directory {str(out)!r} is not empty: choose another --out, add --force "
                         f"to overwrite, or continue it with `metarep run --resume {out}`")
     return out
@@ -88,22 +94,39 @@ def _register_optional_commands() -> None:
                 raise
 
 
+def _one_line(text) -> str:
+    """`text` on one printable line: control characters and unencodable ones escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def _error(message) -> int:
+    click.echo(f"error: {_one_line(message)}", err=True)
+    return 2
+
+
+def _os_error(err: OSError) -> str:
+    where = f" {str(err.filename)!r}" if err.filename else ""
+    return f"{err.strerror or err}:{where}" if where else f"{err.strerror or err}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit status 2."""
-    _register_optional_commands()
     try:
+        _register_optional_commands()
         cli.main(args=argv, standalone_mode=False, prog_name="metarep")
     except (ConfigError, ValueError) as err:
-        click.echo(f"error: {err}", err=True)
-        return 2
+        return _error(err)
     except click.exceptions.Exit as err:
         return err.exit_code
-    except click.Abort:
+    except (click.Abort, KeyboardInterrupt):
         click.echo("aborted", err=True)
         return 130
     except click.ClickException as err:
-        click.echo(f"error: {err.format_message()}", err=True)
-        return 2
+        return _error(err.format_message())
+    except MemoryError:
+        return _error("out of memory: lower the sizes in the config (problem.d, train.tasks, test.tasks, ...)")
+    except OSError as err:
+        return _error(_os_error(err))
     except SystemExit as err:
         return err.code if isinstance(err.code, int) else 1
     return 0

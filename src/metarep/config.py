@@ -17,10 +17,13 @@ from metarep.adapt import ADAPT_RULES
 from metarep.problem import as_covariance, as_mean
 
 INF = "inf"
+MAX_CONFIG_BYTES = 16 * 2**20
+# Numbers are strict: an int is a valid float, but booleans and numeric strings are not numbers.
 PositiveInt = Annotated[int, Field(ge=1, strict=True)]
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
 PosIntOrInf = Union[PositiveInt, Literal["inf"]]
-Number = Annotated[float, Field(allow_inf_nan=False)]
+Number = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 
 
 class ConfigError(ValueError):
@@ -36,18 +39,36 @@ class ProblemConfig(Section):
 
     d: PositiveInt = 10
     k: PositiveInt = 2
-    noise_std: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    noise_std: NonNegativeFloat = 1.0
     task_mean: Union[Number, list[Number]] = 0.0
-    task_cov: Union[Annotated[float, Field(ge=0, allow_inf_nan=False)], list[Number], list[list[Number]]] = 1.0
+    task_cov: Union[NonNegativeFloat, list[Number], list[list[Number]]] = 1.0
     seed: Annotated[int, Field(ge=0, strict=True)] = 0
 
     @model_validator(mode="after")
     def _consistent(self):
         if self.k > self.d:
             raise ValueError(f"problem.k must be <= problem.d = {self.d}, got {self.k}")
-        as_mean(self.task_mean, self.k)
-        as_covariance(self.task_cov, self.k)
+        # A scalar mean or covariance is valid for any k: only lists are checked (and built),
+        # so a huge k is refused by the memory check instead of being allocated here.
+        if isinstance(self.task_mean, list):
+            as_mean(self.task_mean, self.k)
+        if isinstance(self.task_cov, list):
+            _check_covariance(self.task_cov, self.k)
         return self
+
+
+def _check_covariance(task_cov: list, k: int) -> None:
+    """as_covariance's checks, without forming a k x k matrix for a diagonal."""
+    if not task_cov or not isinstance(task_cov[0], list):
+        if len(task_cov) != k:
+            raise ValueError(f"problem.task_cov: a diagonal must have k={k} entries, got {len(task_cov)}")
+        if min(task_cov) < 0:
+            raise ValueError("problem.task_cov: entries (eigenvalues) must be >= 0")
+        return
+    if len(task_cov) != k or any(len(row) != k for row in task_cov):
+        raise ValueError(f"problem.task_cov: a matrix must be {k} x {k}, got {len(task_cov)} rows of lengths "
+                         f"{sorted({len(row) for row in task_cov})}")
+    as_covariance(task_cov, k)
 
 
 class ModelConfig(Section):
@@ -55,7 +76,7 @@ class ModelConfig(Section):
 
     width: PositiveInt = 10
     init_scale: PositiveFloat = 1.0
-    init_head_scale: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    init_head_scale: NonNegativeFloat = 0.0
 
 
 class TrainConfig(Section):
@@ -72,7 +93,7 @@ class TrainConfig(Section):
     log_every: PositiveInt = 10
     seed: Annotated[int, Field(ge=0, strict=True)] = 0
     inner_steps: PositiveInt = 1
-    lam: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    lam: NonNegativeFloat = 0.0
     solver: Literal["gd", "alternating"] = "gd"
     checkpoint_every: Annotated[int, Field(ge=0, strict=True)] = 0
     diverge_threshold: PositiveFloat = 1e8
@@ -93,7 +114,7 @@ class TestConfig(Section):
     adapt: Literal["default", "gradient", "ridge", "lstsq", "bayes"] = "default"
     adapt_steps: Annotated[int, Field(ge=0, strict=True)] = 1
     alpha: Union[PositiveFloat, None] = None
-    ridge: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1e-3
+    ridge: NonNegativeFloat = 1e-3
     tasks: PositiveInt = 1000
     seed: Annotated[int, Field(ge=0, strict=True)] = 1
 
@@ -119,8 +140,18 @@ class Config(Section):
             raise ValueError(f"train.tasks = \"inf\" is for iterative methods, not {t.method!r}")
         if t.tasks != INF and INF in (t.m_in, t.m_out):
             raise ValueError("train.m_in and train.m_out may be \"inf\" only with train.tasks = \"inf\"")
-        if self.test.adapt == "bayes" and self.train.method != "oracle":
-            pass  # the Bayes head on the true features is a reference any run may report
+        if t.tasks == INF and t.inner_steps != 1:
+            raise ValueError("train.inner_steps must be 1 with train.tasks = \"inf\": the population forms "
+                             "are derived for one inner step; use tasks = \"online\" for more")
+        if method.init is not None and t.tasks == "online":
+            raise ValueError(f"train.tasks = \"online\" does not fit {t.method!r}, which keeps one head per "
+                             f"task: give a number of tasks")
+        if t.method == "moments" and self.model.width > self.problem.d:
+            raise ValueError(f"model.width must be <= problem.d = {self.problem.d} for 'moments' "
+                             f"(eigenvectors of a d x d matrix), got {self.model.width}")
+        if self.test.adapt == "bayes" and t.method != "oracle":
+            raise ValueError("test.adapt = \"bayes\" is the posterior mean on the true features: only for "
+                             "train.method = \"oracle\"")
         return self
 
     @property
@@ -142,12 +173,24 @@ class Config(Section):
 SECTIONS = ("problem", "model", "train", "test")
 
 
+def _key(part) -> str:
+    """A key as written in messages: plain when it is a simple name, else quoted (one line, bounded)."""
+    text = str(part)
+    if text.isprintable() and text.strip() == text and text and len(text) <= 60:
+        return text
+    return _short(repr(text))
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _format_error(err: ValidationError) -> str:
     """One line: the key, what it accepts (every alternative of a union), what it got."""
     errors = err.errors()
-    loc = tuple(str(p) for p in errors[0]["loc"])
+    loc = tuple(_key(p) for p in errors[0]["loc"])
     where = ".".join(loc[:2]) if loc and loc[0] in SECTIONS else ".".join(loc[:1])
-    same = [e for e in errors if tuple(str(p) for p in e["loc"])[:2] == loc[:2]]
+    same = [e for e in errors if tuple(_key(p) for p in e["loc"])[:2] == loc[:2]]
     if errors[0]["type"] == "extra_forbidden":
         return f"{where}: unknown key (allowed keys are listed in README.md, section Config)"
     msgs = list(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in same))
@@ -156,7 +199,7 @@ def _format_error(err: ValidationError) -> str:
         text = f"{where}: {text}" if where else text
     got = errors[0].get("input")
     if "got" not in text and got is not None and not isinstance(got, dict):
-        text += f" (got {got!r})"
+        text += f" (got {_short(repr(got))})"
     return text
 
 
@@ -170,6 +213,8 @@ def validate(data: dict[str, Any]) -> Config:
         raise ConfigError(_format_error(err)) from None
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    except RecursionError:
+        raise ConfigError("config: values are nested too deeply") from None
 
 
 def parse_value(text: str) -> Any:
@@ -178,6 +223,8 @@ def parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise ConfigError(f"--set value nested too deeply: {_short(repr(text))}") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -199,15 +246,20 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     """Parse a TOML file into plain data, with errors as ConfigError."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as err:
-        raise ConfigError(f"cannot read config {str(path)!r}: {err.strerror}") from None
+        raise ConfigError(f"cannot read config {str(path)!r}: {err.strerror or err}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config {str(path)!r} is larger than {MAX_CONFIG_BYTES // 2**20} MiB: not a config file")
     try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"config {str(path)!r} is not UTF-8 text") from None
+        return tomllib.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config {str(path)!r} is not UTF-8 text (byte {err.start})") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config {str(path)!r} is not valid TOML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"config {str(path)!r}: values are nested too deeply") from None
 
 
 def load(path: str | Path, overrides: list[str] = ()) -> Config:

@@ -1,4 +1,18 @@
-"""Run one experiment into a run directory: validate, allocate, train with checkpoints, store."""
+"""Run one experiment into a run directory: validate, allocate, train with checkpoints, store.
+
+The order of events is what makes every fault recoverable:
+
+1. the config is read and validated and its memory need checked: nothing is written before;
+2. the run directory is created and locked; a directory reused with --force loses its old
+   config.toml first (so it stops being resumable), then its other results;
+3. config.toml is written, then a checkpoint of step 0 that records the config's hash;
+4. checkpoints follow every train.checkpoint_every steps, every CHECKPOINT_SECONDS of wall
+   time, and on SIGINT/SIGTERM;
+5. results are written with summary.json last, and only then is the checkpoint removed.
+
+A kill at any instant leaves one of: no config.toml (run again), config.toml and maybe a
+checkpoint (resume), or summary.json (done). Every write is atomic.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from metarep import store
 from metarep.config import ConfigError, load
 from metarep.resources import check_memory
-from metarep.runner import build, evaluate, initial_state, summary, train
+from metarep.runner import build, evaluate_final, initial_state, summary, train
+
+# A run checkpoints at least this often (wall time), whatever train.checkpoint_every says.
+CHECKPOINT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -29,40 +48,97 @@ def _progress_bar(enabled: bool, total: int, initial: int):
 
 def execute_run(config_path: Path | None, overrides: list[str], out: Path | None, *, resume: Path | None = None,
                 force: bool = False, progress: bool = False, should_stop: Callable[[], bool] = lambda: False,
-                prepare_out: Callable | None = None, figure: bool = True) -> RunResult:
+                prepare_out: Callable | None = None, figure: bool = True,
+                checkpoint_seconds: float | None = CHECKPOINT_SECONDS) -> RunResult:
     """Validate everything first, then create the run directory, train, evaluate and store.
 
     With `resume`, continue from the directory's checkpoint; the result is bit-identical to a
-    run that was never interrupted.
+    run that was never interrupted. A checkpoint written for another resolved config is refused.
     """
     if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.toml").exists():
-            raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.toml)")
-        done = store.read_summary(run_dir)
-        if done is not None:
-            return RunResult(done["status"], run_dir, done, f"{run_dir}: already {done['status']}, nothing to do")
-        config = load(run_dir / "config.toml")
-    else:
-        config = load(config_path, overrides)
-        run_dir = prepare_out(out, Path(config_path), force) if prepare_out else Path(out)
+        return _resume(Path(resume), progress=progress, should_stop=should_stop, figure=figure,
+                       checkpoint_seconds=checkpoint_seconds)
+    config = load(config_path, overrides)
+    run_dir = prepare_out(out, Path(config_path), force) if prepare_out else Path(out)
     check_memory(config)
     exp = build(config)
-    state = (store.load_checkpoint(run_dir) if resume is not None else None) or initial_state(exp)
-    if resume is None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("summary.json", store.CHECKPOINT):
-            (run_dir / stale).unlink(missing_ok=True)
-        store.write_config(run_dir / "config.toml", config.to_dict())
+    state = initial_state(exp)
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with store.lock_run_dir(run_dir):
+            digest = store.config_hash(config)
+            store.clear_run_dir(run_dir)
+            store.write_config(run_dir / "config.toml", config.to_dict())
+            created = False
+            if exp.method.iterative:
+                store.save_checkpoint(run_dir, state, config_hash=digest)
+            return _train_and_store(exp, state, run_dir, digest, progress=progress, should_stop=should_stop,
+                                    figure=figure, checkpoint_seconds=checkpoint_seconds)
+    finally:
+        if created:  # failed before the run existed: leave no empty directory behind
+            _remove_if_empty(run_dir)
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def _resume(run_dir: Path, *, progress, should_stop, figure, checkpoint_seconds) -> RunResult:
+    if not (run_dir / "config.toml").is_file():
+        raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.toml): start the run again "
+                          f"with `metarep run CONFIG --out {run_dir}`")
+    with store.lock_run_dir(run_dir):
+        done = store.read_summary(run_dir)
+        if done is not None:
+            # killed after summary.json, before the checkpoint was removed: finish the cleanup
+            (run_dir / store.CHECKPOINT).unlink(missing_ok=True)
+            store.remove_temporaries(run_dir)
+            return RunResult(done["status"], run_dir, done, f"{run_dir}: already {done['status']}, nothing to do")
+        config = load(run_dir / "config.toml")
+        digest = store.config_hash(config)
+        state = store.load_checkpoint(run_dir, config_hash=digest)  # refuses another config's checkpoint
+        check_memory(config)
+        exp = build(config)
+        _check_compatible(exp, state, run_dir)
+        store.remove_temporaries(run_dir)
+        if state is None:  # killed before the first checkpoint: start over
+            state = initial_state(exp)
+        return _train_and_store(exp, state, run_dir, digest, progress=progress, should_stop=should_stop,
+                                figure=figure, checkpoint_seconds=checkpoint_seconds)
+
+
+def _check_compatible(exp, state, run_dir: Path) -> None:
+    if state is None:
+        return
+    cfg = exp.config
+    B, w = state.params
+    if (B.shape[-2:] != (cfg.problem.d, cfg.model.width) or state.step > cfg.train.steps
+            or not np.isfinite(B).all() or not np.isfinite(w).all()):
+        raise store.CheckpointError(f"checkpoint in {str(run_dir)!r} does not fit its config.toml (parameters "
+                                    f"{B.shape}, step {state.step}); delete {store.CHECKPOINT} to restart from step 0")
+
+
+def _train_and_store(exp, state, run_dir: Path, digest: str, *, progress, should_stop, figure,
+                     checkpoint_seconds) -> RunResult:
+    config = exp.config
+
+    def checkpoint(s):
+        store.save_checkpoint(run_dir, s, config_hash=digest)
+
     with _progress_bar(progress, config.train.steps, state.step) as bar:
         state = train(exp, state, on_progress=lambda step: bar.update(1), should_stop=should_stop,
-                      on_checkpoint=lambda s: store.save_checkpoint(run_dir, s))
+                      on_checkpoint=checkpoint, checkpoint_seconds=checkpoint_seconds)
     if state.status == "interrupted":
-        store.save_checkpoint(run_dir, state)
+        checkpoint(state)
         return RunResult("interrupted", run_dir, None, f"interrupted at step {state.step}; continue with "
                                                        f"`metarep run --resume {run_dir}`")
-    test = evaluate(exp, state.params) if state.status == "completed" else None
-    result = summary(exp, state, test)
+    test = evaluate_final(exp, state)
+    with np.errstate(all="ignore"):
+        result = summary(exp, state, test)
     store.write_results(run_dir, exp, state, result, figure=figure)
     return RunResult(state.status, run_dir, result, _describe(run_dir, result))
 

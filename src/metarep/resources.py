@@ -1,4 +1,21 @@
-"""Estimate the memory a run needs before allocating it, and refuse what cannot fit."""
+"""Estimate the memory a run needs before allocating it, and refuse what cannot fit.
+
+The estimate counts, in float64 numbers, what a run holds at its peak:
+
+- problem: B* (d x k), Sigma* and friends (k x k), the parameters (d x k') and their updates;
+- train_tasks: the training set (finite tasks) or one batch (online), with the true heads;
+- working: per-task temporaries of one outer step, growing with train.inner_steps (the inner
+  path keeps every iterate), plus per-method extras: one head per task (N x k') for methods
+  with per-task heads such as Burer-Monteiro, a pooled copy of the data and d x d moments for
+  direct (non-iterative) estimators; a method may add its own count as
+  `Method.extra["memory_floats"]`, a function of the config;
+- test_tasks: one chunk of TEST_CHUNK test tasks with their features X B and the head fit's
+  workspace (m_test x m_test per task for the Bayes head), plus one risk per test task;
+- history: the logged metric rows (Python objects, their checkpoint table and CSV text).
+
+It is an estimate: the aim is to refuse runs that cannot fit, with the setting to change,
+instead of letting the kernel kill them mid-way.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +25,60 @@ from metarep.config import Config, ConfigError
 
 FLOAT = 8
 TEST_CHUNK = 2048
+HISTORY_BYTES_PER_VALUE = 130  # a Python float in a dict row, its checkpoint copy and CSV text
 
 
 class ResourceError(ConfigError):
     """The run would not fit in this machine's memory."""
 
 
-def available_bytes() -> int:
-    """Memory available to a new allocation (MemAvailable), or physical memory as a fallback."""
+def _meminfo_available() -> int | None:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _cgroup_available() -> int | None:
+    """What the memory cgroup (v2, else v1) still allows this process, if it has a limit."""
+    for limit_path, usage_path in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        limit = _read_int(limit_path)
+        if limit is not None and limit < 1 << 60:
+            return max(0, limit - (_read_int(usage_path) or 0))
+    return None
+
+
+def _rlimit_available() -> int | None:
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def available_bytes() -> int:
+    """Memory available to a new allocation: the least of MemAvailable, what the memory cgroup
+    still allows and the address-space limit (ulimit -v); physical memory as a fallback."""
+    candidates = [v for v in (_meminfo_available(), _cgroup_available(), _rlimit_available()) if v is not None]
+    if candidates:
+        return min(candidates)
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
@@ -30,18 +86,65 @@ def _size(value, default=0):
     return default if isinstance(value, str) else int(value)
 
 
+def _method(config: Config):
+    from metarep.methods import get_method
+
+    try:
+        return get_method(config.train.method)
+    except ValueError:
+        return None
+
+
 def estimate_bytes(config: Config) -> dict[str, int]:
     """Bytes each part of a run holds at its peak (task data dominates)."""
     p, t, te, width = config.problem, config.train, config.test, config.model.width
-    d = p.d
+    d, k = p.d, p.k
+    method = _method(config)
     m = _size(t.m_in) + _size(t.m_out)
-    n_train = {"inf": 0, "online": t.batch_tasks}.get(t.tasks, t.tasks) if not isinstance(t.tasks, int) else t.tasks
-    heads = n_train * width if t.method == "burer-monteiro" else 0
+    n_train = {"inf": 0, "online": t.batch_tasks}.get(t.tasks, t.tasks) if isinstance(t.tasks, str) else t.tasks
+    steps_kept = t.inner_steps + 1
+    # per task: the inner path (heads and prediction gradients per inner step), the reverse pass's
+    # factors and their concatenation, predictions, outer gradients, labels in flight
+    working = n_train * (4 * steps_kept * (d + width) + 2 * m) + 6 * d * width
+    per_task_heads = t.method in ("burer-monteiro", "mtl", "multi-task") or (
+        method is not None and method.init is not None)
+    if per_task_heads:
+        working += 3 * n_train * width
+    if method is not None and method.fit is not None:
+        working += n_train * m * (d + 1) + 2 * d * d + d * width
+    if method is not None and callable(method.extra.get("memory_floats")):
+        working += int(method.extra["memory_floats"](config))
+    rule = config.adapt_rule if method is not None else "gradient"
+    chunk = min(te.tasks, TEST_CHUNK)
+    test_ws = chunk * te.m_test * (d + 2 * width + 2) + chunk * (2 * d + 3 * width + 2 * k)
+    if rule == "bayes":
+        test_ws += chunk * te.m_test * (te.m_test + 2 * k)
+    elif rule in ("ridge", "lstsq"):
+        test_ws += chunk * (te.m_test * width * 2 + width * width * 2)
+    rows = (t.steps // t.log_every + 2) if method is None or method.iterative else 1
     return {
-        "train_tasks": n_train * m * (d + 1) * FLOAT,
-        "working": (n_train * (2 * d + 3 * width) + heads * 2 + 4 * d * width) * FLOAT,
-        "test_tasks": min(te.tasks, TEST_CHUNK) * te.m_test * (d + width + 1) * FLOAT,
+        "problem": (3 * d * k + 6 * k * k + 4 * d * width) * FLOAT,
+        "train_tasks": n_train * (m * (d + 1) + k) * FLOAT,
+        "working": working * FLOAT,
+        "test_tasks": (test_ws + te.tasks) * FLOAT,
+        "history": rows * (7 + width) * HISTORY_BYTES_PER_VALUE,
     }
+
+
+ADVICE = {
+    "problem": "lower problem.d, problem.k or model.width",
+    "train_tasks": "lower train.tasks, train.m_in/m_out or problem.d, or use train.tasks = \"online\"",
+    "working": "lower train.tasks (or train.batch_tasks), train.inner_steps or model.width",
+    "test_tasks": "lower test.tasks, test.m_test or problem.d",
+    "history": "raise train.log_every or lower train.steps",
+}
+
+
+def _gib(n: int) -> str:
+    try:
+        return f"{n / 2**30:.3g} GiB"
+    except OverflowError:  # sizes beyond a float: say how many digits
+        return f"about 10^{len(str(n // 2**30)) - 1} GiB"
 
 
 def check_memory(config: Config, *, fraction: float = 0.8) -> int:
@@ -50,9 +153,6 @@ def check_memory(config: Config, *, fraction: float = 0.8) -> int:
     need, have = sum(parts.values()), available_bytes()
     if need > fraction * have:
         biggest = max(parts, key=parts.get)
-        advice = {"train_tasks": "lower train.tasks, train.m_in/m_out or problem.d, or use train.tasks = \"online\"",
-                  "working": "lower train.tasks or model.width",
-                  "test_tasks": "lower test.m_test or problem.d"}[biggest]
-        raise ResourceError(f"the run needs about {need / 2**30:.1f} GiB ({biggest} "
-                            f"{parts[biggest] / 2**30:.1f} GiB) but {have / 2**30:.1f} GiB is available: {advice}")
+        raise ResourceError(f"the run needs about {_gib(need)} ({biggest} {_gib(parts[biggest])}) but "
+                            f"{_gib(have)} is available: {ADVICE[biggest]}")
     return need

@@ -5,6 +5,8 @@ No file I/O here: the store layer persists what `train` hands to its callbacks.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -118,25 +120,47 @@ def _divergence_advice(exp: Experiment, state: TrainState) -> str:
     outer step is too large."""
     t = exp.config.train
     sigma_0 = state.history[0]["sv_0"] if state.history else 0.0
-    if "alpha" in exp.hyper and t.alpha * sigma_0**2 > 2:
+    if "alpha" in exp.hyper and t.alpha * sigma_0 * sigma_0 > 2:
         return f"lower train.alpha (now {t.alpha}) or model.init_scale"
     return f"lower train.beta (now {t.beta})"
 
 
+# What `train` treats as the numbers having run away: a linear-algebra routine that fails on
+# huge or non-finite input, or floating-point trouble raised as an exception.
+NUMERICAL_FAILURES = (np.linalg.LinAlgError, FloatingPointError, OverflowError)
+
+
 def train(exp: Experiment, state: TrainState, *, on_progress: Callable[[int], None] | None = None,
           on_checkpoint: Callable[[TrainState], None] | None = None,
-          should_stop: Callable[[], bool] = lambda: False) -> TrainState:
+          should_stop: Callable[[], bool] = lambda: False,
+          checkpoint_seconds: float | None = None) -> TrainState:
     """Run outer steps until train.steps, divergence, or should_stop() (then status 'interrupted').
 
-    Logs a row every log_every steps and at the end; calls on_checkpoint every checkpoint_every steps.
+    Logs a row every log_every steps and at the end; calls on_checkpoint every checkpoint_every steps
+    and, with `checkpoint_seconds`, also whenever that much wall time has passed since the last call
+    (when checkpoints happen never changes the results).
+
+    Divergence (status 'diverged', with the step): parameters that are non-finite or exceed
+    train.diverge_threshold, a non-finite loss, or a numerical routine failing on run-away values.
     """
+    with np.errstate(all="ignore"):
+        try:
+            return _train(exp, state, on_progress, on_checkpoint, should_stop, checkpoint_seconds)
+        except NUMERICAL_FAILURES as err:
+            return _diverged(exp, state, state.step, f"a numerical routine failed ({err})")
+
+
+def _train(exp, state, on_progress, on_checkpoint, should_stop, checkpoint_seconds) -> TrainState:
     t = exp.config.train
     if not exp.method.iterative:
+        if not state.params.is_finite():
+            return _diverged(exp, state, state.step, "the fitted parameters are not finite")
         return _finish(exp, state, loss=float("nan"))
     rng = None
     if state.rng_state is not None:
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng_state
+    last_checkpoint = time.monotonic()
     while state.step < t.steps:
         if should_stop():
             state.status = "interrupted"
@@ -145,17 +169,25 @@ def train(exp: Experiment, state: TrainState, *, on_progress: Callable[[int], No
         new_params, loss = advance(exp, state, rng)
         if state.step % t.log_every == 0:
             state.history.append(measure(exp, state.params, state.step, loss))
+        if not math.isfinite(loss):
+            return _diverged(exp, state, state.step, "the loss became non-finite")
         if _blown_up(new_params, t.diverge_threshold):
-            return _diverged(exp, state)
+            return _diverged(exp, state, state.step + 1, "the parameters became non-finite or exceeded "
+                                                         f"{t.diverge_threshold:g}")
         state.params, state.step = new_params, state.step + 1
         if on_progress:
             on_progress(state.step)
-        if on_checkpoint and t.checkpoint_every and state.step % t.checkpoint_every == 0:
+        if on_checkpoint and ((t.checkpoint_every and state.step % t.checkpoint_every == 0) or (
+                checkpoint_seconds is not None and time.monotonic() - last_checkpoint >= checkpoint_seconds)):
             _store_rng(state, rng)
             on_checkpoint(state)
+            last_checkpoint = time.monotonic()
     _store_rng(state, rng)
     _, loss = advance(exp, state, rng)
-    return _finish(exp, state, loss)
+    state = _finish(exp, state, loss)
+    if not math.isfinite(loss):
+        return _diverged(exp, state, state.step, "the loss became non-finite")
+    return state
 
 
 def _store_rng(state: TrainState, rng) -> None:
@@ -170,12 +202,33 @@ def _finish(exp: Experiment, state: TrainState, loss: float) -> TrainState:
     return state
 
 
-def _diverged(exp: Experiment, state: TrainState) -> TrainState:
+def _diverged(exp: Experiment, state: TrainState, step: int, what: str) -> TrainState:
     state.status = "diverged"
-    state.diverged_step = state.step + 1
-    state.message = (f"diverged at step {state.diverged_step}: the parameters became non-finite or exceeded "
-                     f"{exp.config.train.diverge_threshold:g}; {_divergence_advice(exp, state)}")
+    state.diverged_step = step
+    state.message = f"diverged at step {step}: {what}; {_divergence_advice(exp, state)}"
     return state
+
+
+def evaluate_final(exp: Experiment, state: TrainState) -> dict | None:
+    """`evaluate` for a completed run, None for any other. When test-time adaptation runs away
+    (a non-finite excess risk), the run is marked diverged at its last step instead."""
+    if state.status != "completed":
+        return None
+    with np.errstate(all="ignore"):
+        try:
+            test = evaluate(exp, state.params)
+            if math.isfinite(test["excess_risk"]):
+                return test
+            what = "the excess risk is not finite"
+        except NUMERICAL_FAILURES as err:
+            what = f"a numerical routine failed ({err})"
+    te = exp.config.test
+    advice = (f"lower test.alpha (now {exp.config.test_alpha}) or test.adapt_steps"
+              if exp.config.adapt_rule == "gradient" else f"lower train.beta (now {exp.config.train.beta})")
+    state.status = "diverged"
+    state.diverged_step = state.step
+    state.message = f"diverged at test time after step {state.step} ({te.tasks} test tasks): {what}; {advice}"
+    return None
 
 
 def evaluate(exp: Experiment, params: Params) -> dict:
@@ -219,15 +272,23 @@ def summary(exp: Experiment, state: TrainState, test: dict | None) -> dict:
         "final": {**{k: last[k] for k in METRIC_KEYS}, "singular_values": sv,
                   "rank": int(metrics.numerical_rank(np.array(sv))) if sv else 0, "rank_rel_tol": 1e-2},
         "theory": {"lambda_star": sorted(np.linalg.eigvalsh(exp.lam_star).tolist(), reverse=True),
-                   "lemma2_rate": lemma2_rate(t.alpha, t.beta, exp.problem.noise_std,
-                                              float("inf") if t.m_in == "inf" else t.m_in)},
+                   "lemma2_rate": _lemma2_rate(exp)},
         "test": test,
     }
+
+
+def _lemma2_rate(exp: Experiment) -> float:
+    """lemma2_rate, inf where huge step sizes overflow it."""
+    t = exp.config.train
+    try:
+        return lemma2_rate(t.alpha, t.beta, exp.problem.noise_std, float("inf") if t.m_in == "inf" else t.m_in)
+    except OverflowError:
+        return float("inf")
 
 
 def run(config: Config, **callbacks) -> tuple[Experiment, TrainState, dict]:
     """Build, train and evaluate in memory: (experiment, final state, summary)."""
     exp = build(config)
     state = train(exp, initial_state(exp), **callbacks)
-    test = evaluate(exp, state.params) if state.status == "completed" else None
+    test = evaluate_final(exp, state)
     return exp, state, summary(exp, state, test)

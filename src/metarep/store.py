@@ -3,53 +3,159 @@
 A run directory holds config.toml, metrics.csv, params.npz, summary.json, metrics.png and,
 while it runs, checkpoint.npz. Every file is written to a temporary name, fsynced and renamed,
 so a crash at any instant leaves the old file or the new one, never a torn one.
+
+The checkpoint is an npz of plain arrays (no pickles): B, w, the metric history as a float64
+table, and a JSON record (as bytes) with the step, the RNG state of the online task stream,
+the history's column names, a format number and the SHA-256 of the resolved config. A
+checkpoint is only loaded into a run whose resolved config has the same hash.
+
+Test hook: when the environment variable METAREP_TEST_WRITE_DELAY holds a number of seconds,
+`atomic_write` sleeps that long between writing the temporary file and renaming it, which
+widens the window in which a fault test can kill a process in the middle of a write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
-import tempfile
+import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import tomli_w
 
+from metarep.config import ConfigError
 from metarep.params import Params
 
 CHECKPOINT = "checkpoint.npz"
+CHECKPOINT_FORMAT = 1
+RESULT_FILES = ("metrics.csv", "params.npz", "metrics.png")
+TMP_SUFFIX = ".tmp"
+WRITE_DELAY_ENV = "METAREP_TEST_WRITE_DELAY"
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be used: unreadable, or written for another config."""
+
+
+class RunDirBusy(ConfigError):
+    """Another process is running in this run directory."""
+
+
+def _test_write_delay() -> float:
+    try:
+        return max(0.0, float(os.environ.get(WRITE_DELAY_ENV, "") or 0.0))
+    except ValueError:
+        return 0.0
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable; filesystems that cannot fsync a directory are skipped."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a fsynced temporary file and an atomic rename."""
+    """Write `data` to `path` through a fsynced temporary file and an atomic rename.
+
+    The temporary file is `.<name>.<random>.tmp` beside `path`, created with the usual
+    permissions (0666 less the umask); it is removed if the write fails.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}{TMP_SUFFIX}"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 collisions of 48 random bits
+        raise FileExistsError(f"cannot create a temporary file beside {path}")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        delay = _test_write_delay()
+        if delay:
+            time.sleep(delay)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def remove_temporaries(run_dir: Path) -> int:
+    """Delete the temporary files an interrupted `atomic_write` left in `run_dir`; return how many."""
+    removed = 0
+    for p in Path(run_dir).glob(f".*{TMP_SUFFIX}"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def only_temporaries(directory: Path) -> bool:
+    """True when `directory` holds nothing but temporaries of interrupted writes (or nothing)."""
+    return all(p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file()
+               for p in Path(directory).iterdir())
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir: Path):
+    """Hold an exclusive lock on the run directory itself (no lock file) while a run uses it.
+
+    The lock is released when the process exits, however it exits.
+    """
+    import fcntl
+
+    fd = os.open(run_dir, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RunDirBusy(f"run directory {str(run_dir)!r} is in use by another metarep process; "
+                             f"wait for it to finish or stop it first") from None
+        yield
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
 def npz_bytes(**arrays) -> bytes:
+    """An .npz archive of plain arrays, byte-for-byte reproducible (fixed zip timestamps, no pickles)."""
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
     return buf.getvalue()
 
 
 def write_config(path: Path, config_dict: dict) -> None:
     atomic_write(path, tomli_w.dumps(config_dict).encode())
+
+
+def config_hash(config) -> str:
+    """SHA-256 of the resolved config (every key, defaults included), as hex."""
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def history_columns(history: list[dict]) -> list[str]:
@@ -73,32 +179,77 @@ def read_metrics(path: Path) -> list[dict]:
         return [{k: (int(v) if k == "step" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def save_checkpoint(run_dir: Path, state) -> None:
-    """Parameters, step, metric history and RNG state in one atomically written npz (no pickles)."""
+def save_checkpoint(run_dir: Path, state, *, config_hash: str | None = None) -> None:
+    """Parameters, step, metric history and RNG state in one atomically written npz (no pickles).
+
+    `config_hash` (see `config_hash`) is recorded so that a resume can refuse another config.
+    """
     columns = history_columns(state.history)
     table = np.array([[row[c] for c in columns] for row in state.history], dtype=np.float64).reshape(-1, len(columns))
-    meta = {"step": state.step, "status": state.status, "rng_state": state.rng_state, "columns": columns}
+    meta = {"format": CHECKPOINT_FORMAT, "step": state.step, "status": state.status, "rng_state": state.rng_state,
+            "columns": columns, "config_hash": config_hash}
     atomic_write(Path(run_dir) / CHECKPOINT, npz_bytes(B=state.params.B, w=state.params.w, history=table,
                                                        meta=np.frombuffer(json.dumps(meta).encode(), np.uint8)))
 
 
-def load_checkpoint(run_dir: Path):
-    """The TrainState saved by save_checkpoint, or None when the directory has no checkpoint."""
+def _read_checkpoint(path: Path):
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(data["meta"].tobytes().decode())
+        B, w, table = data["B"].copy(), data["w"].copy(), data["history"].copy()
+    if not isinstance(meta, dict) or meta.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
+        raise ValueError("unknown checkpoint format")
+    columns, step = meta["columns"], meta["step"]
+    if not (isinstance(step, int) and step >= 0 and isinstance(columns, list) and columns
+            and all(isinstance(c, str) for c in columns)):
+        raise ValueError("malformed record")
+    if table.dtype != np.float64 or table.ndim != 2 or table.shape[1] != len(columns):
+        raise ValueError("malformed metric history")
+    if B.dtype != np.float64 or w.dtype != np.float64 or B.ndim < 2 or w.shape[-1:] != B.shape[-1:]:
+        raise ValueError("malformed parameters")
+    if meta.get("rng_state") is not None:
+        np.random.default_rng().bit_generator.state = meta["rng_state"]   # raises if malformed
+    return meta, B, w, table
+
+
+def load_checkpoint(run_dir: Path, *, config_hash: str | None = None):
+    """The TrainState saved by save_checkpoint, or None when the directory has no checkpoint.
+
+    With `config_hash`, a checkpoint recorded for a different resolved config is refused
+    (CheckpointError); so is an unreadable one, with a message saying what to do.
+    """
     from metarep.runner import TrainState
 
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         return None
-    with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(data["meta"].tobytes().decode())
-        history = [{c: (int(v) if c == "step" else float(v)) for c, v in zip(meta["columns"], row)}
-                   for row in data["history"]]
-        params = Params(data["B"].copy(), data["w"].copy())
-    return TrainState(params, step=meta["step"], history=history, rng_state=meta["rng_state"])
+    try:
+        meta, B, w, table = _read_checkpoint(path)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} is unreadable ({type(err).__name__}: {err}); "
+                              f"delete it to restart the run from step 0") from None
+    recorded = meta.get("config_hash")
+    if config_hash is not None and recorded is not None and recorded != config_hash:
+        raise CheckpointError(f"{str(Path(run_dir) / 'config.toml')!r} no longer matches the config the checkpoint "
+                              f"was written with (config hash {recorded[:12]} != {config_hash[:12]}): restore "
+                              f"the original config.toml, or start a new run with --out")
+    history = [{c: (int(v) if c == "step" else float(v)) for c, v in zip(meta["columns"], row)} for row in table]
+    return TrainState(Params(B, w), step=meta["step"], history=history, rng_state=meta["rng_state"])
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """Remove what an earlier run left, config.toml first so that the directory stops being
+    resumable before anything else goes."""
+    run_dir = Path(run_dir)
+    for name in ("config.toml", "summary.json", CHECKPOINT, *RESULT_FILES):
+        (run_dir / name).unlink(missing_ok=True)
+    remove_temporaries(run_dir)
 
 
 def write_results(run_dir: Path, exp, state, summary: dict, *, figure: bool = True) -> None:
-    """metrics.csv, params.npz, summary.json (written last: its presence means the run is done), metrics.png."""
+    """metrics.csv, params.npz, summary.json (written last: its presence means the run is done), metrics.png.
+
+    The checkpoint is removed only after summary.json is in place; a directory with both is done.
+    """
     run_dir = Path(run_dir)
     atomic_write(run_dir / "metrics.csv", csv_bytes(state.history))
     atomic_write(run_dir / "params.npz", npz_bytes(B=state.params.B, w=state.params.w, B_star=exp.problem.B_star,
@@ -109,8 +260,18 @@ def write_results(run_dir: Path, exp, state, summary: dict, *, figure: bool = Tr
         metrics_figure(state.history, summary, run_dir / "metrics.png")
     atomic_write(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
+    _fsync_dir(run_dir)
 
 
 def read_summary(run_dir: Path) -> dict | None:
+    """summary.json of a finished run, None when there is none; an unreadable one is a ConfigError."""
     path = Path(run_dir) / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{str(path)!r} is unreadable ({err}); delete it to run the rest again") from None
+    if not isinstance(data, dict) or "status" not in data:
+        raise ConfigError(f"{str(path)!r} is not a metarep summary; delete it to run the rest again")
+    return data

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from metarep.methods import fo_anil
+from metarep.methods import anil, burer_monteiro, fo_anil, fo_maml, maml, moments, none, oracle
 from metarep.methods.base import Method, outer_step, shared_head
 
-METHODS: dict[str, Method] = {m.name: m for m in (fo_anil.METHOD,)}
+METHODS: dict[str, Method] = {m.name: m for m in (fo_anil.METHOD, anil.METHOD, fo_maml.METHOD, maml.METHOD,
+                                                   burer_monteiro.METHOD, moments.METHOD, oracle.METHOD,
+                                                   none.METHOD)}
 
 
 def get_method(name: str) -> Method:

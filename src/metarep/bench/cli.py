@@ -1,0 +1,89 @@
+"""`metarep bench`: time one outer step of FO-ANIL / exact ANIL against other frameworks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from metarep.bench.contenders import CONTENDERS
+from metarep.bench.harness import DTYPES, METHODS, PAPER, BenchConfig
+
+
+def _split(values: tuple[str, ...]) -> tuple[str, ...] | None:
+    names = tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+    return names or None
+
+
+@click.command()
+@click.option("--method", type=click.Choice([*METHODS, "all"]), default="all", show_default=True,
+              help="Which outer step to time.")
+@click.option("--n-tasks", type=click.IntRange(min=1), default=PAPER["n_tasks"], show_default=True,
+              help="N, tasks per step.")
+@click.option("--m-in", type=click.IntRange(min=1), default=PAPER["m_in"], show_default=True,
+              help="Inner samples per task.")
+@click.option("--m-out", type=click.IntRange(min=1), default=PAPER["m_out"], show_default=True,
+              help="Outer samples per task.")
+@click.option("--d", "d", type=click.IntRange(min=1), default=PAPER["d"], show_default=True,
+              help="Ambient dimension.")
+@click.option("--width", type=click.IntRange(min=1), default=PAPER["width"], show_default=True,
+              help="k', the width of B.")
+@click.option("--dtype", type=click.Choice([*DTYPES, "both"]), default="both", show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=None,
+              help="Timed runs per vectorised contender [default: 20, --quick 3].")
+@click.option("--loop-repeats", type=click.IntRange(min=1), default=None,
+              help="Timed runs per loop-over-tasks contender [default: 3, --quick 1].")
+@click.option("--contenders", multiple=True, metavar="NAME[,NAME...]",
+              help=f"Contenders to run [default: all]; metarep on the active kernel is always run. "
+                   f"Known: {', '.join(CONTENDERS)}.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), multiple=True, metavar="FILE",
+              help="Also write the report to FILE (.json: the full result as JSON; else Markdown); repeatable.")
+@click.option("--quick", is_flag=True,
+              help="Few runs, a small bandwidth probe and 10^3 population steps (extrapolated): a smoke test.")
+@click.option("--population/--no-population", default=True, show_default=True,
+              help="Measure population-step throughput.")
+@click.option("--pop-steps", type=click.IntRange(min=1), default=None,
+              help="Population steps of one run [default: 100000, --quick 1000].")
+@click.option("--pop-batch", type=click.IntRange(min=1), default=None,
+              help="Runs batched along a leading axis [default: 256, --quick 16].")
+@click.option("--bandwidth/--no-bandwidth", default=True, show_default=True,
+              help="Measure the machine's read bandwidth.")
+@click.option("--alpha", type=float, default=0.1, show_default=True, help="Inner step size.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
+def bench(method, n_tasks, m_in, m_out, d, width, dtype, repeats, loop_repeats, contenders, out, quick,
+          population, pop_steps, pop_batch, bandwidth, alpha, seed, quiet):
+    """Time one outer step of FO-ANIL / exact ANIL: metarep against other implementations.
+
+    Defaults are the paper's setting (N = 5000, m_in = 20, m_out = 10, d = k' = 50). Every
+    contender's gradient is checked against metarep's before it is timed. Contenders whose package
+    is missing are skipped with a note; nothing is installed. Prints a Markdown report.
+    """
+    from metarep.bench.harness import format_report, result_to_dict, run_benchmark
+
+    cfg = BenchConfig(methods=METHODS if method == "all" else (method,), n_tasks=n_tasks, m_in=m_in,
+                      m_out=m_out, d=d, width=width, dtypes=DTYPES if dtype == "both" else (dtype,),
+                      contenders=_split(contenders), repeats=repeats, loop_repeats=loop_repeats, quick=quick,
+                      alpha=alpha, seed=seed, bandwidth=bandwidth, population=population, pop_steps=pop_steps,
+                      pop_batch=pop_batch)
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    result = run_benchmark(cfg, log=log)
+    report = format_report(result)
+    click.echo(report)
+    for path in out:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == ".json":
+            path.write_text(json.dumps(result_to_dict(result), indent=2, default=_json_default) + "\n")
+        else:
+            path.write_text(report)
+        if not quiet:
+            click.echo(f"wrote {path}", err=True)
+
+
+def _json_default(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

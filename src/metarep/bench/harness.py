@@ -1,0 +1,530 @@
+"""The step benchmark: every contender times one outer step of FO-ANIL / exact ANIL on the same
+data, in one process, after its gradient has been checked against metarep's.
+
+`run_benchmark(BenchConfig(...))` returns a `BenchResult`; `format_report` turns it into the
+Markdown report that `metarep bench` prints (machine, one table of step times, population
+throughput, targets with PASS/FAIL) and `result_to_dict` into JSON.
+
+How a contender is timed: it is built (data converted or uploaded once), called once and its
+gradient and loss compared with metarep's (a contender that disagrees is reported as rejected,
+without a time), called `warmup` more times, then timed `repeats` times with
+`time.perf_counter`; the table gives the median. Loop contenders (a Python loop over tasks) get
+`loop_repeats` timed calls and no extra warm-up.
+
+Effective bandwidth is the bytes of task data one step must read at least once
+(N (m_in + m_out) (d + 1) numbers) divided by the step time; it is compared with the machine's
+read bandwidth (`bandwidth.measure_read_bandwidth`).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from metarep.bench import contenders as _contenders
+from metarep.bench.bandwidth import measure_read_bandwidth
+from metarep.bench.machine import describe, load_average, machine_info
+from metarep.bench.scale import task_data_bytes
+
+METHODS = ("fo-anil", "anil")
+DTYPES = ("float64", "float32")
+
+#: the paper's setting (section 5): N, m_in, m_out, d, k'
+PAPER = {"n_tasks": 5000, "m_in": 20, "m_out": 10, "d": 50, "width": 50}
+
+#: agreement with metarep's gradient and loss, as max |a - b| / max(1, max |b|), per dtype
+TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
+
+#: targets (all for FO-ANIL in float64 against the active metarep backend)
+TARGET_SPEEDUP = {"numpy_batched": 3.0, "higher_loop": 100.0, "jax_jit_vmap": 1.0, "torch_func": 1.0}
+TARGET_BANDWIDTH_FRACTION = 0.5
+TARGET_POPULATION_STEPS = 100_000
+TARGET_POPULATION_SECONDS = 10.0
+TARGET_BATCH_SPEEDUP = 20.0
+
+
+@dataclass
+class BenchConfig:
+    """What to measure. None in the repetition fields means: the default for full or quick mode."""
+
+    methods: tuple[str, ...] = METHODS
+    n_tasks: int = PAPER["n_tasks"]
+    m_in: int = PAPER["m_in"]
+    m_out: int = PAPER["m_out"]
+    d: int = PAPER["d"]
+    width: int = PAPER["width"]
+    dtypes: tuple[str, ...] = DTYPES
+    contenders: tuple[str, ...] | None = None      # None: every known contender
+    repeats: int | None = None                      # timed calls, vectorised contenders (20; quick 3)
+    loop_repeats: int | None = None                 # timed calls, loop contenders (3; quick 1)
+    warmup: int | None = None                       # untimed calls after the check (2; quick 1)
+    quick: bool = False
+    alpha: float = 0.1
+    seed: int = 0
+    bandwidth: bool = True
+    bandwidth_bytes: float | None = None            # size of the read-bandwidth probe (400 MB; quick 32 MB)
+    population: bool = True
+    pop_steps: int | None = None                    # sequential population steps (10^5; quick 10^3)
+    pop_batch: int | None = None                    # seeds along the leading axis (256; quick 16)
+    pop_batch_steps: int | None = None              # steps of the batched run (200; quick 20)
+
+    def resolved(self) -> "BenchConfig":
+        """A copy with every None repetition field set for the mode, after validation."""
+        q = self.quick
+        defaults = {"repeats": 3 if q else 20, "loop_repeats": 1 if q else 3, "warmup": 1 if q else 2,
+                    "bandwidth_bytes": 32e6 if q else 400e6, "pop_steps": 1000 if q else TARGET_POPULATION_STEPS,
+                    "pop_batch": 16 if q else 256, "pop_batch_steps": 20 if q else 200}
+        values = asdict(self)
+        for key, value in defaults.items():
+            if values[key] is None:
+                values[key] = value
+        out = BenchConfig(**values)
+        out.validate()
+        return out
+
+    def validate(self) -> None:
+        for name in ("n_tasks", "m_in", "m_out", "d", "width"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for m in self.methods:
+            if m not in METHODS:
+                raise ValueError(f"method must be one of {METHODS}, got {m!r}")
+        for dt in self.dtypes:
+            if dt not in DTYPES:
+                raise ValueError(f"dtype must be one of {DTYPES}, got {dt!r}")
+        if self.contenders is not None:
+            unknown = [c for c in self.contenders if c not in _contenders.CONTENDERS]
+            if unknown:
+                raise ValueError(f"unknown contender(s) {unknown}; known: {list(_contenders.CONTENDERS)}")
+        for name in ("repeats", "loop_repeats", "pop_steps", "pop_batch", "pop_batch_steps"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.warmup is not None and self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+
+
+@dataclass
+class Row:
+    """One contender on one (method, dtype)."""
+
+    method: str
+    dtype: str
+    contender: str
+    status: str                       # "ok", "skipped" (not installed), "rejected" (disagrees), "failed"
+    times: list[float] = field(default_factory=list)
+    error: float | None = None        # agreement with metarep's gradient and loss
+    note: str = ""
+    task_bytes: int = 0
+    n_tasks: int = 0
+    ratio: float | None = None        # time / metarep's time (filled in after all rows ran)
+
+    @property
+    def seconds(self) -> float | None:
+        return statistics.median(self.times) if self.times else None
+
+    @property
+    def ms(self) -> float | None:
+        return None if self.seconds is None else 1e3 * self.seconds
+
+    @property
+    def tasks_per_s(self) -> float | None:
+        return None if self.seconds is None else self.n_tasks / self.seconds
+
+    @property
+    def gbps(self) -> float | None:
+        return None if self.seconds is None else self.task_bytes / self.seconds / 1e9
+
+
+@dataclass
+class Target:
+    name: str
+    required: str
+    measured: str
+    status: str                       # "PASS", "FAIL" or "n/a"
+
+
+@dataclass
+class BenchResult:
+    config: BenchConfig
+    machine: dict
+    reference: str                    # the metarep contender the ratios are relative to
+    rows: list[Row]
+    read_bandwidth: float | None      # bytes/s
+    population: dict | None
+    targets: list[Target]
+    load_before: tuple | None
+    load_after: tuple | None
+    wall_seconds: float
+
+
+# ----------------------------------------------------------------------------------------------
+# Data and timing
+# ----------------------------------------------------------------------------------------------
+
+def make_data(cfg: BenchConfig):
+    """The paper's task distribution at the configured sizes, and a point (B, w), in float64.
+
+    k = min(5, d) true directions, Sigma* proportional to diag(1, ..., k), label noise sigma = 2,
+    x ~ N(0, I_d); B has N(0, 1/d) entries and w N(0, 1/k') entries (a non-zero head, so every
+    term of the gradients is exercised).
+    """
+    from metarep.problem import sample_tasks
+
+    rng = np.random.default_rng(cfg.seed)
+    problem = _paper_problem(cfg.d, rng)
+    tasks = sample_tasks(problem, cfg.n_tasks, cfg.m_in, cfg.m_out, rng)
+    B = rng.standard_normal((cfg.d, cfg.width)) / math.sqrt(cfg.d)
+    w = rng.standard_normal(cfg.width) / math.sqrt(cfg.width)
+    return (tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out), B, w
+
+
+def _paper_problem(d: int, rng):
+    from metarep.problem import make_problem
+
+    k = min(5, d)
+    return make_problem(d, k, task_cov=list(np.arange(1.0, k + 1) / k), noise_std=2.0, rng=rng)
+
+
+def agreement(out, ref) -> float:
+    """max over grad_B, grad_w and the loss of max |a - b| / max(1, max |b|); inf on a shape mismatch."""
+    worst = 0.0
+    for a, b in zip(out, ref):
+        a = np.asarray(a, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
+        if a.shape != b.shape:
+            return math.inf
+        if not b.size:
+            continue
+        diff = float(np.max(np.abs(a - b)))
+        if not math.isfinite(diff):
+            return math.inf
+        worst = max(worst, diff / max(1.0, float(np.max(np.abs(b)))))
+    return worst
+
+
+def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 0) -> list[float]:
+    """Call `fn` `warmup` times untimed, then `repeats` times timed; seconds per call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _default_backend() -> str:
+    from metarep import kernels
+
+    return kernels.backend()
+
+
+# ----------------------------------------------------------------------------------------------
+# The step benchmark
+# ----------------------------------------------------------------------------------------------
+
+def contender_order(cfg: BenchConfig, reference: str) -> list[str]:
+    """The contenders to run: the reference metarep backend first, then the others in registry order."""
+    names = list(_contenders.CONTENDERS) if cfg.contenders is None else list(cfg.contenders)
+    names = [n for n in names if n != reference]
+    return [reference] + names
+
+
+def run_steps(cfg: BenchConfig, reference: str, log: Callable[[str], None]) -> list[Row]:
+    """Check and time every contender on every (method, dtype)."""
+    data64, B64, w64 = make_data(cfg)
+    rows: list[Row] = []
+    for method in cfg.methods:
+        for dtype in cfg.dtypes:
+            np_dt = np.dtype(dtype)
+            data = tuple(np.ascontiguousarray(a, dtype=np_dt) for a in data64)
+            B, w = B64.astype(np_dt), w64.astype(np_dt)
+            nbytes = task_data_bytes(cfg.n_tasks, cfg.m_in, cfg.m_out, cfg.d, np_dt.itemsize)
+            # the reference: metarep in float64 on exactly these (possibly rounded) numbers
+            ref_data = tuple(a.astype(np.float64) for a in data)
+            ref_step = _contenders.make_contender(reference, *ref_data, cfg.alpha, method, np.float64)
+            ref = ref_step(B.astype(np.float64), w.astype(np.float64))
+            del ref_step, ref_data
+            for name in contender_order(cfg, reference):
+                log(f"{method} {dtype} {name} ...")
+                row = _run_one(cfg, name, method, dtype, data, B, w, ref, nbytes)
+                log(f"    {row.status}" + (f", {row.ms:.3f} ms" if row.ms is not None else "")
+                    + (f": {row.note}" if row.note else ""))
+                rows.append(row)
+            del data
+            gc.collect()
+    _fill_ratios(rows, reference)
+    return rows
+
+
+def _run_one(cfg, name, method, dtype, data, B, w, ref, nbytes) -> Row:
+    row = Row(method, dtype, name, "ok", task_bytes=nbytes, n_tasks=cfg.n_tasks)
+    try:
+        step = _contenders.make_contender(name, *data, cfg.alpha, method, np.dtype(dtype))
+    except ImportError as exc:
+        row.status, row.note = "skipped", _first_line(exc)
+        return row
+    try:
+        out = step(B, w)
+    except Exception as exc:  # a contender that crashes is reported, not fatal
+        row.status, row.note = "failed", f"{type(exc).__name__}: {_first_line(exc)}"
+        return row
+    row.error = agreement(out, ref)
+    tol = TOLERANCE[dtype]
+    if not row.error <= tol:
+        row.status = "rejected"
+        row.note = f"disagrees with metarep: error {row.error:.2e} > {tol:.0e}; not timed"
+        return row
+    loop = name in _contenders.LOOP_CONTENDERS
+    repeats = cfg.loop_repeats if loop else cfg.repeats
+    warmup = 0 if loop else cfg.warmup
+    row.times = time_calls(lambda: step(B, w), repeats, warmup)
+    return row
+
+
+def _fill_ratios(rows: list[Row], reference: str) -> None:
+    base = {(r.method, r.dtype): r.seconds for r in rows if r.contender == reference and r.seconds}
+    for r in rows:
+        b = base.get((r.method, r.dtype))
+        r.ratio = None if (b is None or r.seconds is None) else r.seconds / b
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# ----------------------------------------------------------------------------------------------
+# Population (infinite-task) throughput
+# ----------------------------------------------------------------------------------------------
+
+POP_ALPHA, POP_BETA, POP_M_IN = 0.1, 0.05, 20
+
+
+def run_population(cfg: BenchConfig, log: Callable[[str], None]) -> dict:
+    """Time `pop_steps` exact population steps of one run, and `pop_batch_steps` steps of
+    `pop_batch` runs (different initialisations) along a leading axis; check that the batched
+    run's first seed matches the same run done alone."""
+    from metarep.params import Params
+    from metarep.population import population_step
+
+    d, width = cfg.d, cfg.width
+    rng = np.random.default_rng(cfg.seed + 1)
+    problem = _paper_problem(d, rng)
+    S = cfg.pop_batch
+    B0 = rng.standard_normal((S, d, width)) / math.sqrt(d)
+    w0 = np.zeros((S, width))
+    kw = {"alpha": POP_ALPHA, "beta": POP_BETA, "m_in": POP_M_IN}
+
+    def run_single(steps: int) -> tuple[Params, float]:
+        params = Params(B0[0].copy(), w0[0].copy())
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            params, _ = population_step(params, problem, **kw)
+        return params, time.perf_counter() - t0
+
+    run_single(min(10, cfg.pop_steps))        # warm-up
+    log(f"population: {cfg.pop_steps} steps, one run, d = {d}, k' = {width} ...")
+    single_params, single_s = run_single(cfg.pop_steps)
+    finite = single_params.is_finite()
+
+    log(f"population: {cfg.pop_batch_steps} steps of {S} runs batched ...")
+    params = Params(B0.copy(), w0.copy())
+    population_step(params, problem, **kw)    # warm-up
+    t0 = time.perf_counter()
+    for _ in range(cfg.pop_batch_steps):
+        params, _ = population_step(params, problem, **kw)
+    batch_s = time.perf_counter() - t0
+    check_params, _ = run_single(cfg.pop_batch_steps)
+    scale = max(1.0, float(np.max(np.abs(check_params.B))))
+    batch_error = float(max(np.max(np.abs(params.B[0] - check_params.B)),
+                            np.max(np.abs(params.w[0] - check_params.w)))) / scale
+
+    single_rate = cfg.pop_steps / single_s
+    batch_rate = S * cfg.pop_batch_steps / batch_s
+    extrapolated = cfg.pop_steps != TARGET_POPULATION_STEPS
+    return {
+        "d": d, "width": width, "k": problem.k, "alpha": POP_ALPHA, "beta": POP_BETA, "m_in": POP_M_IN,
+        "steps": cfg.pop_steps, "seconds": single_s, "finite": finite,
+        "seconds_for_target": single_s * TARGET_POPULATION_STEPS / cfg.pop_steps,
+        "extrapolated": extrapolated,
+        "single_steps_per_s": single_rate,
+        "batch": S, "batch_steps": cfg.pop_batch_steps, "batch_seconds": batch_s,
+        "batch_run_steps_per_s": batch_rate, "batch_speedup": batch_rate / single_rate,
+        "batch_error": batch_error,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Targets
+# ----------------------------------------------------------------------------------------------
+
+def evaluate_targets(rows: list[Row], reference: str, read_bw: float | None, pop: dict | None) -> list[Target]:
+    """The performance targets, each PASS, FAIL, or n/a when not measured in this run."""
+    by = {(r.method, r.dtype, r.contender): r for r in rows}
+    ref = by.get(("fo-anil", "float64", reference))
+    targets: list[Target] = []
+    labels = {"numpy_batched": "plain vectorised NumPy", "higher_loop": "per-task higher loop",
+              "jax_jit_vmap": "jax.jit(vmap)", "torch_func": "torch.func vmap(grad)"}
+    for name, need in TARGET_SPEEDUP.items():
+        title = f"FO-ANIL float64: {reference} vs {labels[name]}"
+        required = f">= {need:g}x faster" if need > 1 else "faster (> 1x)"
+        other = by.get(("fo-anil", "float64", name))
+        if ref is None or ref.seconds is None:
+            targets.append(Target(title, required, "metarep not timed", "n/a"))
+        elif other is None or other.seconds is None:
+            why = "not run" if other is None else other.status
+            targets.append(Target(title, required, f"{name} {why}", "n/a"))
+        else:
+            speedup = other.seconds / ref.seconds
+            ok = speedup >= need if need > 1 else speedup > 1.0
+            targets.append(Target(title, required, f"{speedup:.2f}x", "PASS" if ok else "FAIL"))
+    title = f"FO-ANIL float64: {reference} effective bandwidth / read bandwidth"
+    required = f">= {TARGET_BANDWIDTH_FRACTION:.0%}"
+    if ref is None or ref.seconds is None or not read_bw:
+        targets.append(Target(title, required, "not measured", "n/a"))
+    else:
+        frac = ref.task_bytes / ref.seconds / read_bw
+        targets.append(Target(title, required, f"{frac:.0%} ({ref.gbps:.1f} of {read_bw / 1e9:.1f} GB/s)",
+                              "PASS" if frac >= TARGET_BANDWIDTH_FRACTION else "FAIL"))
+    title = f"population: {TARGET_POPULATION_STEPS:.0e} steps at d = k' = {pop['d'] if pop else '?'}"
+    required = f"< {TARGET_POPULATION_SECONDS:g} s"
+    if pop is None:
+        targets.append(Target(title, required, "not measured", "n/a"))
+    else:
+        secs = pop["seconds_for_target"]
+        how = f" (extrapolated from {pop['steps']} steps)" if pop["extrapolated"] else ""
+        targets.append(Target(title, required, f"{secs:.2f} s{how}",
+                              "PASS" if secs < TARGET_POPULATION_SECONDS else "FAIL"))
+        title = f"population: {pop['batch']} runs batched vs one after another"
+        targets.append(Target(title, f">= {TARGET_BATCH_SPEEDUP:g}x throughput", f"{pop['batch_speedup']:.1f}x",
+                              "PASS" if pop["batch_speedup"] >= TARGET_BATCH_SPEEDUP else "FAIL"))
+    return targets
+
+
+# ----------------------------------------------------------------------------------------------
+# Driver
+# ----------------------------------------------------------------------------------------------
+
+def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> BenchResult:
+    """Run everything `cfg` asks for and return the result (nothing is printed except via `log`)."""
+    log = log or (lambda msg: None)
+    cfg = cfg.resolved()
+    t_start = time.perf_counter()
+    load_before = load_average()
+    reference = _contenders.metarep_contender(_default_backend())
+    read_bw = None
+    if cfg.bandwidth:
+        log(f"read bandwidth ({cfg.bandwidth_bytes / 1e6:.0f} MB array reduction) ...")
+        read_bw = measure_read_bandwidth(cfg.bandwidth_bytes)
+    rows = run_steps(cfg, reference, log)
+    pop = run_population(cfg, log) if cfg.population else None
+    machine = machine_info()              # after the runs: the frameworks' thread counts are known
+    return BenchResult(config=cfg, machine=machine, reference=reference, rows=rows, read_bandwidth=read_bw,
+                       population=pop, targets=evaluate_targets(rows, reference, read_bw, pop),
+                       load_before=load_before, load_after=load_average(),
+                       wall_seconds=time.perf_counter() - t_start)
+
+
+# ----------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------
+
+TABLE_COLUMNS = ("method", "dtype", "contender", "ms/step", "tasks/s", "GB/s", "time / metarep",
+                 "runs", "agreement", "note")
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _fmt_ms(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
+
+
+def table_rows(result: BenchResult) -> list[list[str]]:
+    out = []
+    for r in result.rows:
+        note = r.note if r.status != "ok" else ""
+        out.append([r.method, r.dtype, r.contender, _fmt_ms(r.ms), _fmt(r.tasks_per_s, ",.0f"),
+                    _fmt(r.gbps, ".2f"), "-" if r.ratio is None else f"{r.ratio:.2f}x",
+                    str(len(r.times)) if r.times else "-", _fmt(r.error, ".0e"), note])
+    return out
+
+
+def markdown_table(header, rows) -> str:
+    widths = [max(len(str(h)), *(len(str(row[i])) for row in rows)) if rows else len(str(h))
+              for i, h in enumerate(header)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+                     + [line(r) for r in rows])
+
+
+def format_report(result: BenchResult) -> str:
+    cfg = result.config
+    nb = task_data_bytes(cfg.n_tasks, cfg.m_in, cfg.m_out, cfg.d)
+    parts = ["# metarep bench", ""]
+    parts.append(f"One outer step, N = {cfg.n_tasks}, m_in = {cfg.m_in}, m_out = {cfg.m_out}, d = {cfg.d}, "
+                 f"k' = {cfg.width}, alpha = {cfg.alpha}; task data {nb / 1e6:.1f} MB in float64. "
+                 f"Median of {cfg.repeats} timed runs after {cfg.warmup} warm-up runs "
+                 f"(loops over tasks: {cfg.loop_repeats} runs), all in one process on the same data. "
+                 f"Every gradient was checked against {result.reference} first "
+                 f"(float64 to {TOLERANCE['float64']:.0e}, float32 to {TOLERANCE['float32']:.0e}, relative to "
+                 f"max(1, |value|)). GB/s = bytes of task data one step must read / time; "
+                 f"time / metarep is relative to {result.reference} on the same method and dtype."
+                 + (" Quick mode: too few runs for reliable numbers." if cfg.quick else ""))
+    parts += ["", "## Machine", ""]
+    parts += [f"- {line}" for line in describe(result.machine)]
+    parts.append(f"- load average before / after: {result.load_before} / {result.load_after}")
+    if result.read_bandwidth:
+        parts.append(f"- read bandwidth (sum over a {cfg.bandwidth_bytes / 1e6:.0f} MB float64 array): "
+                     f"{result.read_bandwidth / 1e9:.1f} GB/s")
+    parts += ["", "## One outer step", "", markdown_table(TABLE_COLUMNS, table_rows(result))]
+    pop = result.population
+    if pop is not None:
+        parts += ["", "## Population (infinite tasks)", ""]
+        parts.append(f"Exact FO-ANIL population steps (MATH 4), d = {pop['d']}, k' = {pop['width']}, "
+                     f"k = {pop['k']}, alpha = {pop['alpha']}, beta = {pop['beta']}, m_in = {pop['m_in']}.")
+        parts.append("")
+        parts.append(f"- one run: {pop['steps']} steps in {pop['seconds']:.2f} s "
+                     f"({pop['single_steps_per_s']:,.0f} steps/s, {1e6 / pop['single_steps_per_s']:.1f} us/step"
+                     f"{', finite' if pop['finite'] else ', NOT FINITE'})")
+        parts.append(f"- {pop['batch']} runs along a leading axis: {pop['batch_steps']} steps in "
+                     f"{pop['batch_seconds']:.2f} s ({pop['batch_run_steps_per_s']:,.0f} run-steps/s, "
+                     f"{pop['batch_speedup']:.1f}x the throughput of one run after another); "
+                     f"first run equals the same run done alone to {pop['batch_error']:.0e}")
+    parts += ["", "## Targets", "",
+              markdown_table(("target", "required", "measured", "result"),
+                             [[t.name, t.required, t.measured, t.status] for t in result.targets])]
+    skipped = [r for r in result.rows if r.status != "ok"]
+    if skipped:
+        parts += ["", "Not timed: " + "; ".join(sorted({f"{r.contender} ({r.status}: {r.note})"
+                                                         for r in skipped}))]
+    parts += ["", f"Wall time {result.wall_seconds:.0f} s.", ""]
+    return "\n".join(parts)
+
+
+def result_to_dict(result: BenchResult) -> dict:
+    rows = []
+    for r in result.rows:
+        rows.append({"method": r.method, "dtype": r.dtype, "contender": r.contender, "status": r.status,
+                     "ms": r.ms, "tasks_per_s": r.tasks_per_s, "gbps": r.gbps, "ratio": r.ratio,
+                     "agreement": r.error, "times_s": r.times, "note": r.note,
+                     "description": _contenders.DESCRIPTIONS.get(r.contender, "")})
+    return {
+        "config": asdict(result.config), "machine": result.machine, "reference": result.reference,
+        "read_bandwidth_gbps": None if result.read_bandwidth is None else result.read_bandwidth / 1e9,
+        "rows": rows, "population": result.population, "targets": [asdict(t) for t in result.targets],
+        "load_before": result.load_before, "load_after": result.load_after,
+        "wall_seconds": result.wall_seconds,
+    }

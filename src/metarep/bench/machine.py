@@ -1,0 +1,128 @@
+"""A description of the machine a benchmark ran on: cores, CPU, BLAS and its threads, versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+
+#: packages whose versions are recorded (distribution names)
+PACKAGES = ("numpy", "scipy", "numba", "torch", "higher", "jax", "jaxlib", "threadpoolctl")
+
+#: environment variables that change how fast the numerical libraries run
+ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+            "NUMBA_NUM_THREADS", "METAREP_KERNEL", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+            "XLA_FLAGS")
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of the numerical packages (None when absent); nothing is imported."""
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def blas_info() -> list[dict]:
+    """The BLAS/OpenMP libraries loaded in this process and their thread counts (threadpoolctl).
+
+    Returns an empty list when threadpoolctl is not installed.
+    """
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    keep = ("user_api", "internal_api", "version", "num_threads", "architecture", "threading_layer",
+            "filepath")
+    return [{k: info.get(k) for k in keep if info.get(k) is not None} for info in threadpool_info()]
+
+
+def thread_counts() -> dict[str, int]:
+    """Threads the frameworks that are already imported will use (nothing new is imported)."""
+    out: dict[str, int] = {}
+    if "numba" in sys.modules:
+        try:
+            out["numba"] = int(sys.modules["numba"].get_num_threads())
+        except Exception:  # pragma: no cover - numba without a threading layer
+            pass
+    if "torch" in sys.modules:
+        out["torch"] = int(sys.modules["torch"].get_num_threads())
+    return out
+
+
+def load_average() -> tuple[float, float, float] | None:
+    """1, 5 and 15 minute load averages, None where the OS does not report them."""
+    try:
+        return tuple(round(x, 2) for x in os.getloadavg())  # type: ignore[return-value]
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_info() -> dict:
+    """Everything the report records about the machine."""
+    import numpy as np
+
+    return {
+        "cpu_model": cpu_model(),
+        "cores": usable_cores(),
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "versions": versions(),
+        "blas": blas_info(),
+        "threads": thread_counts(),
+        "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
+        "load_average": load_average(),
+    }
+
+
+def describe(info: dict) -> list[str]:
+    """Human-readable lines of `machine_info`."""
+    lines = [f"CPU: {info['cpu_model']}, {info['cores']} usable cores ({info['logical_cpus']} logical)",
+             f"Python {info['python']} on {info['platform']}"]
+    v = info["versions"]
+    lines.append("versions: " + ", ".join(f"{k} {v[k]}" for k in v if v[k] is not None)
+                 + ("; not installed: " + ", ".join(k for k in v if v[k] is None)
+                    if any(v[k] is None for k in v) else ""))
+    if info["blas"]:
+        for lib in info["blas"]:
+            arch = lib.get("architecture") or lib.get("threading_layer")
+            name = " ".join(str(x) for x in (lib.get("internal_api", "?"), lib.get("version")) if x)
+            lines.append(f"{lib.get('user_api', '?')}: {name}"
+                         f"{f' ({arch})' if arch else ''}, {lib.get('num_threads', '?')} threads"
+                         f" [{os.path.basename(lib.get('filepath', '?'))}]")
+    else:
+        lines.append("BLAS: unknown (threadpoolctl not installed)")
+    if info["threads"]:
+        lines.append("framework threads: " + ", ".join(f"{k} {n}" for k, n in info["threads"].items()))
+    env = info["env"]
+    lines.append("environment: " + (", ".join(f"{k}={val}" for k, val in env.items()) if env
+                                    else "OPENBLAS_CORETYPE and thread variables not set"))
+    if info["load_average"] is not None:
+        lines.append("load average (1, 5, 15 min): " + ", ".join(str(x) for x in info["load_average"]))
+    return lines

@@ -1,0 +1,124 @@
+"""Burer-Monteiro multi-task learning: one representation, one head per task (MATH 3, 'Baselines').
+
+Objective (heads penalised per task, i.e. the head term is averaged over tasks like the losses):
+
+    F(B, W) = (1/N) sum_i [ L(B, w_i; all m_in + m_out samples of task i) + lam/2 |w_i|^2 ]
+              + lam/2 ||B||_F^2.
+
+MATH 3 writes the head penalty as lam/2 sum_i |w_i|^2 next to an averaged loss; that weights each
+head's penalty N times more than its own data, so the strength of the regularisation would
+depend on the number of tasks. Averaging keeps each head's problem a ridge regression with
+penalty lam whatever N is; the MATH form is recovered with lam_heads = N lam.
+
+The state is Params(B (d, k'), W (N, k')): W has a task axis, so the method needs a fixed
+set of tasks (the finite-task regime); `init` tiles the model's initial head over the tasks.
+
+`gradient` returns dF/dB for B and N dF/dw_i = B^T g_i + lam w_i for the heads: the gradient
+of F in the inner product that averages over tasks, as F does. Gradient descent with step beta
+then moves B and every head at the same rate, whatever N is ("gd"). The "alternating" solver
+replaces the head step by the exact minimisation over the heads (a batched ridge solve, or the
+minimum-norm least-squares head when lam = 0) followed by a gradient step on B.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from metarep.linear import prediction_gradient, predictions
+from metarep.methods.base import Method
+from metarep.params import Params
+
+SOLVERS = ("gd", "alternating")
+
+
+def _check(params: Params, tasks) -> None:
+    if params.w.ndim != 2 or params.w.shape[0] != tasks.n_tasks:
+        raise ValueError(f"burer-monteiro keeps one head per training task: expected heads of shape "
+                         f"({tasks.n_tasks}, {params.B.shape[1]}), got {params.w.shape} "
+                         f"(initialise with burer_monteiro.METHOD.init and train on a fixed set of tasks)")
+
+
+def _pooled_gradient(B: np.ndarray, W: np.ndarray, tasks) -> tuple[np.ndarray, np.ndarray]:
+    """Per-task prediction gradients and losses on all m_in + m_out samples: (N, d), (N,)."""
+    theta = predictions(B, W)
+    m_in, m_out = tasks.m_in, tasks.m_out
+    G, loss = prediction_gradient(tasks.X_in, theta, tasks.y_in)
+    if m_out == 0:
+        return G, loss
+    G_out, loss_out = prediction_gradient(tasks.X_out, theta, tasks.y_out)
+    m = m_in + m_out
+    return (m_in * G + m_out * G_out) / m, (m_in * loss + m_out * loss_out) / m
+
+
+def _penalty(B, W, lam: float) -> float:
+    return 0.5 * lam * (float(np.sum(B * B)) + float(np.sum(W * W)) / W.shape[0])
+
+
+def bm_objective(params: Params, tasks, *, lam: float = 0.0) -> float:
+    """F(B, W) of the module docstring."""
+    _check(params, tasks)
+    _, loss = _pooled_gradient(params.B, params.w, tasks)
+    return float(loss.mean()) + _penalty(params.B, params.w, lam)
+
+
+def bm_gradient(params: Params, tasks, *, lam: float = 0.0, solver: str = "gd") -> tuple[Params, float]:
+    """(Params(dF/dB, N dF/dW), F): grad_B = (1/N) sum_i g_i w_i^T + lam B,
+    grad_W[i] = B^T g_i + lam w_i, g_i the prediction gradient on all samples of task i.
+    `solver` is accepted for a uniform signature and ignored."""
+    _check(params, tasks)
+    B, W = params
+    G, loss = _pooled_gradient(B, W, tasks)
+    grad_B = G.T @ W / tasks.n_tasks + lam * B
+    grad_W = G @ B + lam * W
+    return Params(grad_B, grad_W), float(loss.mean()) + _penalty(B, W, lam)
+
+
+def ridge_heads(B: np.ndarray, tasks, *, lam: float) -> np.ndarray:
+    """argmin_w L(B, w; all samples of task i) + lam/2 |w|^2 for every task: (N, k').
+
+    lam > 0: the (N, k', k') systems (F_i^T F_i / m + lam I) w = F_i^T y_i / m, F_i = X_i B, in one
+    batched solve. lam = 0: the minimum-norm least-squares head pinv(F_i) y_i (batched SVD), which
+    is well defined when F_i is rank deficient (m < k')."""
+    F_in = tasks.X_in @ B
+    F = F_in if tasks.m_out == 0 else np.concatenate([F_in, tasks.X_out @ B], axis=1)
+    y = tasks.y_in if tasks.m_out == 0 else np.concatenate([tasks.y_in, tasks.y_out], axis=1)
+    if lam == 0:
+        return np.einsum("nkm,nm->nk", np.linalg.pinv(F), y)
+    m = F.shape[1]
+    gram = np.swapaxes(F, 1, 2) @ F / m + lam * np.eye(B.shape[1])
+    rhs = np.einsum("nmk,nm->nk", F, y) / m
+    return np.linalg.solve(gram, rhs[..., None])[..., 0]
+
+
+def bm_step(params: Params, tasks, *, beta: float, lam: float = 0.0, solver: str = "gd") -> tuple[Params, float]:
+    """One step. "gd": (B, W) <- (B, W) - beta bm_gradient, returning F at the old point.
+    "alternating": W <- ridge_heads(B), then B <- B - beta dF/dB at the new heads, returning F
+    after the head solve (the B step then lowers F further for beta small enough)."""
+    if solver == "gd":
+        grads, value = bm_gradient(params, tasks, lam=lam)
+        return Params(params.B - beta * grads.B, params.w - beta * grads.w), value
+    if solver == "alternating":
+        _check(params, tasks)
+        B = params.B
+        W = ridge_heads(B, tasks, lam=lam).astype(params.w.dtype, copy=False)
+        grads, value = bm_gradient(Params(B, W), tasks, lam=lam)
+        return Params(B - beta * grads.B, W), value
+    raise ValueError(f"train.solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+
+
+def bm_init(params: Params, tasks) -> Params:
+    """Turn the model's (B, w) into the state (B, W): every task starts from the head w."""
+    return Params(params.B, np.tile(params.w, (tasks.n_tasks, 1)))
+
+
+METHOD = Method(
+    name="burer-monteiro",
+    summary="multi-task learning: shared B, one head per task, gradient descent or alternating head solves",
+    adapts="nothing (heads fitted per task on all samples; new tasks fit a head on X B)",
+    default_adapt="lstsq",
+    hyper=("lam", "solver"),
+    gradient=bm_gradient,
+    step=bm_step,
+    init=bm_init,
+    cost="gd: O(N m d + N d k'); alternating: O(N m d k' + N m k'^2 + N k'^3)",
+)

@@ -1,0 +1,24 @@
+"""No pretraining: the identity representation on the raw d features (MATH 3, 'Baselines')."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from metarep.methods.base import Method
+from metarep.params import Params
+
+
+def no_pretraining_fit(problem, tasks=None, *, width=None, rng=None) -> Params:
+    """Params(I_d, 0): width d, whatever model.width says; new tasks are fitted on their own."""
+    d = problem.d
+    return Params(np.eye(d), np.zeros(d))
+
+
+METHOD = Method(
+    name="none",
+    summary="reference: no pretraining, least squares (or ridge) on the d raw features of the test task",
+    adapts="nothing (new tasks fit a head on the raw features)",
+    default_adapt="lstsq",
+    fit=no_pretraining_fit,
+    cost="O(d^2), no training",
+)

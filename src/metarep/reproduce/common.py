@@ -1,0 +1,373 @@
+"""What the reproduction commands share: layered experiment files, seeds, process
+parallelism, batched population runs, log-spaced traces and small CSV/Markdown writers.
+
+An experiment file is a config (sections [problem], [model], [train], [test]) plus two
+optional tables that are not part of the config: a metadata table ([row] or [study]) and
+[quick], the overrides `--quick` applies (the same sections, e.g. [quick.train]).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from metarep.config import SECTIONS, Config, ConfigError, read_toml, validate
+from metarep.params import Params
+from metarep.store import atomic_write
+
+ENV_EXPERIMENTS = "METAREP_EXPERIMENTS"
+TEST_SEED_OFFSET = 1000
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS")
+
+
+# ----------------------------------------------------------------------------------------
+# Experiment files
+# ----------------------------------------------------------------------------------------
+
+def experiments_dir(override: str | Path | None = None) -> Path:
+    """The folder of experiment files: `override`, $METAREP_EXPERIMENTS, or the repository's
+    experiments/ next to src/."""
+    path = Path(override or os.environ.get(ENV_EXPERIMENTS) or Path(__file__).resolve().parents[3] / "experiments")
+    if not path.is_dir():
+        raise ConfigError(f"experiments folder {str(path)!r} not found: pass --experiments DIR "
+                          f"(the repository's experiments/) or set {ENV_EXPERIMENTS}")
+    return path
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """A new dict: `over` on top of `base`, tables merged key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def split_layer(data: dict) -> tuple[dict, dict, dict]:
+    """(config sections, metadata tables, quick overrides) of one experiment file."""
+    config = {k: v for k, v in data.items() if k in SECTIONS}
+    quick = data.get("quick", {})
+    meta = {k: v for k, v in data.items() if k not in SECTIONS and k != "quick"}
+    return config, meta, quick
+
+
+def compose(paths: Sequence[Path], *, quick: bool) -> tuple[dict, dict]:
+    """Merge experiment files in order, later files winning; with `quick`, each file's [quick]
+    table is applied right after that file (so a row's own keys override the base's quick
+    ones, and its own [quick] overrides both). Returns (config data, merged metadata)."""
+    config, meta = {}, {}
+    for path in paths:
+        c, m, q = split_layer(read_toml(path))
+        config, meta = deep_merge(config, c), deep_merge(meta, m)
+        if quick:
+            qc, qm, _ = split_layer(q)
+            config, meta = deep_merge(config, qc), deep_merge(meta, qm)
+    return config, meta
+
+
+def with_seed(data: dict, seed: int) -> dict:
+    """Seed s: problem.seed = s (B*), train.seed = s (init, training tasks), test.seed = 1000 + s."""
+    data = deep_merge(data, {"problem": {"seed": seed}, "train": {"seed": seed},
+                             "test": {"seed": TEST_SEED_OFFSET + seed}})
+    return data
+
+
+def seeded_config(data: dict, seed: int) -> Config:
+    return validate(with_seed(data, seed))
+
+
+def load_study(name: str, *, quick: bool, experiments: str | Path | None = None) -> tuple[dict, dict]:
+    """experiments/studies/<name>.toml composed (config data, [study] table)."""
+    path = experiments_dir(experiments) / "studies" / f"{name}.toml"
+    if not path.exists():
+        raise ConfigError(f"study file {str(path)!r} not found")
+    data, meta = compose([path], quick=quick)
+    return data, meta.get("study", {})
+
+
+# ----------------------------------------------------------------------------------------
+# Parallelism
+# ----------------------------------------------------------------------------------------
+
+@contextmanager
+def _child_threads(threads: int):
+    """Children spawned inside read these variables before loading BLAS/numba: one pool of
+    `threads` threads each, so W workers do not oversubscribe the cores."""
+    saved = {k: os.environ.get(k) for k in THREAD_VARS}
+    os.environ.update({k: str(threads) for k in THREAD_VARS})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def parallel_map(fn: Callable, jobs: Sequence, *, workers: int, costs: Sequence[float] | None = None,
+                 on_done: Callable[[int, Any, float], None] | None = None) -> list:
+    """[fn(job) for job in jobs], on `workers` spawned processes (in this process when 1).
+
+    Jobs start in decreasing `costs` order (longest first balances the workers); results come
+    back in the order of `jobs`. `on_done(index, result, seconds)` is called as each finishes.
+    """
+    order = sorted(range(len(jobs)), key=lambda i: -(costs[i] if costs is not None else 0.0))
+    results: list = [None] * len(jobs)
+    workers = max(1, min(int(workers), len(jobs)))
+    if workers == 1:
+        for i in order:
+            start = time.perf_counter()
+            results[i] = fn(jobs[i])
+            if on_done:
+                on_done(i, results[i], time.perf_counter() - start)
+        return results
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with _child_threads(threads), ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_timed, fn, jobs[i]): i for i in order}
+        for future in as_completed(futures):
+            i = futures[future]
+            results[i], seconds = future.result()
+            if on_done:
+                on_done(i, results[i], seconds)
+    return results
+
+
+def _timed(fn, job):
+    start = time.perf_counter()
+    result = fn(job)
+    return result, time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------------------
+# Training traces
+# ----------------------------------------------------------------------------------------
+
+def log_points(steps: int, n: int = 120) -> list[int]:
+    """About n steps from 0 to `steps`, log-spaced (every step at the start), both ends included."""
+    if steps <= 0:
+        return [0]
+    pts = np.unique(np.round(np.logspace(0, math.log10(steps), n)).astype(int))
+    return sorted({0, *pts.tolist(), steps})
+
+
+def trace(exp, points: Iterable[int]):
+    """Train `exp` for train.steps outer steps, measuring at `points` (runner.measure rows).
+
+    The same steps as runner.train (runner.advance from runner.initial_state); returns the
+    TrainState with that history, status 'completed' or 'diverged' (stopped there).
+    """
+    from metarep.runner import advance, initial_state, measure
+
+    state = initial_state(exp)
+    t = exp.config.train
+    at = set(points)
+    if not exp.method.iterative:
+        state.history.append(measure(exp, state.params, 0, float("nan")))
+        state.status = "completed"
+        return state
+    rng = None
+    if state.rng_state is not None:
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state.rng_state
+    while state.step < t.steps:
+        new, loss = advance(exp, state, rng)
+        if state.step in at:
+            state.history.append(measure(exp, state.params, state.step, loss))
+        if not new.is_finite() or new.max_abs() > t.diverge_threshold:
+            state.status, state.diverged_step = "diverged", state.step + 1
+            state.message = (f"diverged at step {state.diverged_step}: the parameters became non-finite or "
+                             f"exceeded {t.diverge_threshold:g}")
+            return state
+        state.params, state.step = new, state.step + 1
+    _, loss = advance(exp, state, rng)
+    state.history.append(measure(exp, state.params, state.step, loss))
+    state.status = "completed"
+    return state
+
+
+# ----------------------------------------------------------------------------------------
+# Batched population runs (exact infinite-task FO-ANIL, MATH 4)
+# ----------------------------------------------------------------------------------------
+
+def batchable(config: Config) -> bool:
+    """Runs the exact population step of population.py can advance in a batch."""
+    return config.train.tasks == "inf" and config.train.method == "fo-anil" and config.train.inner_steps == 1
+
+
+def _frame(B_star: np.ndarray) -> np.ndarray:
+    """An orthogonal d x d matrix whose first k columns are B* (B* = Q R with R = diag(+-1))."""
+    k = B_star.shape[1]
+    Q, R = np.linalg.qr(B_star, mode="complete")
+    Q[:, :k] *= np.sign(np.diag(R))
+    return Q
+
+
+def _shared_problem(exps):
+    """The problems of `exps` differ only in B* (their seeds): check, and return the first."""
+    ref = exps[0].problem
+    for exp in exps[1:]:
+        p = exp.problem
+        if (p.B_star.shape != ref.B_star.shape or p.noise_std != ref.noise_std
+                or not np.array_equal(p.mu_star, ref.mu_star) or not np.array_equal(p.Sigma_star, ref.Sigma_star)):
+            raise ValueError("a population batch needs the same d, k, mu*, Sigma* and sigma in every run")
+    return ref
+
+
+def population_batch(configs: Sequence[Config], *, points: Iterable[int] | None = None,
+                     evaluate_test: bool = True) -> list[tuple[Any, Any, dict]]:
+    """Exact infinite-task FO-ANIL for many configs at once (seeds, hyper-parameters):
+    [(experiment, state, summary)], the same as runner.run(config) for each.
+
+    The dynamics are equivariant under rotations of R^d (isotropic features, MATH 4), so run s
+    is advanced in the frame R_s = F_ref F_s^T that maps its B*_s onto the first run's B*: one
+    problem, one batched population_step per outer step for all runs. Parameters are rotated
+    back before they are measured or evaluated.
+    """
+    from metarep.population import fo_anil_population_gradient, population_step
+    from metarep.runner import TrainState, build, evaluate, initial_state, measure, summary
+
+    exps = [build(c) for c in configs]
+    if not all(batchable(c) for c in configs):
+        raise ValueError("population_batch runs exact infinite-task FO-ANIL configs only")
+    steps = {c.train.steps for c in configs}
+    if len(steps) != 1:
+        raise ValueError("a population batch needs the same train.steps in every run")
+    T = steps.pop()
+    problem = _shared_problem(exps)
+    F_ref = _frame(problem.B_star)
+    R = np.stack([F_ref @ _frame(e.problem.B_star).T for e in exps])          # (S, d, d)
+    init = [initial_state(e).params for e in exps]
+    params = Params(R @ np.stack([p.B for p in init]), np.stack([p.w for p in init]))
+    alpha = np.array([c.train.alpha for c in configs])
+    beta = np.array([c.train.beta for c in configs])
+    m_in = np.array([float("inf") if c.train.m_in == "inf" else float(c.train.m_in) for c in configs])
+    threshold = np.array([c.train.diverge_threshold for c in configs])
+    at = set(points) if points is not None else {0}
+    at.add(T)
+    histories: list[list[dict]] = [[] for _ in exps]
+    blown = np.zeros(len(exps), dtype=bool)
+    blown_step = np.zeros(len(exps), dtype=int)
+
+    def record(step, p, loss):
+        for s, exp in enumerate(exps):
+            if blown[s]:
+                continue
+            Bs, ws = R[s].T @ p.B[s], p.w[s]
+            if not (np.isfinite(Bs).all() and np.isfinite(ws).all()) or max(np.abs(Bs).max(), np.abs(ws).max()) > threshold[s]:
+                blown[s], blown_step[s] = True, step
+                continue
+            histories[s].append(measure(exp, Params(Bs, ws), step, float(loss[s])))
+
+    with np.errstate(all="ignore"):
+        for step in range(T):
+            new, loss = population_step(params, problem, alpha=alpha, beta=beta, m_in=m_in)
+            if step in at:
+                record(step, params, np.atleast_1d(loss))
+            params = new
+        _, loss = fo_anil_population_gradient(params, problem, alpha=alpha, m_in=m_in)
+        record(T, params, np.atleast_1d(loss))
+
+    out = []
+    for s, exp in enumerate(exps):
+        state = TrainState(Params(R[s].T @ params.B[s], params.w[s].copy()), step=T, history=histories[s])
+        if blown[s]:
+            state.status, state.diverged_step = "diverged", int(blown_step[s])
+            state.message = (f"diverged by step {state.diverged_step}: the parameters became non-finite or "
+                             f"exceeded {threshold[s]:g}; lower train.beta (now {beta[s]:g})")
+        else:
+            state.status = "completed"
+        test = evaluate(exp, state.params) if evaluate_test and state.status == "completed" else None
+        out.append((exp, state, summary(exp, state, test)))
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------
+
+def csv_bytes(rows: Sequence[dict], columns: Sequence[str] | None = None) -> bytes:
+    """Rows as CSV; floats with repr precision, None as an empty cell."""
+    columns = list(columns or (list(rows[0]) if rows else []))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        cells = []
+        for c in columns:
+            v = row.get(c)
+            cells.append("" if v is None else repr(float(v)) if isinstance(v, (float, np.floating)) else v)
+        writer.writerow(cells)
+    return out.getvalue().encode()
+
+
+def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str] | None = None) -> None:
+    atomic_write(Path(path), csv_bytes(rows, columns))
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(Path(path), text.encode())
+
+
+def fmt(x, digits: int = 3) -> str:
+    """A number for a table: significant digits, 'nan' and '-' for missing."""
+    if x is None:
+        return "-"
+    x = float(x)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.{digits}g}"
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (nan for fewer than two values) of the finite values."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
+
+
+def machine_line(workers: int) -> str:
+    """Cores, workers and the load average when the command started (other processes count)."""
+    try:
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "n/a"
+    return f"{os.cpu_count()} cores, {workers} worker process(es), load average at start {load}"
+
+
+def adapt_description(config: Config) -> str:
+    """What a run adapts on a new task, in words."""
+    rule, te = config.adapt_rule, config.test
+    on = "raw x" if config.train.method == "none" else "X B*" if rule == "bayes" else "X B"
+    if rule == "gradient":
+        steps = te.adapt_steps
+        return f"head: {steps} gradient step{'s' if steps != 1 else ''} of size {config.test_alpha:g} from w"
+    if rule == "ridge":
+        return f"head: ridge (lambda {te.ridge:g}) on {on}"
+    if rule == "lstsq":
+        return f"head: least squares (min-norm) on {on}"
+    if rule == "bayes":
+        return f"head: Bayes posterior mean on {on} (knows mu*, Sigma*, sigma)"
+    return rule

@@ -1,0 +1,261 @@
+"""The sweep results table: one row per run in SQLite (DIR/results.sqlite), exportable to CSV.
+
+Only the sweep's parent process writes the table, one transaction per finished run, with
+`INSERT OR REPLACE` keyed by run_id: a run is never duplicated, and a crash at any instant
+leaves every committed row whole (SQLite's journal rolls back a half-done transaction).
+WAL mode lets readers (a report, a progress poll) read while the sweep writes.
+
+Columns: run_id, one column per grid key (named like "train.m_in"), seed, status, steps, the
+final metrics, the test excess risk and its standard error, the message of a run that diverged
+or failed, and wall_s (the run's wall time, which differs between machines: compare rows with
+`comparable`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable
+
+from metarep.store import atomic_write
+
+METRICS = ("perp_norm", "align_norm", "mean_norm", "lambda_rel_err", "rank")
+TEST_METRICS = ("excess_risk", "excess_risk_se")
+STATUSES = ("completed", "diverged", "failed")
+# Columns other than the grid keys, in CSV order; idx (the run's place in the grid) orders rows.
+FIXED = (("run_id", "TEXT PRIMARY KEY"), ("idx", "INTEGER NOT NULL"), ("seed", "INTEGER"),
+         ("status", "TEXT NOT NULL"), ("steps", "INTEGER"), ("perp_norm", "REAL"), ("align_norm", "REAL"),
+         ("mean_norm", "REAL"), ("lambda_rel_err", "REAL"), ("rank", "INTEGER"), ("excess_risk", "REAL"),
+         ("excess_risk_se", "REAL"), ("message", "TEXT"), ("wall_s", "REAL"))
+NOT_COMPARED = ("wall_s",)
+GRID_KEY = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+BUSY_TIMEOUT_MS = 30_000
+
+
+class ResultsError(ValueError):
+    """A results table that cannot be used as asked."""
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def encode_value(value: Any) -> Any:
+    """A grid value as SQLite stores it: numbers and strings as they are, lists and tables as JSON."""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return value
+
+
+def _finite_or_none(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def row_from_summary(run_id: str, idx: int, point: dict[str, Any], seed: int | None, summary: dict,
+                     wall_s: float | None = None) -> dict[str, Any]:
+    """The table row of a run that finished (completed or diverged), from its summary.json content."""
+    final, test = summary.get("final") or {}, summary.get("test") or {}
+    row = {"run_id": run_id, "idx": idx, "seed": seed, "status": summary["status"], "steps": summary.get("steps"),
+           "message": summary.get("message") or "", "wall_s": wall_s}
+    row.update({key: _finite_or_none(final.get(key)) for key in METRICS if key != "rank"})
+    row["rank"] = final.get("rank")
+    row.update({key: _finite_or_none(test.get(key)) for key in TEST_METRICS})
+    row.update(point)
+    return row
+
+
+def failed_row(run_id: str, idx: int, point: dict[str, Any], seed: int | None, message: str,
+               wall_s: float | None = None) -> dict[str, Any]:
+    """The row of a run that raised: status 'failed' and the one-line error."""
+    row = {"run_id": run_id, "idx": idx, "seed": seed, "status": "failed", "message": message, "wall_s": wall_s}
+    row.update(point)
+    return row
+
+
+def comparable(rows: Iterable[dict]) -> list[dict]:
+    """Rows without the columns that legitimately differ between equal runs (wall time)."""
+    return [{k: v for k, v in row.items() if k not in NOT_COMPARED} for row in rows]
+
+
+class Results:
+    """The results table of one sweep, in an SQLite file.
+
+    `Results(path, grid_keys)` creates the table (or opens it, refusing other grid keys);
+    `Results(path)` opens an existing one. Use as a context manager, or call close().
+    """
+
+    def __init__(self, path: str | Path, grid_keys: Iterable[str] | None = None):
+        self.path = Path(path)
+        if grid_keys is None and not self.path.exists():
+            raise ResultsError(f"no results table at {str(self.path)!r}")
+        self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        try:
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if grid_keys is not None:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.grid_keys = self._setup(None if grid_keys is None else list(grid_keys))
+        except sqlite3.DatabaseError as err:
+            self.conn.close()
+            raise ResultsError(f"{str(self.path)!r} is not a usable results table: {err}") from None
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _setup(self, grid_keys: list[str] | None) -> list[str]:
+        existing = self.conn.execute("SELECT value FROM meta WHERE key = 'grid_keys'").fetchone() \
+            if self._has_table("meta") else None
+        if existing is not None:
+            stored = json.loads(existing[0])
+            if grid_keys is not None and stored != grid_keys:
+                raise ResultsError(f"{str(self.path)!r} holds results for grid keys {stored}, not {grid_keys}")
+            return stored
+        if grid_keys is None:
+            raise ResultsError(f"{str(self.path)!r} is not a metarep results table")
+        for key in grid_keys:
+            if not GRID_KEY.match(key):
+                raise ResultsError(f"grid key {key!r} is not of the form section.key")
+        columns = [f"{_quote(name)} {kind}" for name, kind in FIXED] + [_quote(key) for key in grid_keys]
+        with self.transaction():
+            self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({', '.join(columns)})")
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('grid_keys', ?)", (json.dumps(grid_keys),))
+        return grid_keys
+
+    def _has_table(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                 (name,)).fetchone() is not None
+
+    def transaction(self):
+        return _Transaction(self.conn)
+
+    @property
+    def columns(self) -> list[str]:
+        """All columns in display order: run_id, the grid keys, seed, status, metrics..., wall_s."""
+        names = [name for name, _ in FIXED if name != "idx"]
+        return names[:1] + self.grid_keys + names[1:]
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Insert or replace one run's row, in its own transaction."""
+        names = [name for name, _ in FIXED] + self.grid_keys
+        unknown = set(row) - set(names)
+        if unknown:
+            raise ResultsError(f"unknown result columns {sorted(unknown)}")
+        values = [encode_value(row.get(name)) for name in names]
+        sql = (f"INSERT OR REPLACE INTO runs ({', '.join(map(_quote, names))}) "
+               f"VALUES ({', '.join('?' * len(names))})")
+        with self.transaction():
+            self.conn.execute(sql, values)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every row, in grid order (idx), as {column: value} without idx."""
+        cursor = self.conn.execute(f"SELECT {', '.join(map(_quote, self.columns))} FROM runs ORDER BY idx, run_id")
+        return [dict(row) for row in cursor]
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(f"SELECT {', '.join(map(_quote, self.columns))} FROM runs WHERE run_id = ?",
+                                (run_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    def __len__(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+
+    def export_csv(self, path: str | Path) -> Path:
+        """Write every row to a CSV file atomically (floats with repr precision, empty for missing)."""
+        path = Path(path)
+        atomic_write(path, csv_text(self.columns, self.rows()).encode())
+        return path
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Results":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an exception (autocommit connection)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        return False
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in columns])
+    return out.getvalue()
+
+
+def _parse_cell(column: str, text: str) -> Any:
+    if column in ("run_id", "status", "message"):
+        return text
+    if text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    if GRID_KEY.match(column) and text.strip().lower().lstrip("+-") in ("inf", "infinity", "nan"):
+        return text  # a grid value such as train.m_in = "inf" is a string, as in the config
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def read_csv(path: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """A results CSV back into (columns, rows), numbers as numbers and empty cells as None."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = list(reader.fieldnames or [])
+        rows = [{c: _parse_cell(c, row[c]) for c in columns} for row in reader]
+    if "run_id" not in columns or "status" not in columns:
+        raise ResultsError(f"{str(path)!r} is not a sweep results CSV (no run_id and status columns)")
+    return columns, rows
+
+
+def grid_keys_of(columns: list[str]) -> list[str]:
+    """The grid-key columns of a results table or CSV."""
+    return [c for c in columns if GRID_KEY.match(c)]
+
+
+def load_results(directory: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """(columns, rows) of a sweep directory, from results.sqlite, else results.csv."""
+    directory = Path(directory)
+    if (directory / "results.sqlite").exists():
+        with Results(directory / "results.sqlite") as table:
+            return table.columns, table.rows()
+    if (directory / "results.csv").exists():
+        return read_csv(directory / "results.csv")
+    raise ResultsError(f"{str(directory)!r} has no results.sqlite or results.csv")

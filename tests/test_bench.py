@@ -1,0 +1,183 @@
+"""The benchmark harness (`metarep bench`): end to end on tiny sizes, agreement checks, chunked
+gradients, and the memory arithmetic. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from metarep.bench import contenders as contenders_mod
+from metarep.bench.bandwidth import measure_read_bandwidth
+from metarep.bench.harness import (TABLE_COLUMNS, TOLERANCE, BenchConfig, agreement, format_report,
+                                   run_benchmark)
+from metarep.bench.machine import machine_info
+from metarep.bench.scale import measure_step_memory, task_data_bytes, tasks_per_gb
+from metarep.methods.anil import anil_gradient
+from metarep.methods.fo_anil import fo_anil_gradient
+from metarep.params import Params
+from metarep.tasks import Tasks
+
+TINY = dict(n_tasks=50, m_in=6, m_out=4, d=8, width=8)
+
+
+def _tiny(**kw) -> BenchConfig:
+    base = dict(TINY, quick=True, pop_steps=200, pop_batch=8)
+    base.update(kw)
+    return BenchConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def quick_result():
+    """One quick run with every contender that is installed, both methods, float64."""
+    return run_benchmark(_tiny(dtypes=("float64",)))
+
+
+def test_quick_run_checks_and_times_every_installed_contender(quick_result):
+    res = quick_result
+    assert {(r.method, r.contender) for r in res.rows} == {
+        (m, c) for m in ("fo-anil", "anil") for c in contenders_mod.CONTENDERS}
+    for r in res.rows:
+        assert r.status in ("ok", "skipped"), (r.contender, r.status, r.note)
+        if r.status == "skipped":           # only for a framework that is not installed
+            assert "not installed" in r.note or "needs" in r.note
+            assert r.ms is None
+            continue
+        assert r.error is not None and r.error <= TOLERANCE["float64"], (r.contender, r.error)
+        assert r.ms is not None and r.ms > 0 and r.tasks_per_s > 0 and r.gbps > 0
+        assert r.ratio is not None and r.ratio > 0
+    ref = [r for r in res.rows if r.contender == res.reference]
+    assert ref and all(r.ratio == pytest.approx(1.0) for r in ref)
+
+
+def test_quick_report_has_every_column_and_the_targets(quick_result):
+    text = format_report(quick_result)
+    header = next(line for line in text.splitlines() if line.startswith("| method"))
+    for col in TABLE_COLUMNS:
+        assert col in header
+    for word in ("## Machine", "cores", "read bandwidth", "## Population", "## Targets", "PASS" if "PASS" in text
+                 else "FAIL"):
+        assert word in text
+    assert len(quick_result.targets) == 7
+    assert all(t.status in ("PASS", "FAIL", "n/a") for t in quick_result.targets)
+    pop = quick_result.population
+    assert pop["finite"] and pop["batch_error"] < 1e-10 and pop["extrapolated"]
+
+
+def test_cli_quick_float32_writes_json(tmp_path, capsys):
+    from metarep.cli import main
+
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--quick", "--quiet", "--n-tasks", "50", "--m-in", "6", "--m-out", "4", "--d", "8",
+               "--width", "8", "--dtype", "float32", "--method", "fo-anil", "--contenders",
+               "numpy_batched,numpy_loop", "--no-population", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| method" in printed and "numpy_batched" in printed
+    data = json.loads(out.read_text())
+    names = {r["contender"] for r in data["rows"]}
+    assert {"numpy_batched", "numpy_loop", data["reference"]} <= names
+    for r in data["rows"]:
+        assert r["status"] == "ok" and r["dtype"] == "float32"
+        assert r["agreement"] <= TOLERANCE["float32"]
+    assert data["machine"]["cores"] >= 1 and data["population"] is None
+
+
+def test_cli_unknown_contender_is_a_usage_error(capsys):
+    from metarep.cli import main
+
+    assert main(["bench", "--quick", "--contenders", "no_such_thing"]) == 2
+    assert "unknown contender" in capsys.readouterr().err
+
+
+def _wrong(X_in, y_in, X_out, y_out, alpha, method, dtype):
+    good = contenders_mod.make_numpy_batched(X_in, y_in, X_out, y_out, alpha, method, dtype)
+
+    def step(B, w):
+        gB, gw, loss = good(B, w)
+        return gB + 1e-6, gw, loss
+
+    return step
+
+
+def _absent(*args):
+    raise ImportError("contender 'absent' needs the 'nothing' package, which is not installed")
+
+
+def test_disagreeing_contender_is_rejected_and_not_timed(monkeypatch):
+    monkeypatch.setitem(contenders_mod.CONTENDERS, "wrong", _wrong)
+    monkeypatch.setitem(contenders_mod.CONTENDERS, "absent", _absent)
+    res = run_benchmark(_tiny(methods=("fo-anil",), dtypes=("float64",), contenders=("wrong", "absent",
+                                                                                       "numpy_batched"),
+                              population=False, bandwidth=False))
+    rows = {r.contender: r for r in res.rows}
+    assert rows["wrong"].status == "rejected" and rows["wrong"].ms is None and rows["wrong"].times == []
+    assert rows["wrong"].error > TOLERANCE["float64"]
+    assert rows["absent"].status == "skipped" and "not installed" in rows["absent"].note
+    assert rows["numpy_batched"].status == "ok"
+    text = format_report(res)
+    assert "rejected" in text and "skipped" in text
+
+
+def test_agreement_is_relative_to_max_one_and_value():
+    a = (np.array([[1.0, 2.0]]), np.array([3.0]), np.array(0.5))
+    assert agreement(a, a) == 0.0
+    b = (np.array([[1.0, 2.0]]) * (1 + 1e-12), np.array([3.0]), np.array(0.5))
+    assert agreement(b, a) < 1e-11
+    assert agreement((np.zeros((1, 3)),) + a[1:], a) == np.inf
+    assert agreement((a[0] + np.nan,) + a[1:], a) == np.inf
+
+
+# -------------------------------------------------------------------------------------------
+# Chunks: the outer gradient is a mean over tasks, so chunk means weighted by chunk size must
+# reproduce it (the methods themselves take the whole task set; this is the user-level path).
+# -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("gradient", [fo_anil_gradient, anil_gradient], ids=["fo-anil", "anil"])
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_chunked_gradient_equals_full_gradient(gradient, inner_steps):
+    rng = np.random.default_rng(7)
+    N, m_in, m_out, d, k = 103, 7, 5, 9, 6
+    tasks = Tasks(rng.standard_normal((N, m_in, d)), rng.standard_normal((N, m_in)),
+                  rng.standard_normal((N, m_out, d)), rng.standard_normal((N, m_out)))
+    params = Params(rng.standard_normal((d, k)) / 3, rng.standard_normal(k))
+    full, full_loss = gradient(params, tasks, alpha=0.2, inner_steps=inner_steps)
+    for size in (1, 10, 64, N):
+        gB, gw, loss = np.zeros_like(full.B), np.zeros_like(full.w), 0.0
+        for chunk in tasks.chunks(size):
+            g, chunk_loss = gradient(params, chunk, alpha=0.2, inner_steps=inner_steps)
+            f = chunk.n_tasks / N
+            gB += f * g.B
+            gw += f * g.w
+            loss += f * chunk_loss
+        assert np.max(np.abs(gB - full.B)) <= 1e-12 * max(1.0, np.max(np.abs(full.B)))
+        assert np.max(np.abs(gw - full.w)) <= 1e-12 * max(1.0, np.max(np.abs(full.w)))
+        assert loss == pytest.approx(full_loss, rel=1e-12, abs=1e-12)
+
+
+# -------------------------------------------------------------------------------------------
+# Machine, bandwidth, memory
+# -------------------------------------------------------------------------------------------
+
+def test_machine_info_and_bandwidth():
+    info = machine_info()
+    for key in ("cpu_model", "cores", "versions", "blas", "env", "numpy"):
+        assert key in info
+    assert info["versions"]["numpy"] is not None
+    assert measure_read_bandwidth(4e6, repeats=2) > 0
+    with pytest.raises(ValueError):
+        measure_read_bandwidth(1e6, repeats=0)
+
+
+def test_memory_arithmetic():
+    assert task_data_bytes(5000, 20, 10, 50) == 5000 * 30 * 51 * 8          # 61.2 MB, the paper's step
+    n = tasks_per_gb(30, 50, 50, working_factor=2.0)
+    assert n * (30 * 51 + 2.0 * 100) * 8 <= 1e9 < (n + 1) * (30 * 51 + 2.0 * 100) * 8
+
+
+@pytest.mark.parametrize("method,bound", [("fo-anil", 4.0), ("anil", 12.0)])
+def test_step_working_memory_is_a_few_N_d_plus_k_floats(method, bound):
+    r = measure_step_memory(method, n_tasks=400, m_in=10, m_out=5, d=20, width=20)
+    assert 0 < r["working_bytes_warm"] <= r["working_bytes_cold"]
+    assert r["working_in_N_d_plus_k"] < bound

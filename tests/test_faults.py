@@ -1,0 +1,293 @@
+"""Fault injection: kill real `metarep run` processes and check that resuming ends bit-identical.
+
+Every test starts `python -m metarep.cli run ...` in a subprocess, kills it (SIGKILL at random
+instants, or SIGINT/SIGTERM), resumes until the run is done, and compares params.npz,
+metrics.csv and summary.json with a run that was never interrupted. Checkpoints are written
+every step, and the METAREP_TEST_WRITE_DELAY hook (store.atomic_write) holds every other
+process a few milliseconds between writing a file and renaming it, so many kills land in the
+middle of a checkpoint write. The counts of faults injected and survived are printed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REGIMES = {"finite": "20", "population": '"inf"', "online": '"online"'}
+STEPS = 160
+
+COUNTS = {"SIGKILL": 0, "of which before config.toml existed": 0, "of which during a file write": 0,
+          "of which while writing results": 0, "SIGINT": 0, "SIGTERM": 0, "double SIGINT": 0,
+          "survived": 0, "interrupted runs ended bit-identical": 0, "torn checkpoints seen": 0}
+FAULT_KINDS = ("SIGKILL", "SIGINT", "SIGTERM", "double SIGINT")
+
+
+def survived(faults: int) -> None:
+    """Book `faults` as survived: the run they hit has just ended bit-identical."""
+    COUNTS["survived"] += faults
+    COUNTS["interrupted runs ended bit-identical"] += 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_counts(request):
+    yield
+    faults = sum(COUNTS[k] for k in FAULT_KINDS)
+    line = (f"fault injection: {faults} faults injected, {COUNTS['survived']} survived; "
+            + ", ".join(f"{k}: {v}" for k, v in COUNTS.items() if k != "survived"))
+    show(request, line)
+
+
+def show(request, line: str) -> None:
+    """Print past pytest's output capture, so the line shows in a plain `pytest -q` run."""
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        print(line)
+        return
+    with capman.global_and_fixture_disabled():
+        print("\n" + line)
+
+
+def _config(tmp: Path, regime: str, steps: int = STEPS) -> Path:
+    path = tmp / f"{regime}.toml"
+    path.write_text(f"""[problem]
+d = 6
+k = 2
+task_cov = [1.0, 2.0]
+[model]
+width = 4
+[train]
+tasks = {REGIMES[regime]}
+batch_tasks = 8
+m_in = 5
+m_out = 5
+alpha = 0.1
+beta = 0.05
+steps = {steps}
+log_every = 7
+checkpoint_every = 1
+seed = 3
+[test]
+m_test = 5
+tasks = 40
+""")
+    return path
+
+
+def _env(write_delay: float = 0.0) -> dict:
+    env = dict(os.environ, METAREP_KERNEL="numpy", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    env.pop("METAREP_TEST_WRITE_DELAY", None)
+    if write_delay:
+        env["METAREP_TEST_WRITE_DELAY"] = str(write_delay)
+    return env
+
+
+def _cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "metarep.cli", "run", *map(str, args), "--quiet"]
+
+
+def _start(config: Path, out: Path, write_delay: float = 0.0) -> subprocess.Popen:
+    """A fresh run when the directory holds no config.toml yet, else a resume (as a user would)."""
+    args = ("--resume", out) if (out / "config.toml").exists() else (config, "--out", out)
+    return subprocess.Popen(_cmd(*args), env=_env(write_delay), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err.decode(errors="replace")
+
+
+def _checkpoint_intact(out: Path) -> bool:
+    path = out / "checkpoint.npz"
+    if not path.exists():
+        return True
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            json.loads(data["meta"].tobytes().decode())
+            data["B"], data["w"], data["history"]
+    except Exception:  # noqa: BLE001 - any failure to read is a torn checkpoint
+        return False
+    return True
+
+
+def _without_timings(obj):
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items()
+                if not any(word in k for word in ("time", "seconds", "elapsed", "duration"))}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
+def assert_identical(ref: Path, out: Path) -> None:
+    assert (out / "metrics.csv").read_bytes() == (ref / "metrics.csv").read_bytes()
+    assert (out / "params.npz").read_bytes() == (ref / "params.npz").read_bytes()
+    with np.load(ref / "params.npz", allow_pickle=False) as a, np.load(out / "params.npz", allow_pickle=False) as b:
+        assert a.files == b.files
+        for name in a.files:
+            np.testing.assert_array_equal(a[name], b[name], strict=True)
+    s_ref = json.loads((ref / "summary.json").read_text())
+    s_out = json.loads((out / "summary.json").read_text())
+    assert json.dumps(_without_timings(s_out), sort_keys=True) == json.dumps(_without_timings(s_ref), sort_keys=True)
+    assert s_out["status"] == "completed" and s_out["steps"] == s_ref["steps"]
+    assert not (out / "checkpoint.npz").exists() and not list(out.glob(".*.tmp"))
+
+
+def _kill_and_resume(config: Path, out: Path, rng: random.Random, kills: int) -> dict:
+    """SIGKILL `kills` processes at random instants (resuming after each), then let one finish."""
+    seen = {"kills": 0, "before_config": 0, "mid_write": 0, "torn": 0, "attempts": 0}
+    while True:
+        seen["attempts"] += 1
+        write_delay = 0.004 if seen["attempts"] % 2 else 0.0
+        proc = _start(config, out, write_delay)
+        if seen["kills"] >= kills or seen["attempts"] > 4 * kills:
+            rc, err = _finish(proc)
+            assert rc == 0, err
+            return seen
+        try:
+            proc.wait(timeout=rng.uniform(0.05, 1.4))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            seen["kills"] += 1
+            seen["before_config"] += not (out / "config.toml").exists()
+            seen["mid_write"] += bool(list(out.glob(".*.tmp"))) if out.exists() else 0
+            seen["torn"] += not _checkpoint_intact(out)
+            continue
+        rc, err = _finish(proc)
+        assert rc == 0, err
+        return seen
+
+
+def test_sigkill_at_random_instants_then_resume_is_bit_identical(tmp_path):
+    """Each regime (finite, population, online) is killed 5 times at random instants, often in
+    the middle of a checkpoint write, and resumed; the three regimes run side by side."""
+
+    def one(regime: str, seed: int) -> dict:
+        config = _config(tmp_path, regime)
+        ref = subprocess.Popen(_cmd(config, "--out", tmp_path / f"ref-{regime}"), env=_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        seen = _kill_and_resume(config, tmp_path / f"run-{regime}", random.Random(seed), kills=5)
+        rc, err = _finish(ref)
+        assert rc == 0, err
+        assert_identical(tmp_path / f"ref-{regime}", tmp_path / f"run-{regime}")
+        return seen
+
+    with ThreadPoolExecutor(len(REGIMES)) as pool:
+        futures = [pool.submit(one, regime, 1000 + i) for i, regime in enumerate(REGIMES)]
+        results = [f.result() for f in futures]
+    for seen in results:
+        COUNTS["SIGKILL"] += seen["kills"]
+        COUNTS["of which before config.toml existed"] += seen["before_config"]
+        COUNTS["of which during a file write"] += seen["mid_write"]
+        COUNTS["torn checkpoints seen"] += seen["torn"]
+        survived(seen["kills"])
+    assert sum(s["torn"] for s in results) == 0
+    assert sum(s["kills"] for s in results) >= 10
+
+
+def _identity(path: Path):
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait until `proc` has written `path` (a new file, not one left by an earlier process).
+
+    Signals sent before this point would reach Python while it starts up, before metarep
+    installs its handlers: the process then dies without writing anything."""
+    before = _identity(path)
+    deadline = time.monotonic() + timeout
+    while _identity(path) in (None, before):
+        assert proc.poll() is None, _finish(proc)[1]
+        assert time.monotonic() < deadline, f"{path} was never written"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("regime, signals", [("online", (signal.SIGINT, signal.SIGTERM)),
+                                             ("finite", (signal.SIGTERM, signal.SIGINT))])
+def test_sigint_sigterm_checkpoint_exit_130_and_resume_identically(tmp_path, regime, signals):
+    config = _config(tmp_path, regime)
+    ref_dir, out = tmp_path / "ref", tmp_path / "run"
+    ref = subprocess.Popen(_cmd(config, "--out", ref_dir), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    rng = random.Random(7)
+    sent = 0
+    for sig in signals:
+        proc = _start(config, out)
+        _wait_for(out / "checkpoint.npz", proc)
+        time.sleep(rng.uniform(0.05, 0.3))
+        proc.send_signal(sig)
+        rc, err = _finish(proc)
+        if rc == 0:  # finished before the signal arrived: nothing left to test for this signal
+            break
+        assert rc == 130, err
+        assert "interrupted at step" in err and "--resume" in err and "Traceback" not in err
+        COUNTS[signal.Signals(sig).name] += 1
+        sent += 1
+        with np.load(out / "checkpoint.npz", allow_pickle=False) as data:
+            meta = json.loads(data["meta"].tobytes().decode())
+        assert meta["status"] == "interrupted" and 0 <= meta["step"] < STEPS
+        assert not (out / "summary.json").exists()
+    rc, err = _finish(_start(config, out))
+    assert rc == 0, err
+    assert _finish(ref)[0] == 0
+    assert_identical(ref_dir, out)
+    survived(sent)
+
+
+def test_second_sigint_aborts_at_once_and_the_checkpoint_stays_valid(tmp_path):
+    """Two signals in quick succession: the second lands while the first is being honoured
+    (often inside the checkpoint write). The process exits 130 and a resume still ends identically."""
+    config = _config(tmp_path, "population")
+    ref_dir, out = tmp_path / "ref", tmp_path / "run"
+    ref = subprocess.Popen(_cmd(config, "--out", ref_dir), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _start(config, out, write_delay=0.02)
+    _wait_for(out / "checkpoint.npz", proc)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    rc, err = _finish(proc)
+    assert rc == 130, err
+    assert "Traceback" not in err
+    COUNTS["double SIGINT"] += 1
+    assert _checkpoint_intact(out)
+    rc, err = _finish(_start(config, out))
+    assert rc == 0, err
+    assert _finish(ref)[0] == 0
+    assert_identical(ref_dir, out)
+    survived(1)
+
+
+def test_sigkill_while_writing_results_then_resume_is_identical(tmp_path):
+    """Kill after metrics.csv is written but before summary.json (each write is slowed down):
+    the directory is not done, and a resume rewrites every result identically."""
+    config = _config(tmp_path, "finite", steps=20)
+    ref_dir, out = tmp_path / "ref", tmp_path / "run"
+    ref = subprocess.Popen(_cmd(config, "--out", ref_dir), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _start(config, out, write_delay=0.03)
+    _wait_for(out / "metrics.csv", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    COUNTS["SIGKILL"] += 1
+    COUNTS["of which while writing results"] += 1
+    assert not (out / "summary.json").exists() and (out / "checkpoint.npz").exists()
+    assert _checkpoint_intact(out)
+    rc, err = _finish(_start(config, out))
+    assert rc == 0, err
+    assert _finish(ref)[0] == 0
+    assert_identical(ref_dir, out)
+    survived(1)

@@ -8,8 +8,7 @@ import sqlite3
 
 import pytest
 
-from metarep.results import (Results, ResultsError, comparable, failed_row, load_results, read_csv,
-                             row_from_summary)
+from metarep.results import Results, ResultsError, comparable, failed_row, load_results, read_csv, row_from_summary
 
 KEYS = ["train.m_in", "problem.task_cov"]
 
@@ -91,11 +90,10 @@ def test_a_transaction_is_all_or_nothing_and_readers_see_only_commits(tmp_path):
     path = tmp_path / "r.sqlite"
     with Results(path, ["train.beta"]) as table:
         reader = sqlite3.connect(path)
-        with pytest.raises(RuntimeError):
-            with table.transaction() as conn:
-                conn.execute("INSERT INTO runs (run_id, idx, status) VALUES ('a', 0, 'completed')")
-                assert reader.execute("SELECT count(*) FROM runs").fetchone()[0] == 0  # not committed yet
-                raise RuntimeError("crash mid-transaction")
+        with pytest.raises(RuntimeError), table.transaction() as conn:
+            conn.execute("INSERT INTO runs (run_id, idx, status) VALUES ('a', 0, 'completed')")
+            assert reader.execute("SELECT count(*) FROM runs").fetchone()[0] == 0  # not committed yet
+            raise RuntimeError("crash mid-transaction")
         assert len(table) == 0
         table.record(failed_row("b", 1, {"train.beta": 1.0}, 0, "E: e"))
         assert reader.execute("SELECT run_id FROM runs").fetchall() == [("b",)]

@@ -143,7 +143,7 @@ def test_killed_after_summary_before_checkpoint_removal_is_done(tmp_path, capsys
     done = _files(out)
     (out / store.CHECKPOINT).write_bytes(checkpoint)
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
-    assert "already completed" in capsys.readouterr().err
+    assert "already completed" in capsys.readouterr().out
     assert _files(out) == done and not (out / store.CHECKPOINT).exists()
 
 

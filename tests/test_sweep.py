@@ -3,6 +3,7 @@ backends giving the same numbers, divergence and failure rows, and continuing a 
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -16,8 +17,18 @@ from metarep.config import load
 from metarep.execute import execute_run
 from metarep.results import Results, comparable, read_csv
 from metarep.runner import run
-from metarep.sweep import (SEED_RULE, TEST_SEED_OFFSET, Axis, SweepError, format_seeds, parse_axis, parse_grid,
-                           parse_seeds, plan, split_values)
+from metarep.sweep import (
+    SEED_RULE,
+    TEST_SEED_OFFSET,
+    Axis,
+    SweepError,
+    format_seeds,
+    parse_axis,
+    parse_grid,
+    parse_seeds,
+    plan,
+    split_values,
+)
 
 TINY = """
 [problem]
@@ -92,6 +103,18 @@ def test_parse_axis_rejects(text):
         parse_axis(text)
 
 
+def test_the_command_line_reads_back_as_the_same_sweep(tiny):
+    grid = ["train.m_in=5,inf", "problem.task_cov=[1.0, 2.0],3.0", 'train.method="fo-anil"', "train.alpha=1e-3,0.1"]
+    sweep = plan(tiny, grid, "0-2,5", ["train.tasks=inf", "train.m_out=inf"])
+    words = shlex.split(sweep.command("out"))
+    assert words[:3] == ["metarep", "sweep", str(tiny)]
+    again = [words[i + 1] for i, w in enumerate(words) if w == "--grid"]
+    assert parse_grid(again) == sweep.grid
+    assert words[words.index("--seeds") + 1] == "0-2,5"
+    assert words[words.index("--set") + 1] == "train.tasks=inf"
+    assert "train.m_in=5,inf" in again
+
+
 def test_parse_grid_rejects_a_key_twice():
     with pytest.raises(SweepError, match="twice"):
         parse_grid(["train.m_in=5", "train.m_in=10"])
@@ -118,8 +141,7 @@ def test_plan_is_the_cartesian_product_in_order(tiny):
 
 
 def test_plan_without_seeds_keeps_the_config_seeds(tiny):
-    sweep = plan(tiny, ["train.m_in=5,10"], None, ["train.seed=3", "train.m_out=inf", "train.tasks=inf",
-                                                   "train.m_in=inf"][:1])
+    sweep = plan(tiny, ["train.m_in=5,10"], None, ["train.seed=3"])
     assert [r.config.train.seed for r in sweep.runs] == [3, 3]
     assert [r.config.test.seed for r in sweep.runs] == [1, 1]
     inf = plan(tiny, ["train.m_in=5,inf"], None, ["train.tasks=inf", "train.m_out=inf"])
@@ -241,6 +263,16 @@ def test_rerun_skips_done_runs_and_refuses_another_spec(tiny, local_sweep, capsy
         assert "different sweep" in capsys.readouterr().err
     assert (local_sweep / "sweep.toml").read_text() == spec
     assert len(list((local_sweep / "runs").iterdir())) == 4
+    assert table_rows(local_sweep) == before
+
+
+def test_a_second_sweep_on_the_same_directory_is_refused(tiny, local_sweep, capsys):
+    fcntl = pytest.importorskip("fcntl")
+    before = table_rows(local_sweep)
+    with open(local_sweep / ".sweep.lock", "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # as a running sweep holds it
+        assert main(sweep_args(tiny, local_sweep)) == 2
+    assert "another" in capsys.readouterr().err
     assert table_rows(local_sweep) == before
 
 

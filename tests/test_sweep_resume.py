@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 from metarep.cli import main
-from metarep.results import Results, comparable
+from metarep.results import Results, comparable, row_from_summary
+from metarep.runner import run
+from metarep.sweep import plan
 
 TINY = """
 [problem]
@@ -54,6 +56,13 @@ def _rows_now(db: Path) -> int:
         return -1
 
 
+def _uninterrupted(config: Path) -> list[dict]:
+    """The rows an uninterrupted sweep records: every run computed here, in memory, in grid order."""
+    sweep = plan(config, ["train.m_in=5,10"], "0-2")
+    rows = [row_from_summary(r.run_id, r.index, r.point, r.seed, run(r.config)[2]) for r in sweep.runs]
+    return [{k: v for k, v in row.items() if k != "idx"} for row in rows]
+
+
 def test_killed_sweep_resumes_to_the_same_table(tmp_path):
     config = tmp_path / "tiny.toml"
     config.write_text(TINY)
@@ -80,11 +89,10 @@ def test_killed_sweep_resumes_to_the_same_table(tmp_path):
     for r in rows:
         assert (out / "runs" / r["run_id"] / "summary.json").exists()
 
-    assert main(_args(config, out, "--workers", "2", "--no-figures")) == 0  # figures change no number
-    reference = tmp_path / "reference"
-    assert main(_args(config, reference, "--workers", "2", "--no-figures")) == 0
-    with Results(db) as table, Results(reference / "results.sqlite") as ref:
-        resumed, expected = table.rows(), ref.rows()
+    assert main(_args(config, out, "--workers", "1", "--no-figures")) == 0  # figures change no number
+    with Results(db) as table:
+        resumed = table.rows()
+    expected = _uninterrupted(config)
     assert len(resumed) == TOTAL == len({r["run_id"] for r in resumed})
     assert comparable(resumed) == comparable(expected)
     assert {r["run_id"]: r["wall_s"] for r in resumed if r["run_id"] in {x["run_id"] for x in rows}} == \

@@ -71,6 +71,40 @@ def _check_covariance(task_cov: list, k: int) -> None:
     as_covariance(task_cov, k)
 
 
+def _covariance_degeneracy(task_cov, k: int) -> tuple[bool, bool]:
+    """(Sigma* is zero, Sigma* is singular), without forming a matrix for a scalar or a diagonal."""
+    if not isinstance(task_cov, list):
+        return task_cov == 0, task_cov == 0
+    if not isinstance(task_cov[0], list):
+        return max(task_cov) == 0, min(task_cov) == 0
+    import numpy as np
+
+    cov = np.asarray(task_cov, dtype=np.float64)
+    return not cov.any(), int(np.linalg.matrix_rank(cov, hermitian=True)) < k
+
+
+def _lambda_star_finite(p: "ProblemConfig", t: "TrainConfig") -> bool:
+    """Whether theory.lambda_star gives finite numbers (and a solvable system) for these values;
+    computed entrywise for a scalar or diagonal Sigma*, so a huge k costs nothing."""
+    import numpy as np
+
+    from metarep.theory import lambda_star
+
+    inv_m = 0.0 if t.m_in == INF else 1.0 / t.m_in
+    with np.errstate(all="ignore"):
+        if p.k <= 256 or (isinstance(p.task_cov, list) and isinstance(p.task_cov[0], list)):
+            try:  # exactly what the run will compute
+                lam = lambda_star(as_covariance(p.task_cov, p.k), p.noise_std, t.alpha, t.m_in)
+            except (np.linalg.LinAlgError, ArithmeticError, ValueError):
+                return False
+            return bool(np.isfinite(lam).all())
+        diag = np.asarray(p.task_cov if isinstance(p.task_cov, list) else [p.task_cov], dtype=np.float64)
+        trace = diag.sum() if isinstance(p.task_cov, list) else diag[0] * p.k
+        inner = (1 + inv_m) * diag + (trace + np.float64(p.noise_std) ** 2) * inv_m
+        lam = diag / inner / t.alpha
+        return bool(np.isfinite(lam).all() and np.isfinite(inner).all() and (inner != 0).all())
+
+
 class ModelConfig(Section):
     """[model]: the two-layer linear network x^T B w, B d x width."""
 
@@ -97,6 +131,12 @@ class TrainConfig(Section):
     solver: Literal["gd", "alternating"] = "gd"
     checkpoint_every: Annotated[int, Field(ge=0, strict=True)] = 0
     diverge_threshold: PositiveFloat = 1e8
+
+    @field_validator("tasks", "m_in", "m_out", mode="before")
+    @classmethod
+    def _inf_spellings(cls, value):
+        """TOML's bare `inf` is a float; accept it as the string "inf"."""
+        return INF if isinstance(value, float) and value == math.inf else value
 
     @field_validator("method")
     @classmethod
@@ -152,6 +192,19 @@ class Config(Section):
         if self.test.adapt == "bayes" and t.method != "oracle":
             raise ValueError("test.adapt = \"bayes\" is the posterior mean on the true features: only for "
                              "train.method = \"oracle\"")
+        zero, singular = _covariance_degeneracy(self.problem.task_cov, self.problem.k)
+        if zero and self.problem.noise_std ** 2 == 0:  # (a subnormal noise_std squares to 0 too)
+            raise ValueError("problem.task_cov and problem.noise_std are both 0: every task is the same and the "
+                             "limit Lambda* is undefined; make one of them positive")
+        if singular and t.m_in == INF:
+            raise ValueError("train.m_in = \"inf\" needs problem.task_cov without zero eigenvalues (the limit "
+                             "Lambda* inverts it): make its entries positive or use a finite train.m_in")
+        if not math.isfinite(self.problem.noise_std * self.problem.noise_std):
+            raise ValueError(f"problem.noise_std is too large (its square overflows), got {self.problem.noise_std}")
+        if not _lambda_star_finite(self.problem, t):
+            raise ValueError("the limit Lambda* (MATH 5) is not a finite number for these values of "
+                             "problem.task_cov, problem.noise_std and train.alpha: they are too close to 0 "
+                             "or too large")
         return self
 
     @property
@@ -215,6 +268,8 @@ def validate(data: dict[str, Any]) -> Config:
         raise ConfigError(str(err)) from None
     except RecursionError:
         raise ConfigError("config: values are nested too deeply") from None
+    except ArithmeticError as err:
+        raise ConfigError(f"config: a value is out of range ({err})") from None
 
 
 def parse_value(text: str) -> Any:

@@ -103,23 +103,25 @@ def _resume(run_dir: Path, *, progress, should_stop, figure, checkpoint_seconds)
         state = store.load_checkpoint(run_dir, config_hash=digest)  # refuses another config's checkpoint
         check_memory(config)
         exp = build(config)
-        _check_compatible(exp, state, run_dir)
+        fresh = initial_state(exp)
+        _check_compatible(fresh, state, run_dir, config.train.steps)
         store.remove_temporaries(run_dir)
         if state is None:  # killed before the first checkpoint: start over
-            state = initial_state(exp)
+            state = fresh
         return _train_and_store(exp, state, run_dir, digest, progress=progress, should_stop=should_stop,
                                 figure=figure, checkpoint_seconds=checkpoint_seconds)
 
 
-def _check_compatible(exp, state, run_dir: Path) -> None:
+def _check_compatible(fresh, state, run_dir: Path, steps: int) -> None:
+    """A checkpoint must hold parameters shaped like the run's own, finite, at a step <= train.steps."""
     if state is None:
         return
-    cfg = exp.config
-    B, w = state.params
-    if (B.shape[-2:] != (cfg.problem.d, cfg.model.width) or state.step > cfg.train.steps
-            or not np.isfinite(B).all() or not np.isfinite(w).all()):
+    if (state.params.B.shape != fresh.params.B.shape or state.params.w.shape != fresh.params.w.shape
+            or state.step > steps or not state.params.is_finite()
+            or (state.rng_state is None) != (fresh.rng_state is None)):
         raise store.CheckpointError(f"checkpoint in {str(run_dir)!r} does not fit its config.toml (parameters "
-                                    f"{B.shape}, step {state.step}); delete {store.CHECKPOINT} to restart from step 0")
+                                    f"{state.params.B.shape}, step {state.step}); delete {store.CHECKPOINT} to "
+                                    f"restart from step 0")
 
 
 def _train_and_store(exp, state, run_dir: Path, digest: str, *, progress, should_stop, figure,

@@ -11,10 +11,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import statistics
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import click
 
@@ -211,30 +213,13 @@ def _toml_text(data: dict) -> str:
     return tomli_w.dumps(data).strip()
 
 
-def _toml_value(value: Any) -> str:
-    import tomli_w
-
-    return tomli_w.dumps({"v": value}).partition("=")[2].strip()
-
-
-def _command(spec: dict, directory: Path) -> str:
-    from metarep.sweep import _shell, format_seeds
-
-    info = spec.get("sweep", {})
-    words = ["metarep sweep", _shell(str(info.get("config", "CONFIG")))]
-    for key, values in spec.get("grid", {}).items():
-        words.append("--grid " + _shell(f"{key}={','.join(_toml_value(v) for v in values)}"))
-    if info.get("seeds") is not None:
-        words.append(f"--seeds {format_seeds(info['seeds'])}")
-    words += [f"--set {_shell(item)}" for item in info.get("set", [])]
-    return " ".join(words + [f"--out {_shell(str(directory))}"])
-
-
 def _run_label(row: dict, keys: list[str]) -> str:
     return ", ".join([f"{k}={_num(row.get(k))}" for k in keys] + [f"seed={_num(row.get('seed'))}"])
 
 
 def sweep_page(directory: Path) -> str:
+    from metarep.sweep import command_line, format_seeds, format_value
+
     try:
         columns, rows = load_results(directory)
     except ResultsError as err:
@@ -258,22 +243,21 @@ def sweep_page(directory: Path) -> str:
         sets = info.get("set", [])
         out.append(f"- Config: `{info.get('config')}`" + (f", with `--set {' '.join(sets)}`" if sets else ""))
         if info.get("seeds") is not None:
-            from metarep.sweep import format_seeds
-
-            out.append(f"- Seeds: {format_seeds(info['seeds'])} (a seed s sets {info.get('seed_rule', 'train.seed = s')};"
-                       f" problem.seed stays as configured)")
+            rule = info.get("seed_rule", "train.seed = s")
+            seeds = format_seeds(info["seeds"])
+            out.append(f"- Seeds: {seeds} (a seed s sets {rule}; problem.seed stays as configured)")
         else:
             out.append("- Seeds: as in the config (no --seeds)")
-        out.append(f"- Backend-independent: each run is a pure function of its config "
-                   f"(`runs/<run_id>/config.toml`).")
+        out.append("- Each run is a pure function of its config, `runs/<run_id>/config.toml` "
+                   "(`metarep run` on it gives the same numbers)")
         out += ["", "Grid (every combination, times every seed):", ""]
         grid = spec.get("grid", {})
         if grid:
-            out += [_table(["key", "values"], [[k, ", ".join(_toml_value(v) for v in vs)] for k, vs in grid.items()]),
+            out += [_table(["key", "values"], [[k, ", ".join(format_value(v) for v in vs)] for k, vs in grid.items()]),
                     ""]
         else:
             out += ["(no grid: the config alone)", ""]
-        out += ["Command (re-run it to continue an interrupted sweep):", "", "```sh", _command(spec, directory),
+        out += ["Command (re-run it to continue an interrupted sweep):", "", "```sh", command_line(spec, directory),
                 "```", "", "<details><summary>Config before the grid (file with --set applied)</summary>", "",
                 "```toml", _toml_text(spec.get("config", {})), "```", "", "</details>", ""]
     else:
@@ -284,11 +268,14 @@ def sweep_page(directory: Path) -> str:
         seeds = {row.get("seed") for row in rows}
         title = "mean " + PM + " sd over seeds" if len(seeds) > 1 else "one run per grid point"
         out += [f"## Results ({title})", "",
-                "Final training metrics and the test excess risk after adaptation; statistics over the runs that "
-                "completed.", "", _table(headers, table), ""]
+                ("Final training metrics and the test excess risk after adaptation; statistics over the runs "
+                 "that completed."), "", _table(headers, table), ""]
         best = _best_point(columns, rows)
         if best:
             out += [best, ""]
+        figure = summary_figure(directory, columns, rows)
+        if figure is not None:
+            out += [_image("test excess risk and perp_norm across the grid", _rel(figure, directory)), ""]
         out += _every_run(directory, columns, rows, keys)
         troubled = [row for row in rows if row["status"] in ("diverged", "failed")]
         if troubled:
@@ -324,20 +311,66 @@ def _sweep_figures(directory: Path, rows: list[dict], keys: list[str]) -> list[s
     figures = [(row, path) for row, path in figures if path.exists()]
     if not figures:
         return []
-    out = ["## Figures", "", "Tracked norms and the training loss of each run (log-log).", ""]
-    if len(figures) <= MAX_EMBEDDED_FIGURES:
+    out = ["## Figures of the runs", "", "Tracked norms and the training loss of each run (log-log)."]
+    if len(figures) > MAX_EMBEDDED_FIGURES:  # the first seed of each grid point, up to the limit
+        firsts: dict[tuple, tuple] = {}
         for row, path in figures:
-            out += [f"**{_run_label(row, keys)}**", "", _image(_run_label(row, keys), _rel(path, directory)), ""]
-        return out
-    shown: set[tuple] = set()
-    for row, path in figures:  # the first seed of each grid point inline, the rest as links
-        point = tuple(row.get(k) for k in keys)
-        if point not in shown:
-            shown.add(point)
-            out += [f"**{_run_label(row, keys)}**", "", _image(_run_label(row, keys), _rel(path, directory)), ""]
-    rest = [(row, path) for row, path in figures]
-    out += ["All figures: " + ", ".join(_link(_run_label(r, keys), _rel(p, directory)) for r, p in rest), ""]
+            firsts.setdefault(tuple(row.get(k) for k in keys), (row, path))
+        figures = list(firsts.values())[:MAX_EMBEDDED_FIGURES]
+        out[-1] += (f" Shown: {len(figures)} of them (the first seed of each grid point); every run's figure "
+                    f"is linked in the table above.")
+    out.append("")
+    for row, path in figures:
+        label = _run_label(row, keys)
+        out += [f"**{label}**", "", _image(label, _rel(path, directory)), ""]
     return out
+
+
+SUMMARY_FIGURE = "sweep_summary.png"
+
+
+def summary_figure(directory: Path, columns: list[str], rows: list[dict]) -> Path | None:
+    """DIR/sweep_summary.png: test excess risk and final perp_norm (mean +- sd over seeds) against the
+    first grid key, one line per combination of the other keys; None when there is nothing to plot."""
+    keys = grid_keys_of(columns)
+    done = [r for r in rows if r["status"] == "completed" and r.get("excess_risk") is not None]
+    if not keys or not done:
+        return None
+    import matplotlib.pyplot as plt
+
+    from metarep.plots import save_figure
+
+    x_key, others = keys[0], keys[1:]
+    xs = sorted({r.get(x_key) for r in rows}, key=natural_key)
+    position = {x: i for i, x in enumerate(xs)}
+    series: dict[tuple, list[dict]] = {}
+    for row in done:
+        series.setdefault(tuple(row.get(k) for k in others), []).append(row)
+    replicated = len({r.get("seed") for r in done}) > 1
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric, title in zip(axes, ("excess_risk", "perp_norm"),
+                                 ("test excess risk", r"final $\|P_\perp B\|_2$")):
+        combos = sorted(series, key=lambda c: [natural_key(v) for v in c])
+        for i, combo in enumerate(combos):
+            shift = (i - (len(combos) - 1) / 2) * min(0.08, 0.4 / len(combos))  # keep error bars apart
+            by_x: dict[Any, list[float]] = {}
+            for row in series[combo]:
+                if row.get(metric) is not None:
+                    by_x.setdefault(row.get(x_key), []).append(row[metric])
+            points = sorted(by_x, key=natural_key)
+            if not points:
+                continue
+            means = [statistics.fmean(by_x[x]) for x in points]
+            sds = [statistics.stdev(by_x[x]) if len(by_x[x]) > 1 else 0.0 for x in points]
+            label = ", ".join(f"{k}={_num(v)}" for k, v in zip(others, combo)) or None
+            ax.errorbar([position[x] + shift for x in points], means, yerr=sds, marker="o", capsize=3, label=label)
+        ax.set_xticks(range(len(xs)), [_num(x) for x in xs])
+        ax.set(xlabel=x_key, title=title + (f", mean {PM} sd over seeds" if replicated else ""))
+        if metric == "excess_risk" and others:
+            ax.legend(fontsize=7)
+    path = directory / SUMMARY_FIGURE
+    save_figure(fig, path)
+    return path
 
 
 def _files_section(directory: Path, paths: Iterable[Path]) -> list[str]:
@@ -426,8 +459,6 @@ def _demote(markdown: str, levels: int = 2) -> str:
 
 def _rebase_links(markdown: str, prefix: str) -> str:
     """Make relative links of a page one folder down relative to this page."""
-    import re
-
     if not prefix:
         return markdown
 
@@ -472,10 +503,14 @@ def reproduction_page(directory: Path) -> str:
     out += [f"{len(md)} table page(s), {len(csvs)} CSV file(s), {len(pngs)} figure(s)"
             + (f", {len(runs)} run(s)" if runs else "") + (f", {len(sweeps)} sweep(s)" if sweeps else "")
             + f" in `{directory}`.", ""]
+    shown: set[str] = set()
     for page in md:
         rel = _rel(page, directory)
         prefix = _rel(page.parent, directory) if page.parent != directory else ""
-        out += [f"## {rel}", "", _rebase_links(_demote(page.read_text(errors="replace")), prefix), ""]
+        body = _rebase_links(_demote(page.read_text(errors="replace")), prefix)
+        shown.update(re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", body))
+        out += [f"## {rel}", "", body, ""]
+    pngs = [png for png in pngs if _url(_rel(png, directory)) not in shown]  # not twice on the page
     if pngs:
         out += ["## Figures", ""]
         for png in pngs:
@@ -506,6 +541,13 @@ def reproduction_page(directory: Path) -> str:
                           _link("figure", _rel(figure, directory)) if figure.exists() else ""])
         out += [_table(["run", "method", "status", "steps", "perp_norm", "excess_risk", f"{PM} se", "figure"],
                        table), ""]
+    others = [d for d in subdirs if d not in inside and not any(f.parent == d for f in files)]
+    if others:
+        out += ["## Other folders", ""]
+        for folder in others:
+            count = sum(1 for f in folder.rglob("*") if f.is_file())
+            out.append(f"- {_link(_rel(folder, directory) + '/', _rel(folder, directory))}: {count} file(s)")
+        out.append("")
     if sweeps:
         out += ["## Sweeps", ""]
         for sweep in sweeps:

@@ -19,8 +19,9 @@ import json
 import math
 import re
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Self
 
 from metarep.store import atomic_write
 
@@ -178,7 +179,7 @@ class Results:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "Results":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -257,7 +257,7 @@ def evaluate(exp: Experiment, params: Params) -> dict:
 
 def summary(exp: Experiment, state: TrainState, test: dict | None) -> dict:
     """The run's summary.json content."""
-    last = state.history[-1] if state.history else measure(exp, state.params, state.step, float("nan"))
+    last = state.history[-1] if state.history else _last_row(exp, state)
     sv = [last[k] for k in last if k.startswith("sv_")]
     t = exp.config.train
     return {
@@ -275,6 +275,16 @@ def summary(exp: Experiment, state: TrainState, test: dict | None) -> dict:
                    "lemma2_rate": _lemma2_rate(exp)},
         "test": test,
     }
+
+
+def _last_row(exp: Experiment, state: TrainState) -> dict:
+    """The metrics of the final parameters, NaN where they cannot be computed (a run that failed
+    numerically before its first logged row)."""
+    with np.errstate(all="ignore"):
+        try:
+            return measure(exp, state.params, state.step, float("nan"))
+        except NUMERICAL_FAILURES:
+            return {"step": state.step, **{key: float("nan") for key in METRIC_KEYS}}
 
 
 def _lemma2_rate(exp: Experiment) -> float:

@@ -28,12 +28,14 @@ import multiprocessing
 import os
 import re
 import signal
+import sys
 import time
 import tomllib
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import tomli_w
 
@@ -49,8 +51,8 @@ SEED_KEYS = ("train.seed", "test.seed")
 TEST_SEED_OFFSET = 1000
 SEED_RULE = f"train.seed = s, test.seed = {TEST_SEED_OFFSET} + s"
 BACKENDS = ("local", "ray")
-# One BLAS thread per run: W runs on W cores, and the same arithmetic on every backend.
-BLAS_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# One thread per run (BLAS and numba): W runs on W cores, and the same arithmetic on every backend.
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 _KEY = re.compile(r"^([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)$")
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 MAX_NAME = 120
@@ -204,16 +206,38 @@ class Sweep:
 
     def command(self, out: str | Path = "DIR") -> str:
         """The command line that runs (or continues) this sweep."""
-        words = ["metarep sweep", _shell(self.config_path)]
-        words += [f"--grid {_shell(axis.key + '=' + ','.join(_toml(v) for v in axis.values))}" for axis in self.grid]
-        if self.seeds is not None:
-            words.append(f"--seeds {format_seeds(self.seeds)}")
-        words += [f"--set {_shell(item)}" for item in self.sets]
-        return " ".join(words + [f"--out {_shell(str(out))}"])
+        return command_line(self.spec(), out)
 
 
-def _toml(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A value as written on the command line: bare where parse_value reads it back as it is."""
+    if isinstance(value, str) and _normalize(parse_value(value)) == value and "," not in value \
+            and value.strip() == value and value:
+        return value
+    return inline_toml(value)
+
+
+def inline_toml(value: Any) -> str:
+    """A TOML value on one line (arrays and tables inline)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(inline_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {inline_toml(v)}" for k, v in value.items()) + "}"
     return tomli_w.dumps({"v": value}).partition("=")[2].strip()
+
+
+def command_line(spec: dict[str, Any], out: str | Path = "DIR") -> str:
+    """The `metarep sweep` command of a sweep spec (the content of sweep.toml)."""
+    info = spec.get("sweep", {})
+    words = ["metarep sweep", _shell(str(info.get("config", "CONFIG")))]
+    for key, values in spec.get("grid", {}).items():
+        words.append("--grid " + _shell(f"{key}={','.join(format_value(v) for v in values)}"))
+    if info.get("seeds") is not None:
+        words.append(f"--seeds {format_seeds(info['seeds'])}")
+    words += [f"--set {_shell(item)}" for item in info.get("set", [])]
+    return " ".join(words + [f"--out {_shell(str(out))}"])
 
 
 def _text(value: Any) -> str:
@@ -362,7 +386,7 @@ def check_out(out: Path, sweep: Sweep) -> bool:
         raise SweepError(f"--out {str(out)!r} is a file, not a directory")
     stored = read_spec(out)
     if stored is None:
-        if any(out.iterdir()):
+        if any(path.name != LOCK_FILE for path in out.iterdir()):
             raise SweepError(f"output directory {str(out)!r} is not empty and holds no {SPEC_FILE}: "
                              f"choose another --out")
         return False
@@ -446,9 +470,9 @@ OnResult = Callable[[PlannedRun, dict], None]
 
 
 @contextmanager
-def _blas_env():
-    """Set BLAS_ENV (where the user has not) for the worker processes started inside the block."""
-    added = {k: v for k, v in BLAS_ENV.items() if k not in os.environ}
+def _worker_env():
+    """Set WORKER_ENV (where the user has not) for the worker processes started inside the block."""
+    added = {k: v for k, v in WORKER_ENV.items() if k not in os.environ}
     os.environ.update(added)
     try:
         yield
@@ -465,7 +489,7 @@ def run_local(tasks: list[Task], workers: int, figures: bool, should_stop: Calla
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     stopped = False
-    with _blas_env(), ProcessPoolExecutor(max_workers=max(1, min(workers, len(tasks))), mp_context=ctx,
+    with _worker_env(), ProcessPoolExecutor(max_workers=max(1, min(workers, len(tasks))), mp_context=ctx,
                                           initializer=_init_worker, initargs=(stop,)) as pool:
         futures = {pool.submit(run_one, str(run_dir), figures): run for run, run_dir in tasks}
         pending = set(futures)
@@ -509,7 +533,7 @@ def run_ray(tasks: list[Task], workers: int, figures: bool, should_stop: Callabl
     ray = import_ray()
     started = False
     if not ray.is_initialized():
-        options = {"runtime_env": {"env_vars": dict(BLAS_ENV)}, "configure_logging": False}
+        options = {"runtime_env": {"env_vars": dict(WORKER_ENV)}, "configure_logging": False}
         address = os.environ.get("RAY_ADDRESS")
         if address:
             ray.init(address=address, **options)
@@ -564,6 +588,29 @@ class SweepOutcome:
         return self.total - len(self.rows)
 
 
+LOCK_FILE = ".sweep.lock"
+
+
+@contextmanager
+def _exclusive(out: Path):
+    """Hold an exclusive lock on the sweep directory (released by the OS if the process dies)."""
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks here: rely on the user running one sweep per directory
+        yield
+        return
+    with open(out / LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweepError(f"another `metarep sweep` is running in {str(out)!r}: wait for it, or stop it "
+                             f"and run this command again to continue") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def default_workers() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -575,64 +622,71 @@ def run_sweep(sweep: Sweep, out: str | Path, *, backend: str = "local", workers:
               figures: bool = True, progress: bool = True, should_stop: Callable[[], bool] = lambda: False,
               echo: Callable[[str], None] | None = None) -> SweepOutcome:
     """Run every run of `sweep` that is not done yet into `out`, recording each result as it comes back."""
-    from tqdm import tqdm
-
     if backend not in BACKENDS:
         raise SweepError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     workers = workers or default_workers()
     if workers < 1:
         raise SweepError(f"--workers must be at least 1, got {workers}")
     out = Path(out).absolute()
-    resuming = check_out(out, sweep)
+    check_out(out, sweep)  # before anything is written
     if backend == "ray":
         import_ray()
     out.mkdir(parents=True, exist_ok=True)
-    if not resuming:
-        store.atomic_write(out / SPEC_FILE, tomli_w.dumps(sweep.spec()).encode())
-    (out / RUNS_DIR).mkdir(exist_ok=True)
-    with Results(out / RESULTS_DB, sweep.grid_keys) as table:
-        tasks: list[Task] = []
-        for run in sweep.runs:
-            run_dir = out / RUNS_DIR / run.run_id
-            summary = _prepare_run_dir(run_dir, run.config)
-            if summary is None:
-                tasks.append((run, run_dir))
-                continue
-            row = table.get(run.run_id)
-            if row is None or row["status"] != summary["status"]:
-                table.record(row_from_summary(run.run_id, run.index, run.point, run.seed, summary))
-        skipped = len(sweep.runs) - len(tasks)
-        bar = tqdm(total=len(sweep.runs), initial=skipped, unit="run", desc="sweep", disable=not progress or None,
-                   dynamic_ncols=True)
-        say = echo or bar.write
+    with _exclusive(out):
+        if not check_out(out, sweep):  # again, now that no other sweep can write here
+            store.atomic_write(out / SPEC_FILE, tomli_w.dumps(sweep.spec()).encode())
+        (out / RUNS_DIR).mkdir(exist_ok=True)
+        with Results(out / RESULTS_DB, sweep.grid_keys) as table:
+            return _run(sweep, out, table, backend, workers, figures, progress, should_stop, echo)
 
-        def on_result(run: PlannedRun, result: dict) -> None:
-            status = result["status"]
-            if status in ("completed", "diverged"):
-                table.record(row_from_summary(run.run_id, run.index, run.point, run.seed, result["summary"],
-                                              result["wall_s"]))
-            elif status == "failed":
-                table.record(failed_row(run.run_id, run.index, run.point, run.seed, result["message"],
-                                        result["wall_s"]))
-                say(f"failed: {run.label}: {result['message']}")
-            else:
-                return  # interrupted: it left a checkpoint and is redone on the next call
-            bar.update(1)
 
-        stopped = False
-        try:
-            if tasks:
-                stopped = BACKEND_RUNNERS[backend](tasks, workers, figures, should_stop, on_result)
-        finally:
-            bar.close()
-            table.export_csv(out / RESULTS_CSV)
-        return SweepOutcome(out, table.columns, table.rows(), len(sweep.runs), skipped, len(tasks), stopped)
+def _run(sweep: Sweep, out: Path, table: Results, backend: str, workers: int, figures: bool, progress: bool,
+         should_stop: Callable[[], bool], echo: Callable[[str], None] | None) -> SweepOutcome:
+    from tqdm import tqdm
+
+    tasks: list[Task] = []
+    for run in sweep.runs:
+        run_dir = out / RUNS_DIR / run.run_id
+        summary = _prepare_run_dir(run_dir, run.config)
+        if summary is None:
+            tasks.append((run, run_dir))
+            continue
+        row = table.get(run.run_id)
+        if row is None or row["status"] != summary["status"]:
+            table.record(row_from_summary(run.run_id, run.index, run.point, run.seed, summary))
+    skipped = len(sweep.runs) - len(tasks)
+    bar = tqdm(total=len(sweep.runs), initial=skipped, unit="run", desc="sweep", disable=not progress or None,
+               dynamic_ncols=True)
+    say = echo or (lambda text: bar.write(text, file=sys.stderr))
+
+    def on_result(run: PlannedRun, result: dict) -> None:
+        status = result["status"]
+        if status in ("completed", "diverged"):
+            table.record(row_from_summary(run.run_id, run.index, run.point, run.seed, result["summary"],
+                                          result["wall_s"]))
+        elif status == "failed":
+            table.record(failed_row(run.run_id, run.index, run.point, run.seed, result["message"],
+                                    result["wall_s"]))
+            say(f"failed: {run.label}: {result['message']}")
+        else:
+            return  # interrupted: it left a checkpoint and is redone on the next call
+        bar.update(1)
+
+    stopped = False
+    try:
+        if tasks:
+            stopped = BACKEND_RUNNERS[backend](tasks, workers, figures, should_stop, on_result)
+    finally:
+        bar.close()
+        table.export_csv(out / RESULTS_CSV)
+    return SweepOutcome(out, table.columns, table.rows(), len(sweep.runs), skipped, len(tasks), stopped)
 
 
 # ----------------------------------------------------------------------------- display
 
 
-def display_rows(columns: list[str], rows: list[dict[str, Any]], *, drop: Sequence[str] = ("run_id", "wall_s", "message")):
+def display_rows(columns: list[str], rows: list[dict[str, Any]], *,
+                 drop: Sequence[str] = ("run_id", "wall_s", "message")):
     """(headers, table) for printing: metrics to 4 significant digits, missing values blank."""
     shown = [c for c in columns if c not in drop]
 

@@ -199,9 +199,11 @@ def findings(table: list[dict], results: list[dict]) -> list[str]:
         else:
             strength = "(one seed)"
         verb = "lower" if mean < 0 else "higher"
+        sa, sb = by[a]["steps"], by[b]["steps"]
+        steps = f", after {sa} vs {sb} training steps" if sa and sb and sa != sb else ""
         out.append(f"{what}: {by[a]['label']} has {verb} test excess risk than {by[b]['label']} "
                    f"({fmt(ra)} vs {fmt(rb)}; paired difference {fmt(mean)} +- {fmt(std)} over {n} seeds, "
-                   f"{strength}).")
+                   f"{strength}{steps}).")
 
     cmp("fo_anil_inf_tasks", "fo_anil_inf_samples", "Infinite tasks vs infinite samples (the paper: 0.77 vs 1.78)")
     cmp("fo_anil", "burer_monteiro", "FO-ANIL vs Burer-Monteiro at k' = d (the paper: FO-ANIL lower)")

@@ -327,7 +327,7 @@ def small_config(draw) -> dict:
     }
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(data=small_config())
 def test_valid_small_configs_complete_or_diverge(data):
     try:

@@ -3,10 +3,10 @@ across thread counts (BLAS, OpenMP, numba); the numpy and numba kernels agree to
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,61 +15,54 @@ from metarep import kernels
 from metarep.config import validate
 from metarep.runner import run
 
-CONFIG = """[problem]
-d = 24
-k = 3
-task_cov = [1.0, 2.0, 0.5]
-task_mean = 0.3
-[model]
-width = 16
-[train]
-tasks = {tasks}
-batch_tasks = 200
-m_in = 8
-m_out = 6
-alpha = 0.1
-beta = 0.1
-steps = 25
-log_every = 4
-seed = 5
-[test]
-m_test = 8
-tasks = 300
-"""
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
+# Runs every regime with every available kernel in one process and prints a digest of each
+# result: the parameters' bytes, the metric rows and the summary.
+SCRIPT = """
+import hashlib, json, sys
+import numpy as np
+from metarep import kernels
+from metarep.config import validate
+from metarep.runner import run
 
-def _spawn(tmp: Path, tasks: str, backend: str, threads: int) -> tuple[subprocess.Popen, Path]:
-    name = f"{tasks.strip(chr(34))}-{backend}-{threads}"
-    config = tmp / f"{name}.toml"
-    config.write_text(CONFIG.format(tasks=tasks))
-    env = dict(os.environ, METAREP_KERNEL=backend, **{var: str(threads) for var in THREAD_VARS})
-    out = tmp / name
-    proc = subprocess.Popen([sys.executable, "-m", "metarep.cli", "run", str(config), "--out", str(out), "--quiet"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    return proc, out
+out = {}
+for tasks in (200, "online", "inf"):
+    data = {"problem": {"d": 24, "k": 3, "task_cov": [1.0, 2.0, 0.5], "task_mean": 0.3},
+            "model": {"width": 16},
+            "train": {"tasks": tasks, "batch_tasks": 200, "m_in": 8, "m_out": 6, "beta": 0.1, "steps": 25,
+                      "log_every": 4, "seed": 5},
+            "test": {"m_test": 8, "tasks": 300}}
+    for backend in kernels.available_backends():
+        kernels.set_backend(backend)
+        _, state, summary = run(validate(data))
+        h = hashlib.sha256()
+        for a in state.params:
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(repr(state.history).encode())
+        h.update(json.dumps(summary, sort_keys=True).encode())
+        out[f"{tasks}-{backend}"] = h.hexdigest()
+if "numba" in kernels.available_backends():
+    import numba
+    out["numba threads"] = numba.get_num_threads()
+json.dump(out, sys.stdout)
+"""
 
 
-def _wait(proc: subprocess.Popen) -> None:
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err.decode()
-
-
-def _same_bytes(a: Path, b: Path) -> None:
-    for name in ("params.npz", "metrics.csv", "summary.json"):
-        assert (a / name).read_bytes() == (b / name).read_bytes(), f"{name} differs between {a.name} and {b.name}"
-
-
-def test_bit_identical_across_thread_counts_and_processes(tmp_path):
-    """1 vs 2 threads for BLAS/OpenMP/numba: the numba kernel on finite tasks (its parallel loop
-    splits the 200 tasks over the threads), the numpy kernel on online tasks (BLAS calls)."""
-    cases = [("200", "numba" if "numba" in kernels.available_backends() else "numpy"), ('"online"', "numpy")]
-    jobs = {(tasks, backend, threads): _spawn(tmp_path, tasks, backend, threads)
-            for tasks, backend in cases for threads in (1, 2)}
-    for proc, _ in jobs.values():
-        _wait(proc)
-    for tasks, backend in cases:
-        _same_bytes(jobs[tasks, backend, 1][1], jobs[tasks, backend, 2][1])
+def test_bit_identical_across_thread_counts_and_processes():
+    """1 vs 2 threads for BLAS/OpenMP/numba, in separate processes: every regime, every kernel
+    (the numba kernel splits the 200 tasks over its threads; the numpy one calls BLAS)."""
+    procs = {threads: subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       env=dict(os.environ, **{var: str(threads) for var in THREAD_VARS}))
+             for threads in (1, 2)}
+    digests = {}
+    for threads, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+        digests[threads] = json.loads(out)
+    threads = {n: d.pop("numba threads", n) for n, d in digests.items()}
+    assert threads == {1: 1, 2: 2}
+    assert len(digests[1]) >= 3 and digests[1] == digests[2]
 
 
 @pytest.mark.skipif("numba" not in kernels.available_backends(), reason="numba is not installed")

@@ -302,3 +302,14 @@ def test_validation_happens_before_anything_is_written(tmp_path):
     with pytest.raises(ConfigError):
         execute_run(bad, [], tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+def test_a_flipped_bit_in_the_checkpoint_is_detected(tmp_path, capsys):
+    config = _config(tmp_path, every=3)
+    out = tmp_path / "run"
+    execute_run(config, [], out, figure=False, should_stop=_stop_after(5))
+    data = bytearray((out / store.CHECKPOINT).read_bytes())
+    data[data.find(b"B.npy") + 200] ^= 0x01  # inside B's values: only the zip CRC can tell
+    (out / store.CHECKPOINT).write_bytes(bytes(data))
+    assert main(["run", "--resume", str(out)]) == 2
+    assert "CRC" in capsys.readouterr().err

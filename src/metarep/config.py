@@ -83,7 +83,7 @@ def _covariance_degeneracy(task_cov, k: int) -> tuple[bool, bool]:
     return not cov.any(), int(np.linalg.matrix_rank(cov, hermitian=True)) < k
 
 
-def _lambda_star_finite(p: "ProblemConfig", t: "TrainConfig") -> bool:
+def _lambda_star_finite(p: ProblemConfig, t: TrainConfig) -> bool:
     """Whether theory.lambda_star gives finite numbers (and a solvable system) for these values;
     computed entrywise for a scalar or diagonal Sigma*, so a huge k costs nothing."""
     import numpy as np

@@ -106,8 +106,10 @@ def _resume(run_dir: Path, *, progress, should_stop, figure, checkpoint_seconds)
         fresh = initial_state(exp)
         _check_compatible(fresh, state, run_dir, config.train.steps)
         store.remove_temporaries(run_dir)
-        if state is None:  # killed before the first checkpoint: start over
+        if state is None:  # killed before the first checkpoint (or never started): start at step 0
             state = fresh
+            if exp.method.iterative:
+                store.save_checkpoint(run_dir, state, config_hash=digest)
         return _train_and_store(exp, state, run_dir, digest, progress=progress, should_stop=should_stop,
                                 figure=figure, checkpoint_seconds=checkpoint_seconds)
 

@@ -259,7 +259,6 @@ def summary(exp: Experiment, state: TrainState, test: dict | None) -> dict:
     """The run's summary.json content."""
     last = state.history[-1] if state.history else _last_row(exp, state)
     sv = [last[k] for k in last if k.startswith("sv_")]
-    t = exp.config.train
     return {
         "status": state.status,
         "steps": state.step,

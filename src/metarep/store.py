@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -128,9 +129,11 @@ def lock_run_dir(run_dir: Path):
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RunDirBusy(f"run directory {str(run_dir)!r} is in use by another metarep process; "
-                             f"wait for it to finish or stop it first") from None
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunDirBusy(f"run directory {str(run_dir)!r} is in use by another metarep process; "
+                                 f"wait for it to finish or stop it first") from None
+            # a filesystem without locks: run unlocked
         yield
     finally:
         os.close(fd)
@@ -230,8 +233,9 @@ def load_checkpoint(run_dir: Path, *, config_hash: str | None = None):
     recorded = meta.get("config_hash")
     if config_hash is not None and recorded is not None and recorded != config_hash:
         raise CheckpointError(f"{str(Path(run_dir) / 'config.toml')!r} no longer matches the config the checkpoint "
-                              f"was written with (config hash {recorded[:12]} != {config_hash[:12]}): restore "
-                              f"the original config.toml, or start a new run with --out")
+                              f"was written with (config hash {recorded[:12]} != {config_hash[:12]}; edited, or "
+                              f"written by another metarep version): restore the original config.toml, or "
+                              f"start a new run with --out")
     history = [{c: (int(v) if c == "step" else float(v)) for c, v in zip(meta["columns"], row)} for row in table]
     return TrainState(Params(B, w), step=meta["step"], history=history, rng_state=meta["rng_state"])
 

@@ -74,8 +74,9 @@ def draw(curves: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     levels, zeros = {}, {key: [] for key, _ in PANELS}
+    styles = ("-", "-", "-", "--", "-.")     # curves that nearly coincide stay visible
     for i, curve in enumerate(curves):
-        c = colors[i % len(colors)]
+        c, ls = colors[i % len(colors)], styles[i % len(styles)]
         steps = np.array([r["step"] for r in curve["history"]], dtype=float)
         level, bound, asym = _theory(curve)
         for ax, (key, _) in zip(axes, PANELS):
@@ -84,7 +85,7 @@ def draw(curves: list[dict], path: Path) -> None:
             if not keep.any():
                 zeros[key].append(curve["label"])
                 continue
-            ax.plot(steps[keep], ys[keep], color=c, label=curve["label"] + ("" if curve["status"] == "completed"
+            ax.plot(steps[keep], ys[keep], color=c, ls=ls, label=curve["label"] + ("" if curve["status"] == "completed"
                                                                             else f" ({curve['status']})"))
         if level is not None:
             levels.setdefault(round(level, 12), (level, curve["m_in"], c))

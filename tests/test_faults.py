@@ -3,9 +3,10 @@
 Every test starts `python -m metarep.cli run ...` in a subprocess, kills it (SIGKILL at random
 instants, or SIGINT/SIGTERM), resumes until the run is done, and compares params.npz,
 metrics.csv and summary.json with a run that was never interrupted. Checkpoints are written
-every step, and the METAREP_TEST_WRITE_DELAY hook (store.atomic_write) holds every other
-process a few milliseconds between writing a file and renaming it, so many kills land in the
-middle of a checkpoint write. The counts of faults injected and survived are printed at the end.
+every step, and the METAREP_TEST_WRITE_DELAY hook (store.atomic_write) holds each process a few
+milliseconds between writing a file and renaming it, so that many kills land in the middle of a
+checkpoint write (and a step takes a few milliseconds even on a fast disk). The counts of faults
+injected and survived are printed at the end.
 """
 
 from __future__ import annotations
@@ -198,12 +199,12 @@ def _kill_and_resume(config: Path, out: Path, rng: random.Random, kills: int) ->
     seen = {"kills": 0, "before_config": 0, "mid_write": 0, "torn": 0, "attempts": 0}
     while True:
         seen["attempts"] += 1
-        proc = _start(config, out, write_delay=0.01 if seen["attempts"] % 2 else 0.0)
+        proc = _start(config, out, write_delay=0.01 if seen["attempts"] % 2 else 0.004)
         if seen["kills"] < kills and seen["attempts"] <= 4 * kills:
             if seen["attempts"] == 1 or rng.random() < 0.2:
                 time.sleep(rng.uniform(0.0, 0.4))
             elif _wait_for(out / "checkpoint.npz", proc):
-                time.sleep(rng.uniform(0.0, 0.25))
+                time.sleep(rng.uniform(0.0, 0.15))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.communicate()
@@ -248,10 +249,10 @@ def test_sigint_sigterm_checkpoint_exit_130_and_resume_identically(tmp_path, ref
     rng = random.Random(7)
     sent = 0
     for sig in signals:
-        proc = _start(config, out)
+        proc = _start(config, out, write_delay=0.005)  # at least 5 ms a step, however fast the disk
         if not _wait_for(out / "checkpoint.npz", proc):
             break  # finished before a signal could be sent
-        time.sleep(rng.uniform(0.0, 0.2))
+        time.sleep(rng.uniform(0.0, 0.15))
         proc.send_signal(sig)
         rc, err = _finish(proc)
         if rc == 0:  # finished before the signal arrived

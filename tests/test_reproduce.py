@@ -9,7 +9,13 @@ import pytest
 
 from metarep.cli import main
 from metarep.config import load, validate
-from metarep.reproduce.common import compose, deep_merge, log_points, population_batch, with_seed
+from metarep.reproduce.common import (
+    compose,
+    deep_merge,
+    log_points,
+    population_batch,
+    with_seed,
+)
 from metarep.reproduce.figure1 import late_slope
 from metarep.runner import run
 

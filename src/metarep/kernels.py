@@ -39,9 +39,10 @@ __all__ = ["prediction_gradient", "backend", "set_backend", "available_backends"
 ENV_VAR = "METAREP_KERNEL"
 _BACKENDS = ("numba", "numpy")
 
-# Tasks per chunk of the NumPy path: chosen so one chunk of X (chunk * m * d elements)
-# is about 128 KiB and stays in L2 between the two products.
-_CHUNK_BYTES = 1 << 17
+# Tasks per chunk of the NumPy path: one chunk of X (chunk * m * d elements) is about 2 MiB,
+# so its rows are still in cache for the second product, and the per-call overhead of
+# the einsums stays small.
+_CHUNK_BYTES = 2 << 20
 
 
 # ----------------------------------------------------------------------------------------
@@ -49,20 +50,26 @@ _CHUNK_BYTES = 1 << 17
 # ----------------------------------------------------------------------------------------
 
 class _BufferPool:
-    """Recycles output arrays that nobody references any more.
+    """Recycles arrays that nobody references any more.
 
     A pooled array is handed out again only when the pool holds the sole reference to it
     (checked with the reference count, so views and other holders keep it alive and
-    untouched). Only used on CPython, where reference counts are exact.
+    untouched). Only used on CPython, where reference counts are exact. The pool keeps at
+    most `per_key` arrays of each shape and dtype, `max_keys` shapes, and `max_bytes` in all.
     """
 
-    _enabled = sys.implementation.name == "cpython"
-
-    def __init__(self, per_key: int = 4, max_keys: int = 8):
+    def __init__(self, per_key: int = 8, max_keys: int = 16, max_bytes: int = 512 << 20):
+        gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+        self._enabled = sys.implementation.name == "cpython" and gil
+        # the reference count of a pooled array that nothing else refers to, measured with
+        # the very code that tests it (interpreters differ in the references they count)
+        self._free_refs = self._first_free([np.empty(1)], None)[1]
         self._lock = threading.Lock()
         self._pool: dict[tuple, list[np.ndarray]] = {}
         self._per_key = per_key
         self._max_keys = max_keys
+        self._max_bytes = max_bytes
+        self._bytes = 0
 
     def empty(self, shape: tuple, dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
@@ -71,25 +78,45 @@ class _BufferPool:
         key = (shape, dtype.str)
         with self._lock:
             bufs = self._pool.get(key)
-            if bufs is None:
-                if len(self._pool) >= self._max_keys:        # forget the oldest shape
-                    self._pool.pop(next(iter(self._pool)))
-                bufs = self._pool[key] = []
-            for buf in bufs:
-                # references: the list, `buf`, and getrefcount's argument
-                if sys.getrefcount(buf) == 3:
+            if bufs is not None:
+                buf = self._first_free(bufs, self._free_refs)[0]
+                if buf is not None:
                     return buf
             buf = np.empty(shape, dtype)
+            if self._bytes + buf.nbytes > self._max_bytes:
+                return buf
+            if bufs is None:
+                if len(self._pool) >= self._max_keys:        # forget the oldest shape
+                    old = self._pool.pop(next(iter(self._pool)))
+                    self._bytes -= sum(a.nbytes for a in old)
+                bufs = self._pool[key] = []
             if len(bufs) < self._per_key:
                 bufs.append(buf)
+                self._bytes += buf.nbytes
             return buf
+
+    @staticmethod
+    def _first_free(bufs, free_refs):
+        """The first array of `bufs` whose reference count is `free_refs` (with None: the
+        count of the first array, for calibration)."""
+        for buf in bufs:
+            refs = sys.getrefcount(buf)
+            if free_refs is None or refs == free_refs:
+                return buf, refs
+        return None, 0
 
     def clear(self) -> None:
         with self._lock:
             self._pool.clear()
+            self._bytes = 0
 
 
 _POOL = _BufferPool()
+
+
+def recycled_empty(shape: tuple, dtype=np.float64) -> np.ndarray:
+    """An uninitialised array, recycled from an earlier call when nothing else refers to it."""
+    return _POOL.empty(tuple(shape), dtype)
 
 
 def clear_buffers() -> None:
@@ -123,15 +150,44 @@ def _chunk_size(m: int, d: int, itemsize: int) -> int:
     return max(1, _CHUNK_BYTES // max(1, m * d * itemsize))
 
 
-def numpy_prediction_gradient(X, theta, y=None, *, chunk: int | None = None):
-    """The NumPy backend: tasks in chunks of `chunk` (default: about 128 KiB of X each)."""
+_executor = None
+_executor_lock = threading.Lock()
+
+
+def _workers() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+def _pool_map(fn, items):
+    """Run fn over items on a few threads (NumPy's einsum releases the GIL)."""
+    global _executor
+    if len(items) < 2 or _workers() < 2:
+        for it in items:
+            fn(it)
+        return
+    with _executor_lock:
+        if _executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+            _executor = ThreadPoolExecutor(_workers(), thread_name_prefix="metarep-kernel")
+    for _ in _executor.map(fn, items):
+        pass
+
+
+def numpy_prediction_gradient(X, theta, y=None, *, chunk: int | None = None, threads: bool = True):
+    """The NumPy backend: tasks in chunks of `chunk` (default: about 2 MiB of X each),
+    spread over a few threads when `threads`. A task's result does not depend on the chunk
+    size or the threads (chunks only group whole tasks)."""
     X = np.asarray(X)
     theta = np.asarray(theta)
     y = None if y is None else np.asarray(y)
     _check(X, theta, y)
     N, m, d = X.shape
     dt = _out_dtype(X, theta, y)
-    if N == 0 or m == 0 or dt.kind not in "fc" or np.iscomplexobj(X):
+    if N == 0 or m == 0 or dt.kind != "f":
         from metarep.linear import prediction_gradient_reference
         return prediction_gradient_reference(X, theta, y)
     if chunk is None:
@@ -140,22 +196,26 @@ def numpy_prediction_gradient(X, theta, y=None, *, chunk: int | None = None):
     G = _POOL.empty((N, d), dt)
     sq = _POOL.empty((N,), dt)
     shared = theta.ndim == 1
-    if shared:
-        theta = theta.astype(dt, copy=False)
-    c0 = min(chunk, N)
-    resid_buf = np.empty((c0, m), dt)
-    for s in range(0, N, chunk):
+
+    def run(s):
         e = min(s + chunk, N)
         Xc = X[s:e]
-        r = resid_buf[: e - s]
+        r = np.empty((e - s, m), dt)          # the chunk's residuals
         if shared:
-            np.matmul(Xc, theta, out=r)
+            np.einsum("nmd,d->nm", Xc, theta, out=r)
         else:
-            np.matmul(Xc, theta[s:e, :, None], out=r[:, :, None])
+            np.einsum("nmd,nd->nm", Xc, theta[s:e], out=r)
         if y is not None:
             np.subtract(r, y[s:e], out=r)
-        np.matmul(r[:, None, :], Xc, out=G[s:e, None, :])
+        np.einsum("nmd,nm->nd", Xc, r, out=G[s:e])
         np.einsum("nm,nm->n", r, r, out=sq[s:e])
+
+    starts = list(range(0, N, chunk))
+    if threads:
+        _pool_map(run, starts)
+    else:
+        for s in starts:
+            run(s)
     G /= m
     sq *= 0.5
     sq /= m
@@ -178,9 +238,28 @@ _FASTMATH = {"reassoc", "contract"}
 _BLOCK = 64
 
 
-def _build_numba_kernel():
+# Parallel kernel launches are serialised: numba's workqueue threading layer (chosen below)
+# must not be entered by two Python threads at once, and the kernels use every core anyway.
+launch_lock = threading.Lock()
+
+
+def numba_module():
+    """numba, configured for these kernels (raises ImportError when it is not installed).
+
+    Unless NUMBA_THREADING_LAYER says otherwise, parallel kernels run on numba's workqueue
+    layer: its idle workers sleep instead of spinning, so they do not compete for the cores
+    with the BLAS threads of the matrix products between kernel calls (with OpenMP's
+    spinning workers, a step on a 2-core machine ran several times slower).
+    """
     import numba
-    from numba import prange
+    if not os.environ.get("NUMBA_THREADING_LAYER") and numba.config.THREADING_LAYER == "default":
+        numba.config.THREADING_LAYER = "workqueue"
+    return numba
+
+
+def _build_numba_kernel():
+    numba = numba_module()
+    prange = numba.prange
 
     @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH, error_model="numpy",
                 nogil=True, boundscheck=False)
@@ -256,7 +335,8 @@ def numba_prediction_gradient(X, theta, y=None):
         y_arr = np.ascontiguousarray(y, dtype=np.float64)
     G = _POOL.empty((N, d), dt)
     loss = _POOL.empty((N,), dt)
-    kernel(X, theta2, theta.ndim == 1, y_arr, y is not None, G, loss)
+    with launch_lock:
+        kernel(X, theta2, theta.ndim == 1, y_arr, y is not None, G, loss)
     return G, loss
 
 

@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from metarep.kernels import recycled_empty
 from metarep.params import Params
 
 
@@ -56,11 +57,14 @@ def inverse_m(m_in) -> np.ndarray:
 
 class _Consts(NamedTuple):
     Bs: np.ndarray        # B* (d, k)
+    BsT: np.ndarray       # B*^T, contiguous (k, d)
     mu: np.ndarray        # mu* (k,)
     Sig: np.ndarray       # Sigma* (k, k)
     M: np.ndarray         # M* = Sigma* + mu* mu*^T (k, k)
     b: np.ndarray         # B* mu* (d,)
     BsM: np.ndarray       # B* M* (d, k)
+    Y: np.ndarray         # [B* mu*, B* M*] (d, k + 1)
+    C0: np.ndarray        # Sigma* in the top-left corner of a (k + 2, k + 2) zero matrix
     tr_sig: float         # tr Sigma*
     tr_m: float           # tr M*
     s2: float             # sigma^2
@@ -83,7 +87,12 @@ def _consts(problem) -> _Consts:
     mu = np.ascontiguousarray(mu, dtype=np.float64)
     Sig = np.ascontiguousarray(Sig, dtype=np.float64)
     M = Sig + np.outer(mu, mu)
-    found = _Consts(Bs=Bs, mu=mu, Sig=Sig, M=M, b=Bs @ mu, BsM=np.ascontiguousarray(Bs @ M),
+    k = mu.shape[0]
+    b, BsM = Bs @ mu, np.ascontiguousarray(Bs @ M)
+    C0 = np.zeros((k + 2, k + 2))
+    C0[:k, :k] = Sig
+    found = _Consts(Bs=Bs, BsT=np.ascontiguousarray(Bs.T), mu=mu, Sig=Sig, M=M, b=b, BsM=BsM,
+                    Y=np.ascontiguousarray(np.concatenate((b[:, None], BsM), axis=1)), C0=C0,
                     tr_sig=float(np.trace(Sig)), tr_m=float(np.trace(M)), s2=s2)
     if len(_CONSTS) >= _CONSTS_MAX:
         _CONSTS.pop(next(iter(_CONSTS)))
@@ -125,6 +134,7 @@ def fo_anil_head_moments(B, w, problem, alpha, m_in):
 
 def _step_one(B, w, alpha: float, inv_m: float, K: _Consts, beta: float | None):
     """One run, no batch axes, scalar hyper-parameters: (grad_B or new B, grad_w or new w, loss)."""
+    k = K.mu.shape[0]
     Bt = B.T
     BtB = Bt @ B
     BtBs = Bt @ K.Bs
@@ -136,20 +146,21 @@ def _step_one(B, w, alpha: float, inv_m: float, K: _Consts, beta: float | None):
     a2 = alpha * alpha
     mean = w - alpha * e
     shrunk = w - alpha * BtBw
-    second = (a2 * (1.0 + inv_m)) * ((BtBs @ K.Sig) @ BtBs.T)
+    # second = Z C Z^T + a^2 c B^T B with Z = [B^T B*, E[w_i], e] and C = diag(a^2 (1 + 1/m) Sigma*, 1, a^2/m)
+    Z = np.concatenate((BtBs, mean[:, None], e[:, None]), axis=1)
+    C = K.C0 * (a2 * (1.0 + inv_m))
+    C[k, k] = 1.0
+    C[k + 1, k + 1] = a2 * inv_m
+    second = Z @ (C @ Z.T)
     second += (a2 * c) * BtB
-    if inv_m:
-        ea = (a2 * inv_m) * e
-        second += ea[:, None] * e
-    second += mean[:, None] * mean
     grad_w = BtB @ mean - g
-    BBB = B @ second
-    BBB -= K.b[:, None] * shrunk
-    BBB -= alpha * (K.BsM @ BtBs.T)
-    gram = BtBs.T @ BtBs
     risk = (float(np.vdot(BtB, second)) - 2.0 * float(shrunk @ g)
-            - 2.0 * alpha * float(np.vdot(K.M, gram)) + K.tr_m)
+            - 2.0 * alpha * float(np.vdot(K.M, BtBs.T @ BtBs)) + K.tr_m)
     loss = 0.5 * (risk + K.s2)
+    # B* E[w*_i w_i^T] = [B* mu*, B* M*] [shrunk; alpha (B^T B*)^T]
+    R = np.concatenate((shrunk[None, :], alpha * BtBs.T))
+    BBB = B @ second
+    BBB -= K.Y @ R
     if beta is None:
         return BBB, grad_w, loss
     BBB *= -beta
@@ -160,10 +171,15 @@ def _step_one(B, w, alpha: float, inv_m: float, K: _Consts, beta: float | None):
 
 
 def _step_stack(B, w, alpha, inv_m, K: _Consts, beta):
-    """Runs stacked on one leading axis: B (S, d, k'), w (S, k'), alpha, inv_m, beta (S,)."""
-    S = B.shape[0]
+    """Runs stacked on one leading axis: B (S, d, k'), w (S, k'), alpha, inv_m, beta (S,).
+
+    The large (S, k', k') and (S, d, k') arrays come from the recycling pool of
+    `metarep.kernels`, so a loop of steps does not page-fault fresh memory every step.
+    """
+    S, d, kp = B.shape
+    k = K.mu.shape[0]
     Bt = _t(B)
-    BtB = Bt @ B                                                  # (S, k', k')
+    BtB = np.matmul(Bt, B, out=recycled_empty((S, kp, kp)))
     BtBs = Bt @ K.Bs                                              # (S, k', k)
     g = BtBs @ K.mu                                               # (S, k')
     BtBw = (BtB @ w[:, :, None])[:, :, 0]
@@ -174,20 +190,22 @@ def _step_stack(B, w, alpha, inv_m, K: _Consts, beta):
     a2 = alpha * alpha
     mean = w - a * e
     shrunk = w - a * BtBw
-    second = (BtBs @ K.Sig) @ _t(BtBs)
-    second *= (a2 * (1.0 + inv_m))[:, None, None]
-    second += (a2 * c)[:, None, None] * BtB
-    ea = (a2 * inv_m)[:, None] * e
-    second += ea[:, :, None] * e[:, None, :]
-    second += mean[:, :, None] * mean[:, None, :]
+    Z = np.concatenate((BtBs, mean[:, :, None], e[:, :, None]), axis=2)
+    C = K.C0 * (a2 * (1.0 + inv_m))[:, None, None]
+    C[:, k, k] = 1.0
+    C[:, k + 1, k + 1] = a2 * inv_m
+    second = np.matmul(Z, C @ _t(Z), out=recycled_empty((S, kp, kp)))
+    tmp = np.multiply(BtB, (a2 * c)[:, None, None], out=recycled_empty((S, kp, kp)))
+    second += tmp
+    del tmp
     grad_w = (BtB @ mean[:, :, None])[:, :, 0] - g
-    BBB = B @ second
-    BBB -= K.b[:, None] * shrunk[:, None, :]
-    BBB -= a[:, :, None] * (K.BsM @ _t(BtBs))
-    gram = _t(BtBs) @ BtBs
     risk = (np.einsum("sij,sij->s", BtB, second) - 2.0 * np.einsum("si,si->s", shrunk, g)
-            - 2.0 * alpha * np.einsum("ij,sij->s", K.M, gram) + K.tr_m)
+            - 2.0 * alpha * np.einsum("ij,sij->s", K.M, _t(BtBs) @ BtBs) + K.tr_m)
     loss = 0.5 * (risk + K.s2)
+    R = np.concatenate((shrunk[:, None, :], a[:, :, None] * _t(BtBs)), axis=1)
+    BBB = np.matmul(B, second, out=recycled_empty((S, d, kp)))
+    del second
+    BBB -= np.matmul(K.Y, R, out=recycled_empty((S, d, kp)))
     if beta is None:
         return BBB, grad_w, loss
     BBB *= -beta[:, None, None]
@@ -197,13 +215,141 @@ def _step_stack(B, w, alpha, inv_m, K: _Consts, beta):
     return BBB, grad_w, loss
 
 
+_numba_step = None
+
+
+def _build_numba_step():
+    from metarep.kernels import numba_module
+    numba = numba_module()
+    prange = numba.prange
+
+    @numba.njit(parallel=True, cache=True, error_model="numpy", nogil=True,
+                fastmath={"reassoc", "contract"})
+    def step(B, w, alpha, inv_m, beta, has_beta, Bs, BsT, mu, Sig, M, b, BsM, tr_sig, tr_m, s2,
+             outB, outw, loss):  # pragma: no cover - compiled
+        S, d, kp = B.shape
+        k = Bs.shape[1]
+        for s in prange(S):
+            Bi = B[s]
+            wi = w[s]
+            a = alpha[s]
+            im = inv_m[s]
+            a2 = a * a
+            BtB = np.dot(Bi.T, Bi)                 # (k', k'), BLAS
+            BsTB = np.zeros((k, kp))               # (B^T B*)^T
+            Bw = np.empty(d)
+            for i in range(d):
+                row = Bi[i]
+                acc = 0.0
+                for j in range(kp):
+                    acc += row[j] * wi[j]
+                Bw[i] = acc
+                for q in range(k):
+                    f = BsT[q, i]
+                    for j in range(kp):
+                        BsTB[q, j] += f * row[j]
+            g = np.zeros(kp)                       # B^T B* mu*
+            for q in range(k):
+                for j in range(kp):
+                    g[j] += mu[q] * BsTB[q, j]
+            BtBw = np.empty(kp)
+            for i in range(kp):
+                acc = 0.0
+                for j in range(kp):
+                    acc += BtB[i, j] * wi[j]
+                BtBw[i] = acc
+            tr_v = 0.0
+            for i in range(d):
+                ev = Bw[i] - b[i]
+                tr_v += ev * ev
+            c = (tr_v + (tr_sig + s2)) * im
+            e = BtBw - g
+            mean = wi - a * e
+            shrunk = wi - a * BtBw
+            TT = np.zeros((k, kp))                 # (B^T B* Sigma*)^T
+            for p in range(k):
+                for q in range(k):
+                    f = Sig[p, q]
+                    for j in range(kp):
+                        TT[p, j] += f * BsTB[q, j]
+            f_sig = a2 * (1.0 + im)
+            f_btb = a2 * c
+            second = np.empty((kp, kp))
+            risk = 0.0
+            for i in range(kp):
+                row = second[i]
+                fe = a2 * im * e[i]
+                mi = mean[i]
+                for j in range(kp):
+                    row[j] = f_btb * BtB[i, j] + fe * e[j] + mi * mean[j]
+                for q in range(k):
+                    tq = f_sig * BsTB[q, i]
+                    for j in range(kp):
+                        row[j] += tq * TT[q, j]
+                acc = 0.0
+                for j in range(kp):
+                    acc += BtB[i, j] * row[j]
+                risk += acc
+            mg = 0.0                               # <M*, B*^T B B^T B*>
+            for p in range(k):
+                for q in range(k):
+                    acc = 0.0
+                    for j in range(kp):
+                        acc += BsTB[p, j] * BsTB[q, j]
+                    mg += M[p, q] * acc
+            sg = 0.0
+            for j in range(kp):
+                sg += shrunk[j] * g[j]
+            loss[s] = 0.5 * ((risk - 2.0 * sg - 2.0 * a * mg + tr_m) + s2)
+            bt = beta[s] if has_beta else 0.0
+            for i in range(kp):
+                acc = 0.0
+                for j in range(kp):
+                    acc += BtB[i, j] * mean[j]
+                gw = acc - g[i]
+                outw[s, i] = wi[i] - bt * gw if has_beta else gw
+            P = np.dot(Bi, second)                 # (d, k'), BLAS
+            for i in range(d):
+                row = P[i]
+                bi = b[i]
+                for j in range(kp):
+                    row[j] -= bi * shrunk[j]
+                for q in range(k):
+                    f = a * BsM[i, q]
+                    for j in range(kp):
+                        row[j] -= f * BsTB[q, j]
+                if has_beta:
+                    for j in range(kp):
+                        outB[s, i, j] = Bi[i, j] - bt * row[j]
+                else:
+                    for j in range(kp):
+                        outB[s, i, j] = row[j]
+
+    return step
+
+
 def _numba_stack():
-    """The compiled batch kernel when the numba backend is active, else None."""
+    """The compiled batch step when the numba backend is active, else None."""
+    global _numba_step
     from metarep import kernels
     if kernels.backend() != "numba":
         return None
-    from metarep import _population_numba
-    return _population_numba.step_stack
+    if _numba_step is None:
+        _numba_step = _build_numba_step()
+    return _step_numba
+
+
+def _step_numba(B, w, alpha, inv_m, K: _Consts, beta):
+    S, d, kp = B.shape
+    outB = np.empty((S, d, kp))
+    outw = np.empty((S, kp))
+    loss = np.empty(S)
+    has_beta = beta is not None
+    from metarep.kernels import launch_lock
+    with launch_lock:
+        _numba_step(B, w, alpha, inv_m, beta if has_beta else alpha, has_beta, K.Bs, K.BsT, K.mu, K.Sig, K.M,
+                    K.b, K.BsM, K.tr_sig, K.tr_m, K.s2, outB, outw, loss)
+    return outB, outw, loss
 
 
 def _unbroadcast(a, full: tuple, target: tuple, core: int):
@@ -243,8 +389,8 @@ def _advance(params: Params, problem, alpha, m_in, beta):
     bf = None if beta is None else np.broadcast_to(beta, full).reshape(S)
     stack = _numba_stack() if S > 1 else None
     if stack is not None:
-        out = stack(Bf, wf, np.ascontiguousarray(af), np.ascontiguousarray(mf),
-                    None if bf is None else np.ascontiguousarray(bf), K)
+        out = stack(Bf, wf, np.ascontiguousarray(af), np.ascontiguousarray(mf), K,
+                    None if bf is None else np.ascontiguousarray(bf))
     else:
         out = _step_stack(Bf, wf, af, mf, K, bf)
     nB, nw, loss = out

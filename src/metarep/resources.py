@@ -105,7 +105,7 @@ def estimate_bytes(config: Config) -> dict[str, int]:
     steps_kept = t.inner_steps + 1
     # per task: the inner path (heads and prediction gradients per inner step), the reverse pass's
     # factors and their concatenation, predictions, outer gradients, labels in flight
-    working = n_train * (4 * steps_kept * (d + width) + 2 * m) + 6 * d * width
+    working = n_train * (6 * steps_kept * (d + width) + 2 * m) + 6 * d * width
     per_task_heads = t.method in ("burer-monteiro", "mtl", "multi-task") or (
         method is not None and method.init is not None)
     if per_task_heads:

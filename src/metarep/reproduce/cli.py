@@ -100,5 +100,5 @@ def all_(obj, seeds, quick, workers, out):
     exp = obj["experiments"]
     run_table(out, seeds=seeds or (2 if quick else 5), quick=quick, workers=workers, experiments=exp, echo=click.echo)
     run_figure(out, quick=quick, workers=workers, experiments=exp, echo=click.echo)
-    for name, fn in studies.STUDIES.items():
+    for fn in studies.STUDIES.values():
         fn(out, quick=quick, workers=workers, experiments=exp, echo=click.echo)

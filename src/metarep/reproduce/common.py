@@ -13,11 +13,12 @@ import io
 import math
 import os
 import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -238,7 +239,14 @@ def population_batch(configs: Sequence[Config], *, points: Iterable[int] | None 
     back before they are measured or evaluated.
     """
     from metarep.population import fo_anil_population_gradient, population_step
-    from metarep.runner import TrainState, build, evaluate, initial_state, measure, summary
+    from metarep.runner import (
+        TrainState,
+        build,
+        evaluate,
+        initial_state,
+        measure,
+        summary,
+    )
 
     exps = [build(c) for c in configs]
     if not all(batchable(c) for c in configs):

@@ -10,14 +10,25 @@ experiments/figure1.toml; the same steps as the table, measured at log-spaced st
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from metarep.config import ConfigError, validate
-from metarep.reproduce.common import (compose, experiments_dir, fmt, log_points, machine_line, markdown_table,
-                                      parallel_map, trace, with_seed, write_csv, write_text)
+from metarep.reproduce.common import (
+    compose,
+    experiments_dir,
+    fmt,
+    log_points,
+    machine_line,
+    markdown_table,
+    parallel_map,
+    trace,
+    with_seed,
+    write_csv,
+    write_text,
+)
 from metarep.theory import lambda_star, lemma2_asymptote, lemma2_perp_sq
 
 COLUMNS = ("curve", "label", "step", "loss", "align_norm", "perp_norm", "mean_norm", "sigma_min", "lambda_rel_err",
@@ -161,7 +172,7 @@ def figure1(out: Path, *, quick: bool = False, workers: int = 2, experiments=Non
     start = time.perf_counter()
     machine = machine_line(workers)
     folder = experiments_dir(experiments)
-    spec, meta = compose([folder / "figure1.toml"], quick=quick)
+    _, meta = compose([folder / "figure1.toml"], quick=quick)
     fig = meta.get("figure", {})
     keys, seed, points = fig.get("rows", []), int(fig.get("seed", 0)), int(fig.get("points", 150))
     base = folder / "table1" / "base.toml"

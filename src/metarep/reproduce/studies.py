@@ -15,14 +15,26 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from metarep.config import validate
-from metarep.reproduce.common import (deep_merge, fmt, load_study, log_points, machine_line, markdown_table,
-                                      mean_std, parallel_map, population_batch, with_seed, write_csv, write_text)
+from metarep.reproduce.common import (
+    deep_merge,
+    fmt,
+    load_study,
+    log_points,
+    machine_line,
+    markdown_table,
+    mean_std,
+    parallel_map,
+    population_batch,
+    with_seed,
+    write_csv,
+    write_text,
+)
 from metarep.reproduce.figure1 import late_slope
 from metarep.theory import lambda_star, lemma2_asymptote, lemma2_rate
 
@@ -359,8 +371,10 @@ def _adapt_plot(rows, study, labels, out):
     for a in (ax, ax2):
         a.axhline(orc, ls=":", c="gray", label="oracle (Bayes head on B*)")
         a.set(yscale="log", ylabel="test excess risk")
-    ax.set(xscale="symlog", xlabel="gradient steps on the head at test time (step alpha)",
-           title="gradient adaptation")
+    ax.set_xscale("symlog", linthresh=1, linscale=0.5)
+    ax.set(xlabel="gradient steps on the head at test time (step alpha)", title="gradient adaptation")
+    ticks = sorted({int(s) for s in study["gradient_steps"]})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set_xlim(left=0)
     ax.set_ylim(top=cap * 1.5)
     ax2.set_xticks(range(len(names)), names, rotation=30)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import tomli_w
@@ -21,9 +21,21 @@ import tomli_w
 from metarep.config import ConfigError, validate
 from metarep.methods import get_method
 from metarep.metrics import numerical_rank
-from metarep.reproduce.common import (adapt_description, batchable, compose, experiments_dir, fmt, machine_line,
-                                      markdown_table, mean_std, parallel_map, population_batch, with_seed,
-                                      write_csv, write_text)
+from metarep.reproduce.common import (
+    adapt_description,
+    batchable,
+    compose,
+    experiments_dir,
+    fmt,
+    machine_line,
+    markdown_table,
+    mean_std,
+    parallel_map,
+    population_batch,
+    with_seed,
+    write_csv,
+    write_text,
+)
 from metarep.store import atomic_write
 
 COARSE_TOL = 0.1         # a second, coarser rank threshold: 1/t unlearning makes the 1e-2 one slow to reach

@@ -1,0 +1,152 @@
+"""Time the prediction-gradient kernel, the FO-ANIL step and the population step.
+
+    python benchmarks/kernel_timing.py                      # active backend (METAREP_KERNEL)
+    python benchmarks/kernel_timing.py --backend numpy --backend numba
+    python benchmarks/kernel_timing.py --skip-population --repeats 5
+
+Paper setting: N = 5000 tasks, m_in = 20, m_out = 10, d = k' = 50, float64 (61.2 MB of task
+data). For each backend it reports the kernel alone on X_in and X_out, and
+`metarep.methods.fo_anil.fo_anil_gradient` per step, as the minimum and the median over
+blocks of steps, with the effective bandwidth (task bytes / time). The population part times
+`population_step` for one run (d = k' = 50) and for a batch of runs along a leading axis.
+
+Timing on a shared machine is noisy: before each block the script waits (up to --max-wait
+seconds) until the cores have been nearly idle for half a second, and it prints the idle
+fraction it saw. Numbers in docs/performance.md come from this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+
+def cpu_busy(interval: float = 0.5) -> float:
+    """Fraction of CPU time not idle over `interval` seconds (Linux /proc/stat; 0 elsewhere)."""
+    def read():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]
+    try:
+        t0, i0 = read()
+        time.sleep(interval)
+        t1, i1 = read()
+    except OSError:
+        return 0.0
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.08) -> float:
+    start = time.time()
+    busy = cpu_busy()
+    while busy > threshold and time.time() - start < max_wait:
+        busy = cpu_busy()
+    return busy
+
+
+def blocks(fn, *, repeats: int, per_block: int, max_wait: float) -> tuple[float, float, float]:
+    """(min, median, worst idle-wait busy fraction) of per-call seconds over blocks."""
+    fn()
+    fn()
+    times, worst = [], 0.0
+    for _ in range(repeats):
+        worst = max(worst, wait_quiet(max_wait))
+        t0 = time.perf_counter()
+        for _ in range(per_block):
+            fn()
+        times.append((time.perf_counter() - t0) / per_block)
+    return float(np.min(times)), float(np.median(times)), worst
+
+
+def paper_tasks(rng):
+    from metarep.problem import make_problem, sample_tasks
+    problem = make_problem(50, 5, task_cov=np.arange(1.0, 6.0), noise_std=2.0, rng=rng)
+    return problem, sample_tasks(problem, 5000, 20, 10, rng)
+
+
+def time_backend(name: str, tasks, params, args) -> None:
+    from metarep import kernels
+    from metarep.methods.fo_anil import fo_anil_gradient
+    kernels.set_backend(name)
+    rng = np.random.default_rng(1)
+    N, d = tasks.n_tasks, tasks.d
+    theta = rng.standard_normal((N, d))
+    t0 = time.perf_counter()
+    kernels.prediction_gradient(tasks.X_in[:2], theta[:2], tasks.y_in[:2])
+    first = time.perf_counter() - t0
+    mb_in = (tasks.X_in.nbytes + tasks.y_in.nbytes) / 1e6
+    mb_out = (tasks.X_out.nbytes + tasks.y_out.nbytes) / 1e6
+    for label, X, y, mb in (("X_in", tasks.X_in, tasks.y_in, mb_in), ("X_out", tasks.X_out, tasks.y_out, mb_out)):
+        lo, med, busy = blocks(lambda: kernels.prediction_gradient(X, theta, y), repeats=args.repeats,
+                               per_block=10, max_wait=args.max_wait)
+        print(f"  {name:5s} kernel {label:5s}: min {lo * 1e3:6.2f} ms, median {med * 1e3:6.2f} ms "
+              f"({mb / 1e3 / lo:5.1f} GB/s at the min; busy before blocks <= {busy:.2f})")
+    lo, med, busy = blocks(lambda: fo_anil_gradient(params, tasks, alpha=0.1), repeats=args.repeats,
+                           per_block=10, max_wait=args.max_wait)
+    total = tasks.nbytes / 1e6
+    print(f"  {name:5s} fo_anil_gradient: min {lo * 1e3:6.2f} ms, median {med * 1e3:6.2f} ms per step "
+          f"({total / 1e3 / lo:5.1f} GB/s effective over {total:.1f} MB; first kernel call {first:.2f} s; "
+          f"busy <= {busy:.2f})")
+
+
+def time_population(args) -> None:
+    from metarep.params import Params
+    from metarep.population import population_step
+    from metarep.problem import make_problem
+    rng = np.random.default_rng(2)
+    problem = make_problem(50, 5, task_cov=np.arange(1.0, 6.0), noise_std=2.0, rng=rng)
+    S = args.batch
+    B0 = rng.standard_normal((S, 50, 50)) / np.sqrt(50)
+    kw = {"alpha": 0.1, "beta": 0.05, "m_in": 20}
+    state = {"p": Params(B0[0].copy(), np.zeros(50))}
+
+    def one():
+        state["p"], _ = population_step(state["p"], problem, **kw)
+
+    lo1, med1, busy1 = blocks(one, repeats=args.repeats, per_block=2000, max_wait=args.max_wait)
+    state["p"] = Params(B0.copy(), np.zeros((S, 50)))
+    t0 = time.perf_counter()
+    one()
+    first = time.perf_counter() - t0
+    loS, medS, busyS = blocks(one, repeats=args.repeats, per_block=max(5, 2000 // S),
+                              max_wait=args.max_wait)
+    print(f"  population (batched path: {'numba' if __import__('metarep.kernels').kernels.backend() == 'numba' else 'numpy'})")
+    print(f"  population, one run: min {lo1 * 1e6:6.1f} us/step (median {med1 * 1e6:6.1f}); "
+          f"1e5 steps in {lo1 * 1e5:5.2f} s (busy <= {busy1:.2f})")
+    print(f"  population, {S} runs batched: min {loS * 1e6:7.1f} us/step = {loS / S * 1e6:5.2f} us per run-step "
+          f"(median {medS / S * 1e6:5.2f}); throughput {lo1 * S / loS:4.1f}x one run at a time "
+          f"(first batched call {first:.2f} s; busy <= {busyS:.2f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", action="append", choices=["numba", "numpy"],
+                        help="kernel backend(s) to time (default: the active one)")
+    parser.add_argument("--repeats", type=int, default=7, help="blocks per measurement")
+    parser.add_argument("--batch", type=int, default=64, help="runs in the batched population step")
+    parser.add_argument("--max-wait", type=float, default=60.0, help="seconds to wait for idle cores per block")
+    parser.add_argument("--skip-population", action="store_true")
+    parser.add_argument("--skip-step", action="store_true")
+    args = parser.parse_args()
+
+    from metarep import kernels
+    from metarep.params import Params
+    print(f"python {platform.python_version()}, numpy {np.__version__}, cores {os.cpu_count()}, "
+          f"METAREP_KERNEL={os.environ.get('METAREP_KERNEL', '')!r}, active backend {kernels.backend()}")
+    if not args.skip_step:
+        rng = np.random.default_rng(0)
+        _, tasks = paper_tasks(rng)
+        params = Params(rng.standard_normal((50, 50)) / np.sqrt(50), 0.1 * rng.standard_normal(50))
+        for name in args.backend or [kernels.backend()]:
+            time_backend(name, tasks, params, args)
+        del tasks
+    if not args.skip_population:
+        time_population(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,7 @@
     python benchmarks/kernel_timing.py                      # active backend (METAREP_KERNEL)
     python benchmarks/kernel_timing.py --backend numpy --backend numba
     python benchmarks/kernel_timing.py --skip-population --repeats 5
+    python benchmarks/kernel_timing.py --retain-memory      # with the glibc allocator setting
 
 Paper setting: N = 5000 tasks, m_in = 20, m_out = 10, d = k' = 50, float64 (61.2 MB of task
 data). For each backend it reports the kernel alone on X_in and X_out, and
@@ -81,7 +82,7 @@ def time_backend(name: str, tasks, params, args) -> None:
     mb_in = (tasks.X_in.nbytes + tasks.y_in.nbytes) / 1e6
     mb_out = (tasks.X_out.nbytes + tasks.y_out.nbytes) / 1e6
     for label, X, y, mb in (("X_in", tasks.X_in, tasks.y_in, mb_in), ("X_out", tasks.X_out, tasks.y_out, mb_out)):
-        lo, med, busy = blocks(lambda: kernels.prediction_gradient(X, theta, y), repeats=args.repeats,
+        lo, med, busy = blocks(lambda X=X, y=y: kernels.prediction_gradient(X, theta, y), repeats=args.repeats,
                                per_block=10, max_wait=args.max_wait)
         print(f"  {name:5s} kernel {label:5s}: min {lo * 1e3:6.2f} ms, median {med * 1e3:6.2f} ms "
               f"({mb / 1e3 / lo:5.1f} GB/s at the min; busy before blocks <= {busy:.2f})")
@@ -93,10 +94,12 @@ def time_backend(name: str, tasks, params, args) -> None:
           f"busy <= {busy:.2f})")
 
 
-def time_population(args) -> None:
+def time_population(name: str, args) -> None:
+    from metarep import kernels
     from metarep.params import Params
     from metarep.population import population_step
     from metarep.problem import make_problem
+    kernels.set_backend(name)
     rng = np.random.default_rng(2)
     problem = make_problem(50, 5, task_cov=np.arange(1.0, 6.0), noise_std=2.0, rng=rng)
     S = args.batch
@@ -114,10 +117,9 @@ def time_population(args) -> None:
     first = time.perf_counter() - t0
     loS, medS, busyS = blocks(one, repeats=args.repeats, per_block=max(5, 2000 // S),
                               max_wait=args.max_wait)
-    print(f"  population (batched path: {'numba' if __import__('metarep.kernels').kernels.backend() == 'numba' else 'numpy'})")
-    print(f"  population, one run: min {lo1 * 1e6:6.1f} us/step (median {med1 * 1e6:6.1f}); "
+    print(f"  {name:5s} population, one run: min {lo1 * 1e6:6.1f} us/step (median {med1 * 1e6:6.1f}); "
           f"1e5 steps in {lo1 * 1e5:5.2f} s (busy <= {busy1:.2f})")
-    print(f"  population, {S} runs batched: min {loS * 1e6:7.1f} us/step = {loS / S * 1e6:5.2f} us per run-step "
+    print(f"  {name:5s} population, {S} runs batched: min {loS * 1e6:7.1f} us/step = {loS / S * 1e6:5.2f} us per run-step "
           f"(median {medS / S * 1e6:5.2f}); throughput {lo1 * S / loS:4.1f}x one run at a time "
           f"(first batched call {first:.2f} s; busy <= {busyS:.2f})")
 
@@ -131,9 +133,13 @@ def main() -> None:
     parser.add_argument("--max-wait", type=float, default=60.0, help="seconds to wait for idle cores per block")
     parser.add_argument("--skip-population", action="store_true")
     parser.add_argument("--skip-step", action="store_true")
+    parser.add_argument("--retain-memory", action="store_true",
+                        help="call metarep.kernels.retain_freed_memory() first (glibc allocator setting)")
     args = parser.parse_args()
 
     from metarep import kernels
+    if args.retain_memory:
+        print(f"retain_freed_memory(): {kernels.retain_freed_memory()}")
     from metarep.params import Params
     print(f"python {platform.python_version()}, numpy {np.__version__}, cores {os.cpu_count()}, "
           f"METAREP_KERNEL={os.environ.get('METAREP_KERNEL', '')!r}, active backend {kernels.backend()}")
@@ -145,7 +151,8 @@ def main() -> None:
             time_backend(name, tasks, params, args)
         del tasks
     if not args.skip_population:
-        time_population(args)
+        for name in args.backend or [kernels.backend()]:
+            time_population(name, args)
 
 
 if __name__ == "__main__":

@@ -181,3 +181,17 @@ def test_step_working_memory_is_a_few_N_d_plus_k_floats(method, bound):
     r = measure_step_memory(method, n_tasks=400, m_in=10, m_out=5, d=20, width=20)
     assert 0 < r["working_bytes_warm"] <= r["working_bytes_cold"]
     assert r["working_in_N_d_plus_k"] < bound
+
+
+def test_reference_follows_the_active_kernel_backend():
+    from metarep import kernels
+
+    previous = kernels.set_backend("numpy")
+    try:
+        res = run_benchmark(_tiny(methods=("anil",), dtypes=("float64",), contenders=("numpy_loop",),
+                                  population=False, bandwidth=False))
+    finally:
+        kernels.set_backend(previous)
+    assert res.reference == "metarep[numpy]"
+    assert [r.contender for r in res.rows] == ["metarep[numpy]", "numpy_loop"]
+    assert all(r.status == "ok" and r.error <= TOLERANCE["float64"] for r in res.rows)

@@ -33,8 +33,9 @@ import threading
 
 import numpy as np
 
-__all__ = ["prediction_gradient", "backend", "set_backend", "available_backends",
-           "numpy_prediction_gradient", "numba_prediction_gradient", "clear_buffers"]
+__all__ = ["available_backends", "backend", "clear_buffers", "numba_prediction_gradient",
+           "numpy_prediction_gradient", "prediction_gradient", "recycled_empty", "retain_freed_memory",
+           "set_backend"]
 
 ENV_VAR = "METAREP_KERNEL"
 _BACKENDS = ("numba", "numpy")
@@ -124,6 +125,31 @@ def clear_buffers() -> None:
     _POOL.clear()
 
 
+def retain_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
+    """Opt-in, process-wide: ask glibc's allocator to keep freed memory instead of returning
+    it to the system (raises M_MMAP_THRESHOLD and M_TRIM_THRESHOLD to `threshold_bytes`).
+
+    The temporaries of a step (a few arrays of N x d) are then served from memory that is
+    already mapped, instead of being page-faulted afresh every step, which on the measured
+    machine cost several milliseconds per FO-ANIL step (docs/performance.md). The cost: the
+    process keeps its peak heap. Equivalent to starting Python with the environment
+    variables MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ set. Never called by the
+    library itself. Returns False where it does not apply (not glibc).
+    """
+    import ctypes
+    import ctypes.util
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    value = int(min(max(threshold_bytes, 0), 2**31 - 1))
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(mallopt(M_MMAP_THRESHOLD, value)) and bool(mallopt(M_TRIM_THRESHOLD, value))
+
+
 # ----------------------------------------------------------------------------------------
 # Argument handling shared by the backends
 # ----------------------------------------------------------------------------------------
@@ -151,6 +177,7 @@ def _chunk_size(m: int, d: int, itemsize: int) -> int:
 
 
 _executor = None
+_executor_pid = None
 _executor_lock = threading.Lock()
 
 
@@ -164,23 +191,29 @@ def _workers() -> int:
 
 def _pool_map(fn, items):
     """Run fn over items on a few threads (NumPy's einsum releases the GIL)."""
-    global _executor
+    global _executor, _executor_pid
     if len(items) < 2 or _workers() < 2:
         for it in items:
             fn(it)
         return
     with _executor_lock:
-        if _executor is None:
+        if _executor is None or _executor_pid != os.getpid():     # none yet, or a forked child
             from concurrent.futures import ThreadPoolExecutor
             _executor = ThreadPoolExecutor(_workers(), thread_name_prefix="metarep-kernel")
-    for _ in _executor.map(fn, items):
+            _executor_pid = os.getpid()
+        executor = _executor
+    for _ in executor.map(fn, items):
         pass
 
 
-def numpy_prediction_gradient(X, theta, y=None, *, chunk: int | None = None, threads: bool = True):
-    """The NumPy backend: tasks in chunks of `chunk` (default: about 2 MiB of X each),
-    spread over a few threads when `threads`. A task's result does not depend on the chunk
-    size or the threads (chunks only group whole tasks)."""
+def numpy_prediction_gradient(X, theta, y=None, *, chunk: int | None = None, threads: bool = False):
+    """The NumPy backend: tasks in chunks of `chunk` (default: about 2 MiB of X each).
+
+    With `threads`, chunks are spread over a few threads (einsum releases the GIL): faster
+    for the kernel alone, but inside an FO-ANIL step, between multi-threaded BLAS products
+    whose idle threads spin, it measured slower than one thread, so it is off by default.
+    A task's result does not depend on the chunk size or the threads (chunks only group
+    whole tasks)."""
     X = np.asarray(X)
     theta = np.asarray(theta)
     y = None if y is None else np.asarray(y)
@@ -306,11 +339,12 @@ def _get_numba_kernel():
 
 
 def _numba_importable() -> bool:
+    """Whether numba is installed (found without importing it, which takes a while)."""
+    import importlib.util
     try:
-        import numba  # noqa: F401
-    except ImportError:
+        return importlib.util.find_spec("numba") is not None
+    except (ImportError, ValueError):
         return False
-    return True
 
 
 def numba_prediction_gradient(X, theta, y=None):

@@ -21,9 +21,11 @@ and the parts with B* fold into precomputed constants of the problem:
     risk   = <B^T B, E[w_i w_i^T]> - 2 (w - alpha B^T B w) . g - 2 alpha <M*, B*^T B B^T B*> + tr M*.
 
 These equal the formulas of MATH 4 term by term (tests/test_population_speed_paths.py checks
-them against a direct transcription). When numba is installed and the kernel backend is
-numba (see `metarep.kernels`), batches of runs are advanced by a compiled kernel that works
-on the runs in parallel; otherwise by stacked NumPy products.
+them against a direct transcription). With the numba kernel backend (see `metarep.kernels`;
+METAREP_KERNEL=numpy turns it off) a compiled kernel advances the runs, in parallel for
+batches of at least `_NUMBA_MIN_BATCH` runs; otherwise NumPy does, with stacked products for
+batches. Inputs are broadcast to their common batch shape, and each output keeps the batch
+shape of the inputs it depends on (new w does not depend on m_in, the loss not on beta).
 """
 
 from __future__ import annotations
@@ -83,9 +85,9 @@ def _consts(problem) -> _Consts:
     found = _CONSTS.get(key)
     if found is not None:
         return found
-    Bs = np.ascontiguousarray(Bs, dtype=np.float64)
-    mu = np.ascontiguousarray(mu, dtype=np.float64)
-    Sig = np.ascontiguousarray(Sig, dtype=np.float64)
+    Bs = np.array(Bs, dtype=np.float64, order="C")
+    mu = np.array(mu, dtype=np.float64, order="C")
+    Sig = np.array(Sig, dtype=np.float64, order="C")
     M = Sig + np.outer(mu, mu)
     k = mu.shape[0]
     b, BsM = Bs @ mu, np.ascontiguousarray(Bs @ M)
@@ -215,39 +217,35 @@ def _step_stack(B, w, alpha, inv_m, K: _Consts, beta):
     return BBB, grad_w, loss
 
 
-_numba_step = None
+_numba_steps: dict = {}
+
+# With the numba backend, batches at least this large run on the parallel kernel, smaller
+# ones (and single runs) on the same kernel compiled without threads.
+_NUMBA_MIN_BATCH = 16
 
 
-def _build_numba_step():
+def _build_numba_step(parallel: bool):
     from metarep.kernels import numba_module
     numba = numba_module()
-    prange = numba.prange
+    # the loop over runs: parallel, or plain for one run (the function is the same, and the
+    # loop function, a closure variable, keeps the two compiled versions apart in the cache)
+    runs = numba.prange if parallel else range
 
-    @numba.njit(parallel=True, cache=True, error_model="numpy", nogil=True,
+    @numba.njit(parallel=parallel, cache=True, error_model="numpy", nogil=True,
                 fastmath={"reassoc", "contract"})
     def step(B, w, alpha, inv_m, beta, has_beta, Bs, BsT, mu, Sig, M, b, BsM, tr_sig, tr_m, s2,
              outB, outw, loss):  # pragma: no cover - compiled
         S, d, kp = B.shape
         k = Bs.shape[1]
-        for s in prange(S):
+        for s in runs(S):
             Bi = B[s]
             wi = w[s]
             a = alpha[s]
             im = inv_m[s]
             a2 = a * a
             BtB = np.dot(Bi.T, Bi)                 # (k', k'), BLAS
-            BsTB = np.zeros((k, kp))               # (B^T B*)^T
-            Bw = np.empty(d)
-            for i in range(d):
-                row = Bi[i]
-                acc = 0.0
-                for j in range(kp):
-                    acc += row[j] * wi[j]
-                Bw[i] = acc
-                for q in range(k):
-                    f = BsT[q, i]
-                    for j in range(kp):
-                        BsTB[q, j] += f * row[j]
+            BsTB = np.dot(BsT, Bi)                 # (k, k') = (B^T B*)^T
+            Bw = np.dot(Bi, wi)
             g = np.zeros(kp)                       # B^T B* mu*
             for q in range(k):
                 for j in range(kp):
@@ -274,21 +272,16 @@ def _build_numba_step():
                         TT[p, j] += f * BsTB[q, j]
             f_sig = a2 * (1.0 + im)
             f_btb = a2 * c
-            second = np.empty((kp, kp))
+            second = np.dot(BsTB.T, TT)            # B^T B* Sigma* B*^T B
             risk = 0.0
             for i in range(kp):
-                row = second[i]
                 fe = a2 * im * e[i]
                 mi = mean[i]
-                for j in range(kp):
-                    row[j] = f_btb * BtB[i, j] + fe * e[j] + mi * mean[j]
-                for q in range(k):
-                    tq = f_sig * BsTB[q, i]
-                    for j in range(kp):
-                        row[j] += tq * TT[q, j]
                 acc = 0.0
                 for j in range(kp):
-                    acc += BtB[i, j] * row[j]
+                    v = f_sig * second[i, j] + f_btb * BtB[i, j] + fe * e[j] + mi * mean[j]
+                    second[i, j] = v
+                    acc += BtB[i, j] * v
                 risk += acc
             mg = 0.0                               # <M*, B*^T B B^T B*>
             for p in range(k):
@@ -309,47 +302,53 @@ def _build_numba_step():
                 gw = acc - g[i]
                 outw[s, i] = wi[i] - bt * gw if has_beta else gw
             P = np.dot(Bi, second)                 # (d, k'), BLAS
+            Q = np.dot(BsM, BsTB)                  # B* M* B*^T B
             for i in range(d):
-                row = P[i]
                 bi = b[i]
-                for j in range(kp):
-                    row[j] -= bi * shrunk[j]
-                for q in range(k):
-                    f = a * BsM[i, q]
-                    for j in range(kp):
-                        row[j] -= f * BsTB[q, j]
                 if has_beta:
                     for j in range(kp):
-                        outB[s, i, j] = Bi[i, j] - bt * row[j]
+                        outB[s, i, j] = Bi[i, j] - bt * (P[i, j] - bi * shrunk[j] - a * Q[i, j])
                 else:
                     for j in range(kp):
-                        outB[s, i, j] = row[j]
+                        outB[s, i, j] = P[i, j] - bi * shrunk[j] - a * Q[i, j]
 
     return step
 
 
-def _numba_stack():
-    """The compiled batch step when the numba backend is active, else None."""
-    global _numba_step
+def _numba_runner(parallel: bool):
+    """The compiled step (parallel over runs, or serial) when the numba backend is active, else None."""
     from metarep import kernels
     if kernels.backend() != "numba":
         return None
-    if _numba_step is None:
-        _numba_step = _build_numba_step()
-    return _step_numba
+    kernel = _numba_steps.get(parallel)
+    if kernel is None:
+        kernel = _numba_steps[parallel] = _build_numba_step(parallel)
+
+    def run(B, w, alpha, inv_m, K: _Consts, beta):
+        S, d, kp = B.shape
+        outB = recycled_empty((S, d, kp))
+        outw = recycled_empty((S, kp))
+        loss = np.empty(S)
+        has_beta = beta is not None
+        with kernels.launch_lock:
+            kernel(B, w, alpha, inv_m, beta if has_beta else alpha, has_beta, K.Bs, K.BsT, K.mu, K.Sig,
+                   K.M, K.b, K.BsM, K.tr_sig, K.tr_m, K.s2, outB, outw, loss)
+        return outB, outw, loss
+
+    return run
 
 
-def _step_numba(B, w, alpha, inv_m, K: _Consts, beta):
-    S, d, kp = B.shape
-    outB = np.empty((S, d, kp))
-    outw = np.empty((S, kp))
-    loss = np.empty(S)
-    has_beta = beta is not None
-    from metarep.kernels import launch_lock
-    with launch_lock:
-        _numba_step(B, w, alpha, inv_m, beta if has_beta else alpha, has_beta, K.Bs, K.BsT, K.mu, K.Sig, K.M,
-                    K.b, K.BsM, K.tr_sig, K.tr_m, K.s2, outB, outw, loss)
-    return outB, outw, loss
+def _flat(a, full: tuple, S: int, core: tuple) -> np.ndarray:
+    """`a` broadcast to the batch shape `full` and flattened to (S, *core): a view of `a` when
+    it already has that shape, else a copy; always C-contiguous, writeable float64 (so the
+    compiled kernel sees one array type and compiles once)."""
+    if a.shape == full + core or (S == 1 and a.shape == core):
+        a = a.reshape((S,) + core)
+    else:
+        a = np.broadcast_to(a, full + core).reshape((S,) + core)
+    if a.dtype != np.float64 or not a.flags.c_contiguous or not a.flags.writeable:
+        a = np.array(a, dtype=np.float64, order="C")
+    return a
 
 
 def _unbroadcast(a, full: tuple, target: tuple, core: int):
@@ -362,37 +361,53 @@ def _unbroadcast(a, full: tuple, target: tuple, core: int):
     return a[index + (slice(None),) * core].copy()
 
 
+def _advance_one(B, w, alpha: float, inv_m: float, K: _Consts, beta: float | None):
+    """One run without batch axes: the serial compiled kernel, or NumPy."""
+    run = _numba_runner(parallel=False)
+    if run is None:
+        return _step_one(B, w, alpha, inv_m, K, beta)
+    if not (B.flags.c_contiguous and B.flags.writeable):
+        B = np.array(B, order="C")
+    if not (w.flags.c_contiguous and w.flags.writeable):
+        w = np.array(w, order="C")
+    hyper = np.array((alpha, inv_m, 0.0 if beta is None else beta))
+    nB, nw, loss = run(B.reshape((1,) + B.shape), w.reshape((1,) + w.shape), hyper[0:1], hyper[1:2], K,
+                       None if beta is None else hyper[2:3])
+    return nB[0], nw[0], float(loss[0])
+
+
+def _scalar(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) or (isinstance(x, np.ndarray) and x.ndim == 0)
+
+
 def _advance(params: Params, problem, alpha, m_in, beta):
     """Shared body of the gradient (beta None) and the step: results with the original shapes."""
     B, w = params
-    B = np.asarray(B)
-    w = np.asarray(w)
+    B = np.asarray(B, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
     K = _consts(problem)
+    if (B.ndim == 2 and w.ndim == 1 and _scalar(alpha) and (_scalar(m_in) or isinstance(m_in, str))
+            and (beta is None or _scalar(beta))):
+        return _advance_one(B, w, float(alpha), float(inverse_m(m_in)), K,
+                            None if beta is None else float(beta)), ()
     alpha = np.asarray(alpha, dtype=np.float64)
     inv_m = inverse_m(m_in)
-    batch_B, batch_w = B.shape[:-2], w.shape[:-1]
-    shapes = [batch_B, batch_w, alpha.shape, inv_m.shape]
+    shapes = [B.shape[:-2], w.shape[:-1], alpha.shape, inv_m.shape]
     if beta is not None:
         beta = np.asarray(beta, dtype=np.float64)
         shapes.append(beta.shape)
     full = np.broadcast_shapes(*shapes)
-    B = B.astype(np.float64, copy=False)
-    w = w.astype(np.float64, copy=False)
     if not full:
-        return _step_one(B, w, float(alpha), float(inv_m), K, None if beta is None else float(beta)), full
+        return _advance_one(B, w, float(alpha), float(inv_m), K, None if beta is None else float(beta)), full
     S = int(np.prod(full))
     d, kp = B.shape[-2:]
-    Bf = np.ascontiguousarray(np.broadcast_to(B, full + (d, kp))).reshape(S, d, kp)
-    wf = np.ascontiguousarray(np.broadcast_to(w, full + (kp,))).reshape(S, kp)
-    af = np.broadcast_to(alpha, full).reshape(S)
-    mf = np.broadcast_to(inv_m, full).reshape(S)
-    bf = None if beta is None else np.broadcast_to(beta, full).reshape(S)
-    stack = _numba_stack() if S > 1 else None
-    if stack is not None:
-        out = stack(Bf, wf, np.ascontiguousarray(af), np.ascontiguousarray(mf), K,
-                    None if bf is None else np.ascontiguousarray(bf))
-    else:
-        out = _step_stack(Bf, wf, af, mf, K, bf)
+    Bf = _flat(B, full, S, (d, kp))
+    wf = _flat(w, full, S, (kp,))
+    af = _flat(alpha, full, S, ())
+    mf = _flat(inv_m, full, S, ())
+    bf = None if beta is None else _flat(beta, full, S, ())
+    run = _numba_runner(parallel=S >= _NUMBA_MIN_BATCH) or _step_stack
+    out = run(Bf, wf, af, mf, K, bf)
     nB, nw, loss = out
     return (nB.reshape(full + (d, kp)), nw.reshape(full + (kp,)), loss.reshape(full)), full
 

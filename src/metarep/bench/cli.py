@@ -49,11 +49,14 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...] | None:
               help="Runs batched along a leading axis [default: 256, --quick 16].")
 @click.option("--bandwidth/--no-bandwidth", default=True, show_default=True,
               help="Measure the machine's read bandwidth.")
+@click.option("--retain-freed-memory", is_flag=True,
+              help="Let glibc keep freed memory (metarep.kernels.retain_freed_memory) for the whole process, "
+                   "so that no contender page-faults its temporaries afresh every step.")
 @click.option("--alpha", type=float, default=0.1, show_default=True, help="Inner step size.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 def bench(method, n_tasks, m_in, m_out, d, width, dtype, repeats, loop_repeats, contenders, out, quick,
-          population, pop_steps, pop_batch, bandwidth, alpha, seed, quiet):
+          population, pop_steps, pop_batch, bandwidth, retain_freed_memory, alpha, seed, quiet):
     """Time one outer step of FO-ANIL / exact ANIL: metarep against other implementations.
 
     Defaults are the paper's setting (N = 5000, m_in = 20, m_out = 10, d = k' = 50). Every
@@ -66,7 +69,7 @@ def bench(method, n_tasks, m_in, m_out, d, width, dtype, repeats, loop_repeats, 
                       m_out=m_out, d=d, width=width, dtypes=DTYPES if dtype == "both" else (dtype,),
                       contenders=_split(contenders), repeats=repeats, loop_repeats=loop_repeats, quick=quick,
                       alpha=alpha, seed=seed, bandwidth=bandwidth, population=population, pop_steps=pop_steps,
-                      pop_batch=pop_batch)
+                      pop_batch=pop_batch, retain_freed_memory=retain_freed_memory)
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     result = run_benchmark(cfg, log=log)
     report = format_report(result)

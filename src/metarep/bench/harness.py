@@ -7,9 +7,17 @@ throughput, targets with PASS/FAIL) and `result_to_dict` into JSON.
 
 How a contender is timed: it is built (data converted or uploaded once), called once and its
 gradient and loss compared with metarep's (a contender that disagrees is reported as rejected,
-without a time), called `warmup` more times, then timed `repeats` times with
-`time.perf_counter`; the table gives the median. Loop contenders (a Python loop over tasks) get
-`loop_repeats` timed calls and no extra warm-up, and run after all the others.
+without a time), called `warmup` more times, then timed with `time.perf_counter` at least
+`repeats` times and for at least `min_time` seconds in all; the table gives the median. The
+vectorised contenders of one (method, dtype) are timed in `rounds` interleaved blocks (each
+later block starts with one untimed call), so that a drift of the machine's speed affects them
+alike. Loop contenders (a Python loop over tasks) get `loop_repeats` timed calls and no extra
+warm-up, and run after all the others.
+
+The machine may be shared: while a contender is timed, the CPU time used by other processes is
+measured (`machine.OtherLoad`). A vectorised contender timed while other processes kept more than
+`busy_threshold` cores busy is timed again after `busy_wait` seconds, up to `busy_retries` times,
+and the quietest attempt is kept; the report marks rows that stayed busy.
 
 Effective bandwidth is the bytes of task data one step must read at least once
 (N (m_in + m_out) (d + 1) numbers) divided by the step time; it is compared with the machine's
@@ -29,7 +37,7 @@ import numpy as np
 
 from metarep.bench import contenders as _contenders
 from metarep.bench.bandwidth import measure_read_bandwidth
-from metarep.bench.machine import describe, load_average, machine_info
+from metarep.bench.machine import OtherLoad, describe, load_average, machine_info
 from metarep.bench.scale import task_data_bytes
 
 METHODS = ("fo-anil", "anil")
@@ -64,9 +72,15 @@ class BenchConfig:
     repeats: int | None = None                      # timed calls, vectorised contenders (20; quick 3)
     loop_repeats: int | None = None                 # timed calls, loop contenders (3; quick 1)
     warmup: int | None = None                       # untimed calls after the check (2; quick 1)
+    min_time: float | None = None                   # and time vectorised ones for at least this long (0.5 s; quick 0)
+    rounds: int | None = None                       # interleaved blocks of the vectorised contenders (4; quick 1)
     quick: bool = False
     alpha: float = 0.1
     seed: int = 0
+    retain_freed_memory: bool = False               # glibc keeps freed memory (kernels.retain_freed_memory)
+    busy_threshold: float = 0.2                     # cores used by other processes that make a timing suspect
+    busy_retries: int | None = None                 # re-timings of a suspect vectorised row (2; quick 0)
+    busy_wait: float = 5.0                          # seconds to wait before re-timing
     bandwidth: bool = True
     bandwidth_bytes: float | None = None            # size of the read-bandwidth probe (400 MB; quick 32 MB)
     population: bool = True
@@ -79,7 +93,9 @@ class BenchConfig:
         q = self.quick
         defaults = {"repeats": 3 if q else 20, "loop_repeats": 1 if q else 3, "warmup": 1 if q else 2,
                     "bandwidth_bytes": 32e6 if q else 400e6, "pop_steps": 1000 if q else TARGET_POPULATION_STEPS,
-                    "pop_batch": 16 if q else 256, "pop_batch_steps": 20 if q else 200}
+                    "pop_batch": 16 if q else 256, "pop_batch_steps": 20 if q else 200,
+                    "busy_retries": 0 if q else 2, "min_time": 0.0 if q else 0.5,
+                    "rounds": 1 if q else 4}
         values = asdict(self)
         for key, value in defaults.items():
             if values[key] is None:
@@ -102,7 +118,7 @@ class BenchConfig:
             unknown = [c for c in self.contenders if c not in _contenders.CONTENDERS]
             if unknown:
                 raise ValueError(f"unknown contender(s) {unknown}; known: {list(_contenders.CONTENDERS)}")
-        for name in ("repeats", "loop_repeats", "pop_steps", "pop_batch", "pop_batch_steps"):
+        for name in ("repeats", "loop_repeats", "pop_steps", "pop_batch", "pop_batch_steps", "rounds"):
             value = getattr(self, name)
             if value is not None and int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -124,6 +140,9 @@ class Row:
     task_bytes: int = 0
     n_tasks: int = 0
     ratio: float | None = None        # time / metarep's time (filled in after all rows ran)
+    faults: float | None = None       # page faults per call while timing
+    other_cores: float | None = None  # cores other processes kept busy while timing
+    attempts: int = 0                 # timings made (more than one when the machine was busy)
 
     @property
     def seconds(self) -> float | None:
@@ -209,16 +228,35 @@ def agreement(out, ref) -> float:
     return worst
 
 
-def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 0) -> list[float]:
-    """Call `fn` `warmup` times untimed, then `repeats` times timed; seconds per call."""
+def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 0, min_time: float = 0.0) -> list[float]:
+    """Call `fn` `warmup` times untimed, then time it at least `repeats` times and until the timed
+    calls add up to `min_time` seconds; seconds per call."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    total = 0.0
+    while len(times) < repeats or total < min_time:
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        times.append(dt)
+        total += dt
     return times
+
+
+def page_faults() -> int | None:
+    """Page faults of this process so far (minor + major), None where the OS does not say.
+
+    Large temporaries allocated afresh every step are paid for in page faults; on a virtual
+    machine each can cost far more than on bare metal, and that cost varies with what the host
+    is doing. The count per step explains much of the spread between runs.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt + usage.ru_majflt
 
 
 def _default_backend() -> str:
@@ -242,7 +280,9 @@ def run_steps(cfg: BenchConfig, reference: str, log: Callable[[str], None]) -> l
     """Check and time every contender on every (method, dtype).
 
     The vectorised contenders of every (method, dtype) run first and the slow loops over tasks
-    last, so that the close comparisons are measured within a short span of time.
+    last. Within a (method, dtype) the vectorised contenders are timed in `rounds` interleaved
+    blocks, so that a slow drift of the machine's speed (other virtual machines on the host
+    share its memory bandwidth) affects all of them alike.
     """
     data64, B64, w64 = make_data(cfg)
     inputs = {}
@@ -266,43 +306,123 @@ def run_steps(cfg: BenchConfig, reference: str, log: Callable[[str], None]) -> l
         for method in cfg.methods:
             for dtype in cfg.dtypes:
                 data, B, w, nbytes = inputs[dtype]
+                ready = {}
                 for name in names:
                     if (name in _contenders.LOOP_CONTENDERS) != loops:
                         continue
-                    log(f"{method} {dtype} {name} ...")
-                    row = _run_one(cfg, name, method, dtype, data, B, w, refs[method, dtype], nbytes)
-                    log(f"    {row.status}" + (f", {row.ms:.3f} ms" if row.ms is not None else "")
-                        + (f": {row.note}" if row.note else ""))
+                    log(f"{method} {dtype} {name}: check ...")
+                    row, step = _prepare(cfg, name, method, dtype, data, B, w, refs[method, dtype], nbytes)
                     rows[method, dtype, name] = row
+                    if step is None:
+                        log(f"    {row.status}: {row.note}")
+                    else:
+                        ready[name] = (row, step)
+                if ready:
+                    log(f"{method} {dtype}: timing {', '.join(ready)} ...")
+                    _time_rows(cfg, ready, B, w, loops, log)
+                del ready
                 gc.collect()
     ordered = [rows[m, dt, n] for m in cfg.methods for dt in cfg.dtypes for n in names]
     _fill_ratios(ordered, reference)
     return ordered
 
 
-def _run_one(cfg, name, method, dtype, data, B, w, ref, nbytes) -> Row:
+def _prepare(cfg, name, method, dtype, data, B, w, ref, nbytes):
+    """Build a contender and check it against the reference: (row, step), step None if unusable."""
     row = Row(method, dtype, name, "ok", task_bytes=nbytes, n_tasks=cfg.n_tasks)
     try:
         step = _contenders.make_contender(name, *data, cfg.alpha, method, np.dtype(dtype))
     except ImportError as exc:
         row.status, row.note = "skipped", _first_line(exc)
-        return row
+        return row, None
     try:
         out = step(B, w)
     except Exception as exc:  # a contender that crashes is reported, not fatal
         row.status, row.note = "failed", f"{type(exc).__name__}: {_first_line(exc)}"
-        return row
+        return row, None
     row.error = agreement(out, ref)
     tol = TOLERANCE[dtype]
     if not row.error <= tol:
         row.status = "rejected"
         row.note = f"disagrees with metarep: error {row.error:.2e} > {tol:.0e}; not timed"
-        return row
-    loop = name in _contenders.LOOP_CONTENDERS
-    repeats = cfg.loop_repeats if loop else cfg.repeats
-    warmup = 0 if loop else cfg.warmup
-    row.times = time_calls(lambda: step(B, w), repeats, warmup)
-    return row
+        return row, None
+    return row, step
+
+
+class _Tally:
+    """Times, page faults and other processes' CPU time of one contender, over several blocks."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.calls = 0
+        self.faults: float | None = 0.0
+        self.other = 0.0
+        self.wall = 0.0
+        self.known = True
+
+    def block(self, fn, repeats: int, warmup: int, min_time: float) -> None:
+        faults0 = page_faults()
+        with OtherLoad() as load:
+            times = time_calls(fn, repeats, warmup, min_time)
+        if faults0 is None or self.faults is None:
+            self.faults = None
+        else:
+            self.faults += page_faults() - faults0
+        if load.other_seconds is None:
+            self.known = False
+        else:
+            self.other += load.other_seconds
+            self.wall += load.wall
+        self.times += times
+        self.calls += len(times) + warmup
+
+    @property
+    def cores(self) -> float | None:
+        if not self.known or self.wall < OtherLoad.MIN_WALL:
+            return None
+        return max(0.0, self.other / self.wall)
+
+    @property
+    def faults_per_call(self) -> float | None:
+        return None if self.faults is None or not self.calls else self.faults / self.calls
+
+
+def _time_rows(cfg, ready: dict, B, w, loops: bool, log) -> None:
+    """Time the checked contenders in `ready` (name -> (row, step)), interleaved unless loops."""
+    if loops:
+        for name, (row, step) in ready.items():
+            tally = _Tally()
+            tally.block(lambda: step(B, w), cfg.loop_repeats, 0, 0.0)
+            _store(row, tally, 1)
+            log(f"    {name}: {row.ms:.3f} ms")
+        return
+    rounds = max(1, cfg.rounds)
+    per_block = max(1, math.ceil(cfg.repeats / rounds))
+    tallies = {name: _Tally() for name in ready}
+    for r in range(rounds):
+        for name, (row, step) in ready.items():
+            # the first block warms up fully; later ones take one untimed call to absorb the switch
+            tallies[name].block(lambda: step(B, w), per_block, cfg.warmup if r == 0 else 1,
+                                cfg.min_time / rounds)
+    for name, (row, step) in ready.items():
+        best, attempts = tallies[name], 1
+        while (best.cores is not None and best.cores > cfg.busy_threshold
+               and attempts <= cfg.busy_retries):
+            log(f"    {name}: other processes kept {best.cores:.2f} cores busy; timing again "
+                f"in {cfg.busy_wait:g} s")
+            time.sleep(cfg.busy_wait)
+            again = _Tally()
+            again.block(lambda: step(B, w), cfg.repeats, cfg.warmup, cfg.min_time)
+            attempts += 1
+            if again.cores is not None and again.cores < best.cores:
+                best = again
+        _store(row, best, attempts)
+        log(f"    {name}: {row.ms:.3f} ms")
+
+
+def _store(row: Row, tally: _Tally, attempts: int) -> None:
+    row.times, row.faults, row.other_cores, row.attempts = (tally.times, tally.faults_per_call, tally.cores,
+                                                             attempts)
 
 
 def _fill_ratios(rows: list[Row], reference: str) -> None:
@@ -348,16 +468,18 @@ def run_population(cfg: BenchConfig, log: Callable[[str], None]) -> dict:
 
     run_single(min(10, cfg.pop_steps))        # warm-up
     log(f"population: {cfg.pop_steps} steps, one run, d = {d}, k' = {width} ...")
-    single_params, single_s = run_single(cfg.pop_steps)
+    with OtherLoad() as load_single:
+        single_params, single_s = run_single(cfg.pop_steps)
     finite = single_params.is_finite()
 
     log(f"population: {cfg.pop_batch_steps} steps of {S} runs batched ...")
     params = Params(B0.copy(), w0.copy())
     population_step(params, problem, **kw)    # warm-up
-    t0 = time.perf_counter()
-    for _ in range(cfg.pop_batch_steps):
-        params, _ = population_step(params, problem, **kw)
-    batch_s = time.perf_counter() - t0
+    with OtherLoad() as load_batch:
+        t0 = time.perf_counter()
+        for _ in range(cfg.pop_batch_steps):
+            params, _ = population_step(params, problem, **kw)
+        batch_s = time.perf_counter() - t0
     check_params, _ = run_single(cfg.pop_batch_steps)
     scale = max(1.0, float(np.max(np.abs(check_params.B))))
     batch_error = float(max(np.max(np.abs(params.B[0] - check_params.B)),
@@ -375,6 +497,7 @@ def run_population(cfg: BenchConfig, log: Callable[[str], None]) -> dict:
         "batch": S, "batch_steps": cfg.pop_batch_steps, "batch_seconds": batch_s,
         "batch_run_steps_per_s": batch_rate, "batch_speedup": batch_rate / single_rate,
         "batch_error": batch_error,
+        "other_cores": load_single.cores, "batch_other_cores": load_batch.cores,
     }
 
 
@@ -386,9 +509,15 @@ def _pop_size(pop: dict | None, key: str) -> str:
     return str(pop[key]) if pop and key in pop else "?"
 
 
-def evaluate_targets(rows: list[Row], reference: str, read_bw: float | None, pop: dict | None) -> list[Target]:
-    """The performance targets, each PASS, FAIL, or n/a when not measured in this run."""
+def evaluate_targets(rows: list[Row], reference: str, read_bw: float | None, pop: dict | None,
+                     busy_threshold: float = math.inf) -> list[Target]:
+    """The performance targets, each PASS, FAIL, or n/a when not measured in this run. A value
+    measured while other processes kept the machine busy is marked "(busy)"."""
     by = {(r.method, r.dtype, r.contender): r for r in rows}
+
+    def mark(*loads) -> str:
+        return " (busy)" if any(x is not None and x > busy_threshold for x in loads) else ""
+
     ref = by.get(("fo-anil", "float64", reference))
     targets: list[Target] = []
     labels = {"numpy_batched": "plain vectorised NumPy", "higher_loop": "per-task higher loop",
@@ -405,14 +534,16 @@ def evaluate_targets(rows: list[Row], reference: str, read_bw: float | None, pop
         else:
             speedup = other.seconds / ref.seconds
             ok = speedup >= need if need > 1 else speedup > 1.0
-            targets.append(Target(title, required, f"{speedup:.2f}x", "PASS" if ok else "FAIL"))
+            targets.append(Target(title, required, f"{speedup:.2f}x{mark(ref.other_cores, other.other_cores)}",
+                                  "PASS" if ok else "FAIL"))
     title = f"FO-ANIL float64: {reference} effective bandwidth / read bandwidth"
     required = f">= {TARGET_BANDWIDTH_FRACTION:.0%}"
     if ref is None or ref.seconds is None or not read_bw:
         targets.append(Target(title, required, "not measured", "n/a"))
     else:
         frac = ref.task_bytes / ref.seconds / read_bw
-        targets.append(Target(title, required, f"{frac:.0%} ({ref.gbps:.1f} of {read_bw / 1e9:.1f} GB/s)",
+        targets.append(Target(title, required, f"{frac:.0%} ({ref.gbps:.1f} of {read_bw / 1e9:.1f} GB/s)"
+                                               f"{mark(ref.other_cores)}",
                               "PASS" if frac >= TARGET_BANDWIDTH_FRACTION else "FAIL"))
     title = (f"population: {TARGET_POPULATION_STEPS:,} steps at d = {_pop_size(pop, 'd')}, "
              f"k' = {_pop_size(pop, 'width')}")
@@ -425,10 +556,11 @@ def evaluate_targets(rows: list[Row], reference: str, read_bw: float | None, pop
     else:
         secs = pop["seconds_for_target"]
         how = f" (extrapolated from {pop['steps']} steps)" if pop["extrapolated"] else ""
-        targets.append(Target(title, required, f"{secs:.2f} s{how}",
+        targets.append(Target(title, required, f"{secs:.2f} s{how}{mark(pop.get('other_cores'))}",
                               "PASS" if secs < TARGET_POPULATION_SECONDS else "FAIL"))
         title = f"population: {pop['batch']} runs batched vs one after another"
-        targets.append(Target(title, f">= {TARGET_BATCH_SPEEDUP:g}x throughput", f"{pop['batch_speedup']:.1f}x",
+        targets.append(Target(title, f">= {TARGET_BATCH_SPEEDUP:g}x throughput", f"{pop['batch_speedup']:.1f}x"
+                              f"{mark(pop.get('other_cores'), pop.get('batch_other_cores'))}",
                               "PASS" if pop["batch_speedup"] >= TARGET_BATCH_SPEEDUP else "FAIL"))
     return targets
 
@@ -444,6 +576,15 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
     t_start = time.perf_counter()
     load_before = load_average()
     reference = _contenders.metarep_contender(_default_backend())
+    allocator = "glibc defaults"
+    if cfg.retain_freed_memory:
+        from metarep import kernels
+
+        retain = getattr(kernels, "retain_freed_memory", None)
+        if retain is not None and retain():
+            allocator = "freed memory retained (M_MMAP_THRESHOLD = M_TRIM_THRESHOLD = 1 GiB), for every contender"
+        else:
+            allocator = "glibc defaults (retaining freed memory is not available here)"
     read_bw = None
     if cfg.bandwidth:
         log(f"read bandwidth ({cfg.bandwidth_bytes / 1e6:.0f} MB array reduction) ...")
@@ -457,8 +598,9 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
             pop = {"error": f"{type(exc).__name__}: {_first_line(exc)}"}
             log(f"population: failed: {pop['error']}")
     machine = machine_info()              # after the runs: the frameworks' thread counts are known
+    machine["allocator"] = allocator
     return BenchResult(config=cfg, machine=machine, reference=reference, rows=rows, read_bandwidth=read_bw,
-                       population=pop, targets=evaluate_targets(rows, reference, read_bw, pop),
+                       population=pop, targets=evaluate_targets(rows, reference, read_bw, pop, cfg.busy_threshold),
                        load_before=load_before, load_after=load_average(),
                        wall_seconds=time.perf_counter() - t_start)
 
@@ -468,7 +610,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
 # ----------------------------------------------------------------------------------------------
 
 TABLE_COLUMNS = ("method", "dtype", "contender", "ms/step", "tasks/s", "GB/s", "time / metarep",
-                 "runs", "agreement", "note")
+                 "runs", "faults/step", "other CPU", "agreement", "note")
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -481,13 +623,19 @@ def _fmt_ms(ms: float | None) -> str:
     return f"{ms:.0f}" if ms >= 100 else f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
 
 
+def _other(cores: float | None, busy: float) -> str:
+    return "-" if cores is None else f"{cores:.2f}" + (" (busy)" if cores > busy else "")
+
+
 def table_rows(result: BenchResult) -> list[list[str]]:
+    busy = result.config.busy_threshold
     out = []
     for r in result.rows:
         note = r.note if r.status != "ok" else ""
         out.append([r.method, r.dtype, r.contender, _fmt_ms(r.ms), _fmt(r.tasks_per_s, ",.0f"),
                     _fmt(r.gbps, ".2f"), "-" if r.ratio is None else f"{r.ratio:.2f}x",
-                    str(len(r.times)) if r.times else "-", _fmt(r.error, ".0e"), note])
+                    str(len(r.times)) if r.times else "-", _fmt(r.faults, ",.0f"), _other(r.other_cores, busy),
+                    _fmt(r.error, ".0e"), note])
     return out
 
 
@@ -505,20 +653,32 @@ def format_report(result: BenchResult) -> str:
     parts = ["# metarep bench", ""]
     parts.append(f"One outer step, N = {cfg.n_tasks}, m_in = {cfg.m_in}, m_out = {cfg.m_out}, d = {cfg.d}, "
                  f"k' = {cfg.width}, alpha = {cfg.alpha}; task data {nb / 1e6:.1f} MB in float64. "
-                 f"Median of {cfg.repeats} timed runs after {cfg.warmup} warm-up runs "
+                 f"Median of at least {cfg.repeats} timed runs (and at least {cfg.min_time:g} s) after {cfg.warmup} "
+                 f"warm-up runs, in {cfg.rounds} interleaved rounds "
                  f"(loops over tasks: {cfg.loop_repeats} runs), all in one process on the same data. "
                  f"Every gradient was checked against {result.reference} first "
                  f"(float64 to {TOLERANCE['float64']:.0e}, float32 to {TOLERANCE['float32']:.0e}, relative to "
                  f"max(1, |value|)). GB/s = bytes of task data one step must read / time; "
-                 f"time / metarep is relative to {result.reference} on the same method and dtype."
+                 f"time / metarep is relative to {result.reference} on the same method and dtype; "
+                 f"faults/step = page faults per call (fresh large temporaries; expensive on a virtual machine); "
+                 f"other CPU = cores other processes kept busy meanwhile (above {cfg.busy_threshold:g}: busy, "
+                 f"the time is suspect; such rows were re-timed up to {cfg.busy_retries} times and the "
+                 f"quietest kept)."
                  + (" Quick mode: too few runs for reliable numbers." if cfg.quick else ""))
     parts += ["", "## Machine", ""]
     parts += [f"- {line}" for line in describe(result.machine)]
     parts.append(f"- load average before / after: {result.load_before} / {result.load_after}")
+    if "allocator" in result.machine:
+        parts.append(f"- memory allocator: {result.machine['allocator']}")
     if result.read_bandwidth:
         parts.append(f"- read bandwidth (sum over a {cfg.bandwidth_bytes / 1e6:.0f} MB float64 array): "
                      f"{result.read_bandwidth / 1e9:.1f} GB/s")
     parts += ["", "## One outer step", "", markdown_table(TABLE_COLUMNS, table_rows(result))]
+    busy = [r for r in result.rows if r.other_cores is not None and r.other_cores > cfg.busy_threshold]
+    if busy:
+        parts += ["", f"Warning: other processes kept up to {max(r.other_cores for r in busy):.1f} cores busy "
+                      f"while {len(busy)} of the rows were timed (marked busy): those times are not reliable; "
+                      f"run again on an idle machine."]
     pop = result.population
     if pop is not None and "error" in pop:
         parts += ["", "## Population (infinite tasks)", "", f"Failed: {pop['error']}"]
@@ -529,11 +689,13 @@ def format_report(result: BenchResult) -> str:
         parts.append("")
         parts.append(f"- one run: {pop['steps']} steps in {pop['seconds']:.2f} s "
                      f"({pop['single_steps_per_s']:,.0f} steps/s, {1e6 / pop['single_steps_per_s']:.1f} us/step"
-                     f"{', finite' if pop['finite'] else ', NOT FINITE'})")
+                     f"{', finite' if pop['finite'] else ', NOT FINITE'}; other CPU "
+                     f"{_other(pop['other_cores'], cfg.busy_threshold)})")
         parts.append(f"- {pop['batch']} runs along a leading axis: {pop['batch_steps']} steps in "
                      f"{pop['batch_seconds']:.2f} s ({pop['batch_run_steps_per_s']:,.0f} run-steps/s, "
                      f"{pop['batch_speedup']:.1f}x the throughput of one run after another); "
-                     f"first run equals the same run done alone to {pop['batch_error']:.0e}")
+                     f"first run equals the same run done alone to {pop['batch_error']:.0e}; other CPU "
+                     f"{_other(pop['batch_other_cores'], cfg.busy_threshold)}")
     parts += ["", "## Targets", "",
               markdown_table(("target", "required", "measured", "result"),
                              [[t.name, t.required, t.measured, t.status] for t in result.targets])]
@@ -550,7 +712,8 @@ def result_to_dict(result: BenchResult) -> dict:
     for r in result.rows:
         rows.append({"method": r.method, "dtype": r.dtype, "contender": r.contender, "status": r.status,
                      "ms": r.ms, "tasks_per_s": r.tasks_per_s, "gbps": r.gbps, "ratio": r.ratio,
-                     "agreement": r.error, "times_s": r.times, "note": r.note,
+                     "agreement": r.error, "faults_per_step": r.faults, "other_cores": r.other_cores,
+                     "attempts": r.attempts, "times_s": r.times, "note": r.note,
                      "description": _contenders.DESCRIPTIONS.get(r.contender, "")})
     return {
         "config": asdict(result.config), "machine": result.machine, "reference": result.reference,

@@ -126,3 +126,59 @@ def describe(info: dict) -> list[str]:
     if info["load_average"] is not None:
         lines.append("load average (1, 5, 15 min): " + ", ".join(str(x) for x in info["load_average"]))
     return lines
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU seconds all processes have used since boot (plus time stolen by the hypervisor)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    # user nice system idle iowait irq softirq steal ...
+    values = [int(x) for x in fields[1:9]] + [0] * max(0, 8 - len(fields[1:9]))
+    busy = values[0] + values[1] + values[2] + values[5] + values[6] + values[7]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """Measures how many cores other processes kept busy while a block ran.
+
+        with OtherLoad() as load:
+            ...
+        load.cores   # average cores used by everything but this process (None if unknown)
+
+    Read from /proc/stat (10 ms resolution), so blocks shorter than `MIN_WALL` give None. Work on a core shared with the timed code slows it down, the
+    parallel kernels most of all.
+    """
+
+    #: shorter blocks are not measured: /proc/stat counts in 10 ms ticks
+    MIN_WALL = 0.2
+
+    def __init__(self) -> None:
+        self.cores: float | None = None
+        self.other_seconds: float | None = None   # CPU seconds used by other processes
+        self.wall = 0.0
+
+    def __enter__(self) -> "OtherLoad":
+        import time
+
+        self._wall = time.perf_counter()
+        self._own = time.process_time()
+        self._busy = _machine_busy_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import time
+
+        busy = _machine_busy_seconds()
+        self.wall = wall = time.perf_counter() - self._wall
+        own = time.process_time() - self._own
+        if busy is None or self._busy is None:
+            self.other_seconds = self.cores = None
+            return
+        # unclamped: tick rounding makes short blocks err either way, and sums of blocks cancel it
+        self.other_seconds = busy - self._busy - own
+        self.cores = max(0.0, self.other_seconds / wall) if wall >= self.MIN_WALL else None

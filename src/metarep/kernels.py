@@ -27,6 +27,7 @@ directly or through a view, is never reused.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -279,15 +280,34 @@ launch_lock = threading.Lock()
 def numba_module():
     """numba, configured for these kernels (raises ImportError when it is not installed).
 
-    Unless NUMBA_THREADING_LAYER says otherwise, parallel kernels run on numba's workqueue
-    layer: its idle workers sleep instead of spinning, so they do not compete for the cores
-    with the BLAS threads of the matrix products between kernel calls (with OpenMP's
-    spinning workers, a step on a 2-core machine ran several times slower).
+    Unless NUMBA_THREADING_LAYER says otherwise, parallel kernels prefer OpenMP, whose workers
+    spin briefly between launches and so start the next kernel at once, and fall back to the
+    workqueue layer. The spinning workers would fight the BLAS threads of the matrix products
+    between kernel calls, so training steps run inside `step_threads()`, which keeps BLAS on
+    one thread while the kernels use every core.
     """
     import numba
     if not os.environ.get("NUMBA_THREADING_LAYER") and numba.config.THREADING_LAYER == "default":
-        numba.config.THREADING_LAYER = "workqueue"
+        numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
     return numba
+
+
+@contextlib.contextmanager
+def step_threads():
+    """Within: BLAS on one thread when the numba backend is active (threadpoolctl), so that the
+    small (N, d) x (d, k') products between kernel calls do not compete with the kernel's workers.
+    A no-op for the NumPy backend or without threadpoolctl. Never changes results: the products
+    are bit-identical across BLAS thread counts (tests/test_determinism.py)."""
+    if backend() != "numba":
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def _build_numba_kernel():

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from metarep import metrics, seeds
+from metarep import kernels, metrics, seeds
 from metarep.adapt import expected_excess_risk_one_step, excess_risk, fit_heads, summarize
 from metarep.config import Config
 from metarep.methods import Method, get_method, outer_step, shared_head
@@ -143,7 +143,7 @@ def train(exp: Experiment, state: TrainState, *, on_progress: Callable[[int], No
     Divergence (status 'diverged', with the step): parameters that are non-finite or exceed
     train.diverge_threshold, a non-finite loss, or a numerical routine failing on run-away values.
     """
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), kernels.step_threads():
         try:
             return _train(exp, state, on_progress, on_checkpoint, should_stop, checkpoint_seconds)
         except NUMERICAL_FAILURES as err:
@@ -214,7 +214,7 @@ def evaluate_final(exp: Experiment, state: TrainState) -> dict | None:
     (a non-finite excess risk), the run is marked diverged at its last step instead."""
     if state.status != "completed":
         return None
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), kernels.step_threads():
         try:
             test = evaluate(exp, state.params)
             if math.isfinite(test["excess_risk"]):
@@ -279,7 +279,7 @@ def summary(exp: Experiment, state: TrainState, test: dict | None) -> dict:
 def _last_row(exp: Experiment, state: TrainState) -> dict:
     """The metrics of the final parameters, NaN where they cannot be computed (a run that failed
     numerically before its first logged row)."""
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), kernels.step_threads():
         try:
             return measure(exp, state.params, state.step, float("nan"))
         except NUMERICAL_FAILURES:

@@ -40,7 +40,8 @@ def make_metarep(X_in, y_in, X_out, y_out, alpha, method, dtype, *, backend: str
         if switch:
             kernels.set_backend(backend)
         try:
-            grads, loss = gradient(params, tasks, alpha=alpha)
+            with kernels.step_threads():          # as the runner steps: BLAS off the kernel's cores
+                grads, loss = gradient(params, tasks, alpha=alpha)
         finally:
             if switch:
                 kernels.set_backend(previous)

@@ -129,6 +129,7 @@ class TrainConfig(Section):
     inner_steps: PositiveInt = 1
     lam: NonNegativeFloat = 0.0
     solver: Literal["gd", "alternating"] = "gd"
+    chunk_tasks: Annotated[int, Field(ge=0, strict=True)] = 0
     checkpoint_every: Annotated[int, Field(ge=0, strict=True)] = 0
     diverge_threshold: PositiveFloat = 1e8
 

@@ -16,6 +16,7 @@ from metarep import kernels, metrics, seeds
 from metarep.adapt import expected_excess_risk_one_step, excess_risk, fit_heads, summarize
 from metarep.config import Config
 from metarep.methods import Method, get_method, outer_step, shared_head
+from metarep.methods.base import chunked_gradient
 from metarep.params import Params, init_params, sgd_update
 from metarep.problem import Problem, make_problem, sample_tasks
 from metarep.resources import TEST_CHUNK
@@ -99,6 +100,9 @@ def advance(exp: Experiment, state: TrainState, rng: np.random.Generator | None)
                                                      m_in=float("inf") if t.m_in == "inf" else t.m_in)
         return sgd_update(state.params, grads, t.beta), float(loss)
     tasks = exp.tasks if exp.regime == "finite" else _online_batch(exp, rng)
+    if t.chunk_tasks and exp.method.step is None and tasks.n_tasks > t.chunk_tasks:
+        grads, loss = chunked_gradient(exp.method, state.params, tasks, chunk_tasks=t.chunk_tasks, **exp.hyper)
+        return sgd_update(state.params, grads, t.beta), loss
     return outer_step(exp.method, state.params, tasks, beta=t.beta, **exp.hyper)
 
 

@@ -51,6 +51,20 @@ def outer_step(method: Method, params: Params, tasks, *, beta: float, **hyper) -
     return sgd_update(params, grads, beta), loss
 
 
+def chunked_gradient(method: Method, params: Params, tasks, *, chunk_tasks: int, **hyper) -> tuple[Params, float]:
+    """`method.gradient` over `tasks` taken `chunk_tasks` at a time and averaged with weights
+    chunk / N: the same mean over tasks (to rounding), with the per-step working memory of one
+    chunk, O(chunk_tasks (d + k')), instead of O(N (d + k')). For methods whose state has no task
+    axis (every meta-learning method)."""
+    N = tasks.n_tasks
+    grad_B, grad_w, loss = 0.0, 0.0, 0.0
+    for chunk in tasks.chunks(chunk_tasks):
+        grads, chunk_loss = method.gradient(params, chunk, **hyper)
+        weight = chunk.n_tasks / N
+        grad_B, grad_w, loss = grad_B + weight * grads.B, grad_w + weight * grads.w, loss + weight * chunk_loss
+    return Params(grad_B, grad_w), float(loss)
+
+
 def shared_head(params: Params):
     """The head new tasks start from: w itself, or the mean of per-task heads."""
     return params.w if params.w.ndim == params.B.ndim - 1 else params.w.mean(axis=-2)

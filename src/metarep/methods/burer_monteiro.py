@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from metarep import adapt
 from metarep.linear import prediction_gradient, predictions
 from metarep.methods.base import Method
 from metarep.params import Params
@@ -74,20 +75,10 @@ def bm_gradient(params: Params, tasks, *, lam: float = 0.0, solver: str = "gd") 
 
 
 def ridge_heads(B: np.ndarray, tasks, *, lam: float) -> np.ndarray:
-    """argmin_w L(B, w; all samples of task i) + lam/2 |w|^2 for every task: (N, k').
-
-    lam > 0: the (N, k', k') systems (F_i^T F_i / m + lam I) w = F_i^T y_i / m, F_i = X_i B, in one
-    batched solve. lam = 0: the minimum-norm least-squares head pinv(F_i) y_i (batched SVD), which
-    is well defined when F_i is rank deficient (m < k')."""
-    F_in = tasks.X_in @ B
-    F = F_in if tasks.m_out == 0 else np.concatenate([F_in, tasks.X_out @ B], axis=1)
-    y = tasks.y_in if tasks.m_out == 0 else np.concatenate([tasks.y_in, tasks.y_out], axis=1)
-    if lam == 0:
-        return np.einsum("nkm,nm->nk", np.linalg.pinv(F), y)
-    m = F.shape[1]
-    gram = np.swapaxes(F, 1, 2) @ F / m + lam * np.eye(B.shape[1])
-    rhs = np.einsum("nmk,nm->nk", F, y) / m
-    return np.linalg.solve(gram, rhs[..., None])[..., 0]
+    """argmin_w L(B, w; all samples of task i) + lam/2 |w|^2 for every task: (N, k'), by the same
+    batched solve as a test-time ridge head (minimum-norm least squares when lam = 0)."""
+    X, y = (tasks.X_in, tasks.y_in) if tasks.m_out == 0 else tasks.pooled()
+    return adapt.ridge_heads(B, X, y, ridge=lam)
 
 
 def bm_step(params: Params, tasks, *, beta: float, lam: float = 0.0, solver: str = "gd") -> tuple[Params, float]:

@@ -25,11 +25,16 @@ def gradient_heads(B, w, X, y, *, alpha: float, steps: int) -> np.ndarray:
 def ridge_heads(B, X, y, *, ridge: float) -> np.ndarray:
     """argmin_w 1/(2m) ||X B w - y||^2 + ridge/2 ||w||^2; ridge = 0 gives the minimum-norm
     least-squares head (the pseudo-inverse), well defined when m_test < k'."""
-    F = X @ B                                              # (T, m, k')
+    return feature_ridge_heads(X @ B, y, ridge=ridge)
+
+
+def feature_ridge_heads(F, y, *, ridge: float) -> np.ndarray:
+    """The ridge (or, for ridge = 0, minimum-norm least-squares) head of every task on its
+    features F (T, m, k') and labels y (T, m): one batched solve, (T, k')."""
     if ridge == 0:
         return np.einsum("tkm,tm->tk", np.linalg.pinv(F), y)
-    m = X.shape[1]
-    gram = np.swapaxes(F, 1, 2) @ F / m + ridge * np.eye(B.shape[1])
+    m = F.shape[1]
+    gram = np.swapaxes(F, 1, 2) @ F / m + ridge * np.eye(F.shape[2])
     rhs = np.einsum("tmk,tm->tk", F, y) / m
     return np.linalg.solve(gram, rhs[..., None])[..., 0]
 

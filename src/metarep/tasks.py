@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -41,12 +41,12 @@ class Tasks:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.X_in, self.y_in, self.X_out, self.y_out))
 
-    def select(self, index) -> "Tasks":
+    def select(self, index) -> Tasks:
         """The tasks at `index` (a slice gives views, no copy)."""
         w = None if self.w_star is None else self.w_star[index]
         return Tasks(self.X_in[index], self.y_in[index], self.X_out[index], self.y_out[index], w)
 
-    def chunks(self, size: int) -> Iterator["Tasks"]:
+    def chunks(self, size: int) -> Iterator[Tasks]:
         """Consecutive views of at most `size` tasks."""
         for start in range(0, self.n_tasks, size):
             yield self.select(slice(start, start + size))
@@ -55,7 +55,3 @@ class Tasks:
         """All samples of each task, inner then outer: X (N, m_in + m_out, d), y (N, m_in + m_out)."""
         return (np.concatenate([self.X_in, self.X_out], axis=1),
                 np.concatenate([self.y_in, self.y_out], axis=1))
-
-    def astype(self, dtype) -> "Tasks":
-        return Tasks(*(a.astype(dtype, copy=False) for a in (self.X_in, self.y_in, self.X_out, self.y_out)),
-                     self.w_star)

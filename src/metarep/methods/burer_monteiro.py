@@ -77,8 +77,9 @@ def bm_gradient(params: Params, tasks, *, lam: float = 0.0, solver: str = "gd") 
 def ridge_heads(B: np.ndarray, tasks, *, lam: float) -> np.ndarray:
     """argmin_w L(B, w; all samples of task i) + lam/2 |w|^2 for every task: (N, k'), by the same
     batched solve as a test-time ridge head (minimum-norm least squares when lam = 0)."""
-    X, y = (tasks.X_in, tasks.y_in) if tasks.m_out == 0 else tasks.pooled()
-    return adapt.ridge_heads(B, X, y, ridge=lam)
+    F = np.concatenate([tasks.X_in @ B, tasks.X_out @ B], axis=1)   # features only: no copy of X
+    y = np.concatenate([tasks.y_in, tasks.y_out], axis=1)
+    return adapt.feature_ridge_heads(F, y, ridge=lam)
 
 
 def bm_step(params: Params, tasks, *, beta: float, lam: float = 0.0, solver: str = "gd") -> tuple[Params, float]:

@@ -36,6 +36,16 @@ def check_shapes(X_in, y_in, X_out, y_out) -> tuple[int, int, int, int]:
     return N, m_in, m_out, d
 
 
+def prepare_arrays(X_in, y_in, X_out, y_out, method, dtype):
+    """Validate a contender's inputs once: (first_order, dtype, (N, m_in, m_out, d), the four
+    arrays as contiguous NumPy arrays of that dtype)."""
+    first_order = check_method(method)
+    dt = as_dtype(dtype)
+    shape = check_shapes(X_in, y_in, X_out, y_out)
+    arrays = tuple(np.ascontiguousarray(a, dtype=dt) for a in (X_in, y_in, X_out, y_out))
+    return first_order, dt, shape, arrays
+
+
 def missing(package: str, contender: str, hint: str) -> ImportError:
     """Build the ImportError raised when a contender's framework is absent."""
     return ImportError(

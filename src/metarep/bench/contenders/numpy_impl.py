@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import as_dtype, check_method, check_shapes
+from ._common import prepare_arrays
 
 
 def make_numpy_loop(X_in, y_in, X_out, y_out, alpha, method, dtype):
     """Per-task Python loop over the closed-form (FO-)ANIL meta-gradient."""
-    first_order = check_method(method)
-    dt = as_dtype(dtype)
-    N, m_in, m_out, d = check_shapes(X_in, y_in, X_out, y_out)
-    X_in, y_in, X_out, y_out = (np.ascontiguousarray(a, dtype=dt)
-                                for a in (X_in, y_in, X_out, y_out))
+    first_order, dt, (N, m_in, m_out, _), (X_in, y_in, X_out, y_out) = prepare_arrays(
+        X_in, y_in, X_out, y_out, method, dtype)
     alpha = dt.type(alpha)
 
     def step(B, w):
@@ -45,11 +42,8 @@ def make_numpy_loop(X_in, y_in, X_out, y_out, alpha, method, dtype):
 
 def make_numpy_batched(X_in, y_in, X_out, y_out, alpha, method, dtype):
     """Plain vectorised NumPy step over the (N, m, d) arrays (no fusion, no chunking)."""
-    first_order = check_method(method)
-    dt = as_dtype(dtype)
-    N, m_in, m_out, d = check_shapes(X_in, y_in, X_out, y_out)
-    X_in, y_in, X_out, y_out = (np.ascontiguousarray(a, dtype=dt)
-                                for a in (X_in, y_in, X_out, y_out))
+    first_order, dt, (N, m_in, m_out, _), (X_in, y_in, X_out, y_out) = prepare_arrays(
+        X_in, y_in, X_out, y_out, method, dtype)
     alpha = dt.type(alpha)
 
     def step(B, w):

@@ -61,7 +61,7 @@ def _rel(a, b):
 
 @pytest.mark.parametrize("name", list(GRADIENTS))
 @pytest.mark.parametrize("steps", [1, 3])
-@pytest.mark.parametrize("width", [5, 9])
+@pytest.mark.parametrize("width", [3, 5, 9])
 def test_gradient_matches_autodiff(name, steps, width):
     params, tasks = _setup(7, width)
     alpha = 0.3

@@ -11,8 +11,10 @@ without a time), called `warmup` more times, then timed with `time.perf_counter`
 `repeats` times and for at least `min_time` seconds in all; the table gives the median. The
 vectorised contenders of one (method, dtype) are timed in `rounds` interleaved blocks (each
 later block starts with one untimed call), so that a drift of the machine's speed affects them
-alike. Loop contenders (a Python loop over tasks) get `loop_repeats` timed calls and no extra
-warm-up, and run after all the others.
+alike. Each block starts after `settle` idle seconds: worker threads of a multi-threaded BLAS
+(OpenBLAS) or runtime keep spinning for about 0.1 s after their last call, and would otherwise
+slow whichever contender comes next. Loop contenders (a Python loop over tasks) get
+`loop_repeats` timed calls and no extra warm-up, and run after all the others.
 
 The machine may be shared: while a contender is timed, the CPU time used by other processes is
 measured (`machine.OtherLoad`). A vectorised contender timed while other processes kept more than
@@ -74,6 +76,7 @@ class BenchConfig:
     warmup: int | None = None                       # untimed calls after the check (2; quick 1)
     min_time: float | None = None                   # and time vectorised ones for at least this long (0.5 s; quick 0)
     rounds: int | None = None                       # interleaved blocks of the vectorised contenders (4; quick 1)
+    settle: float | None = None                     # idle seconds before each timed block (0.3; quick 0)
     quick: bool = False
     alpha: float = 0.1
     seed: int = 0
@@ -95,7 +98,7 @@ class BenchConfig:
                     "bandwidth_bytes": 32e6 if q else 400e6, "pop_steps": 1000 if q else TARGET_POPULATION_STEPS,
                     "pop_batch": 16 if q else 256, "pop_batch_steps": 20 if q else 200,
                     "busy_retries": 0 if q else 2, "min_time": 0.0 if q else 0.5,
-                    "rounds": 1 if q else 4}
+                    "rounds": 1 if q else 4, "settle": 0.0 if q else 0.3}
         values = asdict(self)
         for key, value in defaults.items():
             if values[key] is None:
@@ -124,6 +127,8 @@ class BenchConfig:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if self.warmup is not None and self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.settle is not None and not 0 <= self.settle <= 60:
+            raise ValueError(f"settle must be between 0 and 60 seconds, got {self.settle}")
 
 
 @dataclass
@@ -360,7 +365,9 @@ class _Tally:
         self.wall = 0.0
         self.known = True
 
-    def block(self, fn, repeats: int, warmup: int, min_time: float) -> None:
+    def block(self, fn, repeats: int, warmup: int, min_time: float, settle: float = 0.0) -> None:
+        if settle > 0:
+            time.sleep(settle)        # let the previous contender's spinning worker threads go idle
         faults0 = page_faults()
         with OtherLoad() as load:
             times = time_calls(fn, repeats, warmup, min_time)
@@ -392,7 +399,7 @@ def _time_rows(cfg, ready: dict, B, w, loops: bool, log) -> None:
     if loops:
         for name, (row, step) in ready.items():
             tally = _Tally()
-            tally.block(lambda: step(B, w), cfg.loop_repeats, 0, 0.0)
+            tally.block(lambda: step(B, w), cfg.loop_repeats, 0, 0.0, cfg.settle)
             _store(row, tally, 1)
             log(f"    {name}: {row.ms:.3f} ms")
         return
@@ -403,7 +410,7 @@ def _time_rows(cfg, ready: dict, B, w, loops: bool, log) -> None:
         for name, (row, step) in ready.items():
             # the first block warms up fully; later ones take one untimed call to absorb the switch
             tallies[name].block(lambda: step(B, w), per_block, cfg.warmup if r == 0 else 1,
-                                cfg.min_time / rounds)
+                                cfg.min_time / rounds, cfg.settle)
     for name, (row, step) in ready.items():
         best, attempts = tallies[name], 1
         while (best.cores is not None and best.cores > cfg.busy_threshold
@@ -412,7 +419,7 @@ def _time_rows(cfg, ready: dict, B, w, loops: bool, log) -> None:
                 f"in {cfg.busy_wait:g} s")
             time.sleep(cfg.busy_wait)
             again = _Tally()
-            again.block(lambda: step(B, w), cfg.repeats, cfg.warmup, cfg.min_time)
+            again.block(lambda: step(B, w), cfg.repeats, cfg.warmup, cfg.min_time, cfg.settle)
             attempts += 1
             if again.cores is not None and again.cores < best.cores:
                 best = again
@@ -654,7 +661,7 @@ def format_report(result: BenchResult) -> str:
     parts.append(f"One outer step, N = {cfg.n_tasks}, m_in = {cfg.m_in}, m_out = {cfg.m_out}, d = {cfg.d}, "
                  f"k' = {cfg.width}, alpha = {cfg.alpha}; task data {nb / 1e6:.1f} MB in float64. "
                  f"Median of at least {cfg.repeats} timed runs (and at least {cfg.min_time:g} s) after {cfg.warmup} "
-                 f"warm-up runs, in {cfg.rounds} interleaved rounds "
+                 f"warm-up runs, in {cfg.rounds} interleaved rounds, each block after {cfg.settle:g} s idle "
                  f"(loops over tasks: {cfg.loop_repeats} runs), all in one process on the same data. "
                  f"Every gradient was checked against {result.reference} first "
                  f"(float64 to {TOLERANCE['float64']:.0e}, float32 to {TOLERANCE['float32']:.0e}, relative to "

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from metarep.linear import prediction_gradient
 from metarep.methods.base import Method
 from metarep.methods.inner import meta_gradient
+from metarep.one_step import one_step_sums
 from metarep.params import Params
 
 
@@ -25,20 +25,14 @@ def _one_step_prediction_space(params: Params, tasks, alpha: float) -> tuple[Par
     """One inner step written with P = B B^T, never forming heads: theta_i = theta - alpha P g_i,
     B q_i = P g'_i, and with C = G'^T G the task sums become
     sum_i g'_i w_i^T - alpha g_i q_i^T = (sum_i g'_i) w^T - alpha (C + C^T) B.
-    Three (N, d) x (d, d) products instead of five (N, d) x (d, k') ones: cheaper when k' > 2d/3."""
+    The task sums come from one pass over the tasks (`one_step.one_step_sums`, with the term
+    h = mean_i S_i P g'_i): cheaper than five (N, d) x (d, k') products when k' > 2d/3."""
     B, w = params
-    N = tasks.n_tasks
     P = B @ B.T
-    theta = B @ w
-    G, _ = prediction_gradient(tasks.X_in, theta, tasks.y_in)
-    Theta = G @ (-alpha * P)
-    Theta += theta
-    G_out, loss = prediction_gradient(tasks.X_out, Theta, tasks.y_out)
-    H, _ = prediction_gradient(tasks.X_in, G_out @ P, None)         # S_i B q_i
-    C = G_out.T @ G
-    g_mean, h_mean = G_out.mean(axis=0), H.mean(axis=0)
-    grad_B = np.outer(g_mean - alpha * h_mean, w) - (alpha / N) * ((C + C.T) @ B)
-    return Params(grad_B, B.T @ (g_mean - alpha * h_mean)), float(loss.mean())
+    sums = one_step_sums(tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out, B @ w, -alpha * P, P)
+    g = sums.g_out - alpha * sums.h
+    grad_B = np.outer(g, w) - alpha * ((sums.cross + sums.cross.T) @ B)
+    return Params(grad_B, B.T @ g), sums.loss
 
 
 METHOD = Method(

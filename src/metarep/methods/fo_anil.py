@@ -6,6 +6,7 @@ import numpy as np
 
 from metarep.linear import prediction_gradient
 from metarep.methods.base import Method
+from metarep.one_step import one_step_sums
 from metarep.params import Params
 from metarep.population import fo_anil_population_gradient
 
@@ -42,16 +43,11 @@ def fo_anil_gradient(params: Params, tasks, *, alpha: float, inner_steps: int = 
 def _one_step_prediction_space(B, w, tasks, alpha):
     """The same gradient for one inner step, never forming the heads: with theta = B w, P = B B^T,
     theta_i = theta - alpha P g_i and sum_i g'_i w_i^T = (sum_i g'_i) w^T - alpha (G'^T G) B.
-    Two (N, d) x (d, d) products instead of three (N, d) x (d, k') ones: cheaper when k' > 2d/3."""
-    N = tasks.n_tasks
-    theta = B @ w
-    G, _ = prediction_gradient(tasks.X_in, theta, tasks.y_in)
-    Theta = G @ (-alpha * (B @ B.T))
-    Theta += theta
-    G_out, loss = prediction_gradient(tasks.X_out, Theta, tasks.y_out)
-    g_mean = G_out.mean(axis=0)
-    grad_B = np.outer(g_mean, w) - (alpha / N) * ((G_out.T @ G) @ B)
-    return Params(grad_B, B.T @ g_mean), float(loss.mean())
+    The task sums come from one pass over the tasks (`one_step.one_step_sums`): (d, d) work per
+    task instead of three (N, d) x (d, k') products, cheaper when k' > 2d/3."""
+    sums = one_step_sums(tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out, B @ w, -alpha * (B @ B.T))
+    grad_B = np.outer(sums.g_out, w) - alpha * (sums.cross @ B)
+    return Params(grad_B, B.T @ sums.g_out), sums.loss
 
 
 METHOD = Method(

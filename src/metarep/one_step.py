@@ -1,0 +1,186 @@
+"""The task sums of a one-inner-step outer gradient, in prediction space (MATH 3, FO-ANIL and ANIL).
+
+With one inner step from a shared head, every task starts at the same prediction vector
+theta = B w and ends at theta_i = theta + M g_i, where g_i is the inner gradient at theta and
+M = -alpha B B^T. The outer gradients of FO-ANIL and ANIL need, over the N tasks,
+
+    g_out = mean_i g'_i                      (d,)      g'_i = X'_i^T (X'_i theta_i - y'_i) / m_out
+    cross = mean_i g'_i g_i^T                (d, d)
+    h     = mean_i S_i P g'_i                (d,)      exact ANIL only; S_i = X_i^T X_i / m_in
+    loss  = mean_i ||X'_i theta_i - y'_i||^2 / (2 m_out)
+
+`one_step_sums` returns them. Two backends, chosen with the kernel backend (`kernels.backend()`):
+
+- ``numba``: one parallel pass over blocks of tasks. A block's inner rows are read, its end
+  points theta_i formed by one small matrix product, its outer rows read, and its share of
+  `cross` formed by another, while the block is still in cache: the task data are read from
+  memory once (exact ANIL reads a block's inner rows a second time, from cache). Partial sums
+  are kept per fixed group of blocks and added in group order, so results do not depend on
+  the number of threads. Needs SciPy (numba's matrix products call its BLAS).
+- ``numpy``: the same quantities from `linear.prediction_gradient` and (N, d) x (d, d) products.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import NamedTuple
+
+import numpy as np
+
+from metarep import kernels
+
+__all__ = ["OneStepSums", "numba_one_step_sums", "numpy_one_step_sums", "one_step_sums"]
+
+# Tasks per block: a block's inner rows (64 x 20 x 50 doubles in the paper's setting) stay in
+# cache between the passes, and the block products are large enough for BLAS. Blocks are
+# dealt to at most _GROUPS groups of consecutive blocks, each with its own (d, d) partial sum,
+# so the working memory is at most _GROUPS (d, d) arrays; beyond _MAX_D features that would
+# exceed the unfused path's (N, d) temporaries, which are used instead. Both numbers are fixed,
+# so the work and the order of every sum never depend on the number of threads.
+_BLOCK = 64
+_GROUPS = 32
+_MAX_D = 256
+
+
+class OneStepSums(NamedTuple):
+    """Task means of a one-inner-step outer pass (shapes for d features)."""
+
+    g_out: np.ndarray           # (d,)   mean_i g'_i
+    cross: np.ndarray           # (d, d) mean_i g'_i g_i^T
+    h: np.ndarray | None        # (d,)   mean_i S_i P g'_i, or None when P was not given
+    loss: float                 # mean outer loss
+
+
+def numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None) -> OneStepSums:
+    """The sums from the batched prediction-gradient kernel and (N, d) x (d, d) products."""
+    N = X_in.shape[0]
+    G, _ = kernels.prediction_gradient(X_in, theta, y_in)
+    Theta = G @ M
+    Theta += theta
+    G_out, loss = kernels.prediction_gradient(X_out, Theta, y_out)
+    h = None
+    if P is not None:
+        h = kernels.prediction_gradient(X_in, G_out @ P, None)[0].mean(axis=0)
+    return OneStepSums(G_out.mean(axis=0), (G_out.T @ G) / N, h, float(loss.mean()))
+
+
+def _build_numba_kernel():
+    numba = kernels.numba_module()
+    prange = numba.prange
+    block = _BLOCK
+
+    @numba.njit(inline="always", fastmath=kernels._FASTMATH, boundscheck=False)
+    def task_gradient(X, y, has_y, n, th, out, acc):  # pragma: no cover - compiled
+        """out = X_n^T (X_n th - y_n) / m, reading task n's rows once; returns ||X_n th - y_n||^2."""
+        m, d = X.shape[1], X.shape[2]
+        for j in range(d):
+            acc[j] = 0.0
+        s = 0.0
+        for i in range(m):
+            r = 0.0
+            for j in range(d):
+                r += X[n, i, j] * th[j]
+            if has_y:
+                r -= y[n, i]
+            s += r * r
+            for j in range(d):
+                acc[j] += r * X[n, i, j]
+        for j in range(d):
+            out[j] = acc[j] / m
+        return s
+
+    @numba.njit(inline="always", boundscheck=False)
+    def add_column_sums(A, out):  # pragma: no cover - compiled
+        for j in range(A.shape[1]):
+            total = 0.0
+            for t in range(A.shape[0]):
+                total += A[t, j]
+            out[j] += total
+
+    @numba.njit(parallel=True, cache=True, fastmath=kernels._FASTMATH, error_model="numpy",
+                nogil=True, boundscheck=False)
+    def kernel(X_in, y_in, X_out, y_out, theta, M, P, second_order,
+               g_out_g, cross_g, h_g, loss_g):  # pragma: no cover - compiled
+        N, _, d = X_in.shape
+        nblocks = (N + block - 1) // block
+        ngroups = cross_g.shape[0]
+        for grp in prange(ngroups):
+            acc = np.empty(d)
+            cross_g[grp] = 0.0
+            g_out_g[grp] = 0.0
+            if second_order:
+                h_g[grp] = 0.0
+            s = 0.0
+            for b in range(grp * nblocks // ngroups, (grp + 1) * nblocks // ngroups):
+                start = b * block
+                nb = min(start + block, N) - start
+                G = np.empty((nb, d))
+                G_out = np.empty((nb, d))
+                for t in range(nb):
+                    task_gradient(X_in, y_in, True, start + t, theta, G[t], acc)
+                Theta = np.dot(G, M)                     # the block's theta_i - theta
+                for t in range(nb):
+                    row = Theta[t]
+                    for j in range(d):
+                        row[j] += theta[j]
+                    s += task_gradient(X_out, y_out, True, start + t, row, G_out[t], acc)
+                cross_g[grp] += np.dot(G_out.T, G)
+                add_column_sums(G_out, g_out_g[grp])
+                if second_order:
+                    Q = np.dot(G_out, P)                 # the block's P g'_i
+                    for t in range(nb):
+                        task_gradient(X_in, y_in, False, start + t, Q[t], Theta[t], acc)
+                    add_column_sums(Theta, h_g[grp])     # Theta reused for S_i P g'_i
+            loss_g[grp] = 0.5 * s / X_out.shape[1]
+
+    return kernel
+
+
+_numba_kernel = None
+
+
+def _get_numba_kernel():
+    global _numba_kernel
+    if _numba_kernel is None:
+        _numba_kernel = _build_numba_kernel()
+    return _numba_kernel
+
+
+def numba_available() -> bool:
+    """Whether the fused kernel can run: numba, and SciPy for its matrix products."""
+    return all(importlib.util.find_spec(name) is not None for name in ("numba", "scipy"))
+
+
+def numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None) -> OneStepSums:
+    """The sums in one fused pass over blocks of tasks (see the module docstring)."""
+    arrays = (X_in, y_in, X_out, y_out)
+    N, _, d = X_in.shape
+    if (N == 0 or d > _MAX_D or X_in.shape[1] == 0 or X_out.shape[1] == 0 or X_in.dtype != X_out.dtype
+            or X_in.dtype not in (np.float32, np.float64)
+            or not all(a.flags.c_contiguous and a.dtype == X_in.dtype for a in arrays)):
+        return numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P)
+    kernel = _get_numba_kernel()
+    as64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)
+    groups = min(_GROUPS, (N + _BLOCK - 1) // _BLOCK)
+    g_out_g, h_g = np.empty((groups, d)), np.empty((groups if P is not None else 0, d))
+    cross_g, loss_g = np.empty((groups, d, d)), np.empty(groups)
+    with kernels.launch_lock:
+        kernel(X_in, y_in, X_out, y_out, as64(theta), as64(M), as64(M if P is None else P), P is not None,
+               g_out_g, cross_g, h_g, loss_g)
+    dt = np.result_type(X_in, theta)
+    cast = lambda a: (a / N).astype(dt, copy=False)
+    h = cast(h_g.sum(axis=0)) if P is not None else None
+    return OneStepSums(cast(g_out_g.sum(axis=0)), cast(cross_g.sum(axis=0)), h,
+                       float(loss_g.sum() / N))
+
+
+def one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None) -> OneStepSums:
+    """Task means of the one-inner-step outer pass (module docstring).
+
+    X_in (N, m_in, d), y_in (N, m_in), X_out (N, m_out, d), y_out (N, m_out); theta (d,) the
+    shared start; M (d, d) maps an inner gradient to the change of prediction vector
+    (M = -alpha B B^T); P (d, d) = B B^T for the exact-ANIL term h, or None to skip it.
+    """
+    if kernels.backend() == "numba" and numba_available():
+        return numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P)
+    return numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P)

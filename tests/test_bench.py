@@ -63,6 +63,15 @@ def test_quick_report_has_every_column_and_the_targets(quick_result):
     assert all(t.status in ("PASS", "FAIL", "n/a") for t in quick_result.targets)
     pop = quick_result.population
     assert pop["finite"] and pop["batch_error"] < 1e-10 and pop["extrapolated"]
+    assert pop["gemm_gflops"] > 0 and pop["batch_speedup_ceiling"] > 0 and "ceiling" in text
+    assert pop["batch_gflops"] / pop["single_gflops"] == pytest.approx(pop["batch_speedup"])
+
+
+def test_population_flop_count_is_dominated_by_two_d_width_squared_products():
+    from metarep.population import step_flops
+
+    assert step_flops(50, 5, 50) == 2 * (2 * 50**3 + 2 * 50 * 5 * 50 + 12 * 50**2 + 2 * 25 * 50 + 4 * 50**2)
+    assert step_flops(400, 5, 400) / (4 * 400**3) == pytest.approx(1.0, rel=0.05)
 
 
 def test_cli_quick_float32_writes_json(tmp_path, capsys):

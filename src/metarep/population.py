@@ -412,6 +412,14 @@ def _advance(params: Params, problem, alpha, m_in, beta):
     return (nB.reshape(full + (d, kp)), nw.reshape(full + (kp,)), loss.reshape(full)), full
 
 
+def step_flops(d: int, k: int, width: int) -> int:
+    """Floating-point operations of one population step of one run (2 per multiply-add), as the
+    numba kernel computes it: dominated by B^T B and B E[w_i w_i^T], 2 d k'^2 multiply-adds."""
+    kp = width
+    fma = 2 * d * kp * kp + 2 * d * k * kp + (k + 7) * kp * kp + 2 * k * k * kp + 4 * d * kp
+    return 2 * fma
+
+
 def fo_anil_population_gradient(params: Params, problem, *, alpha, m_in):
     """Expected FO-ANIL outer gradient over infinitely many tasks (MATH 4).
 

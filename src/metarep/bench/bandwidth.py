@@ -1,4 +1,5 @@
-"""Machine read bandwidth, the yardstick that step times are compared with."""
+"""The machine's yardsticks: read bandwidth (for the step, which is memory-bound) and matrix-product
+throughput (for population steps, which are compute-bound)."""
 
 from __future__ import annotations
 
@@ -28,5 +29,21 @@ def measure_read_bandwidth(nbytes: float = 400e6, repeats: int = 5) -> float:
     return a.nbytes / statistics.median(times)
 
 
+def measure_gemm_rate(n: int = 1024, repeats: int = 5) -> float:
+    """Return the float64 matrix-product throughput in flop/s: 2 n^3 / median(time) of
+    ``a @ a`` for an (n, n) array, on NumPy's BLAS with its default threads (all cores)."""
+    if repeats < 1 or n < 1:
+        raise ValueError("n and repeats must be >= 1")
+    a = np.random.default_rng(0).standard_normal((n, n))
+    a @ a  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - t0)
+    return 2.0 * n**3 / statistics.median(times)
+
+
 if __name__ == "__main__":
     print(f"read bandwidth: {measure_read_bandwidth() / 1e9:.2f} GB/s")
+    print(f"float64 matrix products: {measure_gemm_rate() / 1e9:.1f} GFLOP/s")

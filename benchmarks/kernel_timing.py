@@ -6,8 +6,9 @@
     python benchmarks/kernel_timing.py --retain-memory      # with the glibc allocator setting
 
 Paper setting: N = 5000 tasks, m_in = 20, m_out = 10, d = k' = 50, float64 (61.2 MB of task
-data). For each backend it reports the kernel alone on X_in and X_out, and
-`metarep.methods.fo_anil.fo_anil_gradient` per step, as the minimum and the median over
+data). For each backend it reports the kernel alone on X_in and X_out, the task sums of the
+one-inner-step pass (`metarep.one_step`: the NumPy composition, and with numba the fused pass)
+for FO-ANIL and exact ANIL, and `metarep.methods.fo_anil.fo_anil_gradient` per step, as the minimum and the median over
 blocks of steps, with the effective bandwidth (task bytes / time). The population part times
 `population_step` for one run (d = k' = 50) and for a batch of runs along a leading axis.
 
@@ -86,12 +87,33 @@ def time_backend(name: str, tasks, params, args) -> None:
                                per_block=10, max_wait=args.max_wait)
         print(f"  {name:5s} kernel {label:5s}: min {lo * 1e3:6.2f} ms, median {med * 1e3:6.2f} ms "
               f"({mb / 1e3 / lo:5.1f} GB/s at the min; busy before blocks <= {busy:.2f})")
-    lo, med, busy = blocks(lambda: fo_anil_gradient(params, tasks, alpha=0.1), repeats=args.repeats,
-                           per_block=10, max_wait=args.max_wait)
+    time_one_step_sums(name, tasks, params, args)
+    with kernels.step_threads():                   # as the training loop runs it
+        lo, med, busy = blocks(lambda: fo_anil_gradient(params, tasks, alpha=0.1), repeats=args.repeats,
+                               per_block=10, max_wait=args.max_wait)
     total = tasks.nbytes / 1e6
     print(f"  {name:5s} fo_anil_gradient: min {lo * 1e3:6.2f} ms, median {med * 1e3:6.2f} ms per step "
           f"({total / 1e3 / lo:5.1f} GB/s effective over {total:.1f} MB; first kernel call {first:.2f} s; "
           f"busy <= {busy:.2f})")
+
+
+def time_one_step_sums(name: str, tasks, params, args) -> None:
+    """The task sums of one-inner-step FO-ANIL and exact ANIL: the NumPy composition, and (numba
+    backend) the fused pass."""
+    from metarep import kernels, one_step
+    B, w = params
+    P = B @ B.T
+    data = (tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out, B @ w, -0.1 * P)
+    paths = [("composed", one_step.numpy_one_step_sums)]
+    if name == "numba" and one_step.numba_available():
+        paths.append(("fused", one_step.numba_one_step_sums))
+    with kernels.step_threads():
+        for label, fn in paths:
+            for method, extra in (("FO-ANIL", ()), ("ANIL", (P,))):
+                lo, med, busy = blocks(lambda fn=fn, extra=extra: fn(*data, *extra), repeats=args.repeats,
+                                       per_block=10, max_wait=args.max_wait)
+                print(f"  {name:5s} {method:7s} task sums, {label:8s}: min {lo * 1e3:6.2f} ms, "
+                      f"median {med * 1e3:6.2f} ms (busy <= {busy:.2f})")
 
 
 def time_population(name: str, args) -> None:

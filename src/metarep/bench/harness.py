@@ -685,7 +685,8 @@ def format_report(result: BenchResult) -> str:
     if "allocator" in result.machine:
         parts.append(f"- memory allocator: {result.machine['allocator']}")
     if result.read_bandwidth:
-        parts.append(f"- read bandwidth (sum over a {cfg.bandwidth_bytes / 1e6:.0f} MB float64 array): "
+        parts.append(f"- read bandwidth (sum over a {cfg.bandwidth_bytes / 1e6:.0f} MB float64 array, one slice "
+                     f"per usable core): "
                      f"{result.read_bandwidth / 1e9:.1f} GB/s")
     parts += ["", "## One outer step", "", markdown_table(TABLE_COLUMNS, table_rows(result))]
     busy = [r for r in result.rows if r.other_cores is not None and r.other_cores > cfg.busy_threshold]

@@ -114,8 +114,8 @@ def _build_numba_kernel():
             for b in range(grp * nblocks // ngroups, (grp + 1) * nblocks // ngroups):
                 start = b * block
                 nb = min(start + block, N) - start
-                G = np.empty((nb, d))
-                G_out = np.empty((nb, d))
+                G = np.empty((nb, d), M.dtype)
+                G_out = np.empty((nb, d), M.dtype)
                 for t in range(nb):
                     task_gradient(X_in, y_in, True, start + t, theta, G[t], acc)
                 Theta = np.dot(G, M)                     # the block's theta_i - theta
@@ -161,11 +161,14 @@ def numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None) -> OneStepSu
         return numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P)
     kernel = _get_numba_kernel()
     as64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)
+    # the block products run in the data's precision (float32 data: single-precision BLAS);
+    # sums within a task and across blocks are float64
+    as_data = lambda a: np.ascontiguousarray(a, dtype=X_in.dtype)
     groups = min(_GROUPS, (N + _BLOCK - 1) // _BLOCK)
     g_out_g, h_g = np.empty((groups, d)), np.empty((groups if P is not None else 0, d))
     cross_g, loss_g = np.empty((groups, d, d)), np.empty(groups)
     with kernels.launch_lock:
-        kernel(X_in, y_in, X_out, y_out, as64(theta), as64(M), as64(M if P is None else P), P is not None,
+        kernel(X_in, y_in, X_out, y_out, as64(theta), as_data(M), as_data(M if P is None else P), P is not None,
                g_out_g, cross_g, h_g, loss_g)
     dt = np.result_type(X_in, theta)
     cast = lambda a: (a / N).astype(dt, copy=False)

@@ -64,86 +64,10 @@ def numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None) -> OneStepSu
     return OneStepSums(G_out.mean(axis=0), (G_out.T @ G) / N, h, float(loss.mean()))
 
 
-def _build_numba_kernel():
-    numba = kernels.numba_module()
-    prange = numba.prange
-    block = _BLOCK
-
-    @numba.njit(inline="always", fastmath=kernels._FASTMATH, boundscheck=False)
-    def task_gradient(X, y, has_y, n, th, out, acc):  # pragma: no cover - compiled
-        """out = X_n^T (X_n th - y_n) / m, reading task n's rows once; returns ||X_n th - y_n||^2."""
-        m, d = X.shape[1], X.shape[2]
-        for j in range(d):
-            acc[j] = 0.0
-        s = 0.0
-        for i in range(m):
-            r = 0.0
-            for j in range(d):
-                r += X[n, i, j] * th[j]
-            if has_y:
-                r -= y[n, i]
-            s += r * r
-            for j in range(d):
-                acc[j] += r * X[n, i, j]
-        for j in range(d):
-            out[j] = acc[j] / m
-        return s
-
-    @numba.njit(inline="always", boundscheck=False)
-    def add_column_sums(A, out):  # pragma: no cover - compiled
-        for j in range(A.shape[1]):
-            total = 0.0
-            for t in range(A.shape[0]):
-                total += A[t, j]
-            out[j] += total
-
-    @numba.njit(parallel=True, cache=True, fastmath=kernels._FASTMATH, error_model="numpy",
-                nogil=True, boundscheck=False)
-    def kernel(X_in, y_in, X_out, y_out, theta, M, P, second_order,
-               g_out_g, cross_g, h_g, loss_g):  # pragma: no cover - compiled
-        N, _, d = X_in.shape
-        nblocks = (N + block - 1) // block
-        ngroups = cross_g.shape[0]
-        for grp in prange(ngroups):
-            acc = np.empty(d)
-            cross_g[grp] = 0.0
-            g_out_g[grp] = 0.0
-            if second_order:
-                h_g[grp] = 0.0
-            s = 0.0
-            for b in range(grp * nblocks // ngroups, (grp + 1) * nblocks // ngroups):
-                start = b * block
-                nb = min(start + block, N) - start
-                G = np.empty((nb, d), M.dtype)
-                G_out = np.empty((nb, d), M.dtype)
-                for t in range(nb):
-                    task_gradient(X_in, y_in, True, start + t, theta, G[t], acc)
-                Theta = np.dot(G, M)                     # the block's theta_i - theta
-                for t in range(nb):
-                    row = Theta[t]
-                    for j in range(d):
-                        row[j] += theta[j]
-                    s += task_gradient(X_out, y_out, True, start + t, row, G_out[t], acc)
-                cross_g[grp] += np.dot(G_out.T, G)
-                add_column_sums(G_out, g_out_g[grp])
-                if second_order:
-                    Q = np.dot(G_out, P)                 # the block's P g'_i
-                    for t in range(nb):
-                        task_gradient(X_in, y_in, False, start + t, Q[t], Theta[t], acc)
-                    add_column_sums(Theta, h_g[grp])     # Theta reused for S_i P g'_i
-            loss_g[grp] = 0.5 * s / X_out.shape[1]
-
-    return kernel
-
-
-_numba_kernel = None
-
-
 def _get_numba_kernel():
-    global _numba_kernel
-    if _numba_kernel is None:
-        _numba_kernel = _build_numba_kernel()
-    return _numba_kernel
+    # imported on first use: importing numba takes a while, and the NumPy path does not need it
+    from metarep._one_step_numba import one_step_kernel
+    return one_step_kernel
 
 
 def numba_available() -> bool:

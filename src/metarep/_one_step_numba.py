@@ -12,7 +12,7 @@ from metarep.one_step import _BLOCK
 numba = numba_module()
 
 
-@numba.njit(inline="always", fastmath=_FASTMATH, boundscheck=False, cache=True)
+@numba.njit(fastmath=_FASTMATH, boundscheck=False, cache=True)
 def task_gradient(X, y, has_y, n, th, out, acc):  # pragma: no cover - compiled
     """out = X_n^T (X_n th - y_n) / m, reading task n's rows once; returns ||X_n th - y_n||^2."""
     m, d = X.shape[1], X.shape[2]
@@ -33,7 +33,7 @@ def task_gradient(X, y, has_y, n, th, out, acc):  # pragma: no cover - compiled
     return s
 
 
-@numba.njit(inline="always", boundscheck=False, cache=True)
+@numba.njit(boundscheck=False, cache=True)
 def add_column_sums(A, out):  # pragma: no cover - compiled
     for j in range(A.shape[1]):
         total = 0.0

@@ -13,14 +13,15 @@ numba = numba_module()
 
 
 @numba.njit(fastmath=_FASTMATH, boundscheck=False, cache=True)
-def task_gradient(X, y, has_y, n, th, out, acc):  # pragma: no cover - compiled
-    """out = X_n^T (X_n th - y_n) / m, reading task n's rows once; returns ||X_n th - y_n||^2."""
+def task_gradient(X, y, has_y, n, th, out, acc, zero):  # pragma: no cover - compiled
+    """out = X_n^T (X_n th - y_n) / m, reading task n's rows once; returns ||X_n th - y_n||^2.
+    Within the task the arithmetic is in the precision of `zero` and `acc`."""
     m, d = X.shape[1], X.shape[2]
     for j in range(d):
-        acc[j] = 0.0
+        acc[j] = zero
     s = 0.0
     for i in range(m):
-        r = 0.0
+        r = zero
         for j in range(d):
             r += X[n, i, j] * th[j]
         if has_y:
@@ -44,7 +45,7 @@ def add_column_sums(A, out):  # pragma: no cover - compiled
 
 @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH, error_model="numpy", nogil=True,
             boundscheck=False)
-def one_step_kernel(X_in, y_in, X_out, y_out, theta, M, P, second_order,
+def one_step_kernel(X_in, y_in, X_out, y_out, theta, M, P, second_order, zero,
                     g_out_g, cross_g, h_g, loss_g):  # pragma: no cover - compiled
     """Per group of blocks: sums of g'_i, g'_i g_i^T, S_i P g'_i (when second_order) and the
     outer squared residuals, into g_out_g (groups, d), cross_g (groups, d, d), h_g, loss_g."""
@@ -52,7 +53,7 @@ def one_step_kernel(X_in, y_in, X_out, y_out, theta, M, P, second_order,
     nblocks = (N + _BLOCK - 1) // _BLOCK
     ngroups = cross_g.shape[0]
     for grp in numba.prange(ngroups):
-        acc = np.empty(d)
+        acc = np.empty(d, M.dtype)
         cross_g[grp] = 0.0
         g_out_g[grp] = 0.0
         if second_order:
@@ -64,18 +65,18 @@ def one_step_kernel(X_in, y_in, X_out, y_out, theta, M, P, second_order,
             G = np.empty((nb, d), M.dtype)
             G_out = np.empty((nb, d), M.dtype)
             for t in range(nb):
-                task_gradient(X_in, y_in, True, start + t, theta, G[t], acc)
+                task_gradient(X_in, y_in, True, start + t, theta, G[t], acc, zero)
             Theta = np.dot(G, M)                     # the block's theta_i - theta
             for t in range(nb):
                 row = Theta[t]
                 for j in range(d):
                     row[j] += theta[j]
-                s += task_gradient(X_out, y_out, True, start + t, row, G_out[t], acc)
+                s += task_gradient(X_out, y_out, True, start + t, row, G_out[t], acc, zero)
             cross_g[grp] += np.dot(G_out.T, G)
             add_column_sums(G_out, g_out_g[grp])
             if second_order:
                 Q = np.dot(G_out, P)                 # the block's P g'_i
                 for t in range(nb):
-                    task_gradient(X_in, y_in, False, start + t, Q[t], Theta[t], acc)
+                    task_gradient(X_in, y_in, False, start + t, Q[t], Theta[t], acc, zero)
                 add_column_sums(Theta, h_g[grp])     # Theta reused for S_i P g'_i
         loss_g[grp] = 0.5 * s / X_out.shape[1]

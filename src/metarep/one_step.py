@@ -85,14 +85,15 @@ def numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None) -> OneStepSu
         return numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P)
     kernel = _get_numba_kernel()
     as64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)
-    # the block products run in the data's precision (float32 data: single-precision BLAS);
-    # sums within a task and across blocks are float64
+    # the work within a task and the block products run in the data's precision (float32 data:
+    # single-precision arithmetic and BLAS); the sums across tasks are float64
     as_data = lambda a: np.ascontiguousarray(a, dtype=X_in.dtype)
     groups = min(_GROUPS, (N + _BLOCK - 1) // _BLOCK)
     g_out_g, h_g = np.empty((groups, d)), np.empty((groups if P is not None else 0, d))
     cross_g, loss_g = np.empty((groups, d, d)), np.empty(groups)
     with kernels.launch_lock:
-        kernel(X_in, y_in, X_out, y_out, as64(theta), as_data(M), as_data(M if P is None else P), P is not None,
+        kernel(X_in, y_in, X_out, y_out, as_data(theta), as_data(M), as_data(M if P is None else P), P is not None,
+               X_in.dtype.type(0),
                g_out_g, cross_g, h_g, loss_g)
     dt = np.result_type(X_in, theta)
     cast = lambda a: (a / N).astype(dt, copy=False)

@@ -84,7 +84,6 @@ def numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None) -> OneStepSu
             or not all(a.flags.c_contiguous and a.dtype == X_in.dtype for a in arrays)):
         return numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P)
     kernel = _get_numba_kernel()
-    as64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)
     # the work within a task and the block products run in the data's precision (float32 data:
     # single-precision arithmetic and BLAS); the sums across tasks are float64
     as_data = lambda a: np.ascontiguousarray(a, dtype=X_in.dtype)
@@ -92,9 +91,8 @@ def numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None) -> OneStepSu
     g_out_g, h_g = np.empty((groups, d)), np.empty((groups if P is not None else 0, d))
     cross_g, loss_g = np.empty((groups, d, d)), np.empty(groups)
     with kernels.launch_lock:
-        kernel(X_in, y_in, X_out, y_out, as_data(theta), as_data(M), as_data(M if P is None else P), P is not None,
-               X_in.dtype.type(0),
-               g_out_g, cross_g, h_g, loss_g)
+        kernel(X_in, y_in, X_out, y_out, as_data(theta), as_data(M), as_data(M if P is None else P),
+               P is not None, X_in.dtype.type(0), g_out_g, cross_g, h_g, loss_g)
     dt = np.result_type(X_in, theta)
     cast = lambda a: (a / N).astype(dt, copy=False)
     h = cast(h_g.sum(axis=0)) if P is not None else None

@@ -14,14 +14,14 @@ needs_fused = pytest.mark.skipif(not HAVE_FUSED, reason="numba and scipy not ins
 SHAPES = [(5, 4, 3, 6), (130, 7, 2, 9), (64 * 40 + 5, 3, 2, 4), (70, 1, 1, 3)]
 
 
-def loop_sums(X_in, y_in, X_out, y_out, theta, M, P=None):
+def loop_sums(X_in, y_in, X_out, y_out, theta, M, P=None, q=0.0):
     """Every quantity of `one_step_sums`, task by task (MATH 3 for one inner step)."""
     N, d = X_in.shape[0], X_in.shape[2]
     g_out, cross, h, loss = np.zeros(d), np.zeros((d, d)), np.zeros(d), 0.0
     for i in range(N):
         X, y, Xo, yo = X_in[i], y_in[i], X_out[i], y_out[i]
         g = X.T @ (X @ theta - y) / len(y)
-        theta_i = theta + M @ g
+        theta_i = theta + M @ g + q * (theta @ g) * g
         r = Xo @ theta_i - yo
         gp = Xo.T @ r / len(yo)
         g_out += gp / N
@@ -52,12 +52,12 @@ FUNCTIONS = [one_step.numpy_one_step_sums,
 
 @pytest.mark.parametrize("fn", FUNCTIONS)
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("second_order", [False, True])
-def test_sums_equal_the_per_task_loop(fn, shape, second_order, rng):
+@pytest.mark.parametrize("second_order,q", [(False, 0.0), (True, 0.0), (False, 0.09)])
+def test_sums_equal_the_per_task_loop(fn, shape, second_order, q, rng):
     X_in, y_in, X_out, y_out, theta, M, P = random_case(rng, *shape)
     P = P if second_order else None
-    out = fn(X_in, y_in, X_out, y_out, theta, M, P)
-    ref = loop_sums(X_in, y_in, X_out, y_out, theta, M, P)
+    out = fn(X_in, y_in, X_out, y_out, theta, M, P, q)
+    ref = loop_sums(X_in, y_in, X_out, y_out, theta, M, P, q)
     for got, want in zip(out, ref):
         if want is None:
             assert got is None

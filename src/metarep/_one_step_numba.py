@@ -45,10 +45,11 @@ def add_column_sums(A, out):  # pragma: no cover - compiled
 
 @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH, error_model="numpy", nogil=True,
             boundscheck=False)
-def one_step_kernel(X_in, y_in, X_out, y_out, theta, M, P, second_order, zero,
+def one_step_kernel(X_in, y_in, X_out, y_out, theta, M, P, second_order, q, zero,
                     g_out_g, cross_g, h_g, loss_g):  # pragma: no cover - compiled
     """Per group of blocks: sums of g'_i, g'_i g_i^T, S_i P g'_i (when second_order) and the
-    outer squared residuals, into g_out_g (groups, d), cross_g (groups, d, d), h_g, loss_g."""
+    outer squared residuals, into g_out_g (groups, d), cross_g (groups, d, d), h_g, loss_g.
+    theta_i = theta + M g_i + q (theta . g_i) g_i."""
     N, _, d = X_in.shape
     nblocks = (N + _BLOCK - 1) // _BLOCK
     ngroups = cross_g.shape[0]
@@ -69,8 +70,13 @@ def one_step_kernel(X_in, y_in, X_out, y_out, theta, M, P, second_order, zero,
             Theta = np.dot(G, M)                     # the block's theta_i - theta
             for t in range(nb):
                 row = Theta[t]
+                c = 0.0
+                if q != 0.0:
+                    for j in range(d):
+                        c += theta[j] * G[t, j]
+                    c *= q
                 for j in range(d):
-                    row[j] += theta[j]
+                    row[j] += theta[j] + c * G[t, j]
                 s += task_gradient(X_out, y_out, True, start + t, row, G_out[t], acc, zero)
             cross_g[grp] += np.dot(G_out.T, G)
             add_column_sums(G_out, g_out_g[grp])

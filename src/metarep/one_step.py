@@ -1,8 +1,13 @@
-"""The task sums of a one-inner-step outer gradient, in prediction space (MATH 3, FO-ANIL and ANIL).
+"""The task sums of a one-inner-step outer gradient, in prediction space (MATH 3: FO-ANIL, ANIL, FO-MAML).
 
-With one inner step from a shared head, every task starts at the same prediction vector
-theta = B w and ends at theta_i = theta + M g_i, where g_i is the inner gradient at theta and
-M = -alpha B B^T. The outer gradients of FO-ANIL and ANIL need, over the N tasks,
+With one inner step from a shared start, every task starts at the same prediction vector
+theta = B w and ends at
+
+    theta_i = theta + M g_i + q (theta . g_i) g_i,
+
+where g_i is the inner gradient at theta: M = -alpha B B^T and q = 0 for FO-ANIL and ANIL (the
+head adapts), M = -alpha (B B^T + |w|^2 I) and q = alpha^2 for FO-MAML (both layers adapt).
+The outer gradients need, over the N tasks,
 
     g_out = mean_i g'_i                      (d,)      g'_i = X'_i^T (X'_i theta_i - y'_i) / m_out
     cross = mean_i g'_i g_i^T                (d, d)
@@ -51,12 +56,14 @@ class OneStepSums(NamedTuple):
     loss: float                 # mean outer loss
 
 
-def numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None) -> OneStepSums:
+def numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None, q=0.0) -> OneStepSums:
     """The sums from the batched prediction-gradient kernel and (N, d) x (d, d) products."""
     N = X_in.shape[0]
     G, _ = kernels.prediction_gradient(X_in, theta, y_in)
     Theta = G @ M
     Theta += theta
+    if q:
+        Theta += (q * (G @ theta))[:, None] * G
     G_out, loss = kernels.prediction_gradient(X_out, Theta, y_out)
     h = None
     if P is not None:
@@ -75,14 +82,14 @@ def numba_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("numba", "scipy"))
 
 
-def numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None) -> OneStepSums:
+def numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None, q=0.0) -> OneStepSums:
     """The sums in one fused pass over blocks of tasks (see the module docstring)."""
     arrays = (X_in, y_in, X_out, y_out)
     N, _, d = X_in.shape
     if (N == 0 or d > _MAX_D or X_in.shape[1] == 0 or X_out.shape[1] == 0 or X_in.dtype != X_out.dtype
             or X_in.dtype not in (np.float32, np.float64)
             or not all(a.flags.c_contiguous and a.dtype == X_in.dtype for a in arrays)):
-        return numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P)
+        return numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P, q)
     kernel = _get_numba_kernel()
     # the work within a task and the block products run in the data's precision (float32 data:
     # single-precision arithmetic and BLAS); the sums across tasks are float64
@@ -92,7 +99,7 @@ def numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None) -> OneStepSu
     cross_g, loss_g = np.empty((groups, d, d)), np.empty(groups)
     with kernels.launch_lock:
         kernel(X_in, y_in, X_out, y_out, as_data(theta), as_data(M), as_data(M if P is None else P),
-               P is not None, X_in.dtype.type(0), g_out_g, cross_g, h_g, loss_g)
+               P is not None, float(q), X_in.dtype.type(0), g_out_g, cross_g, h_g, loss_g)
     dt = np.result_type(X_in, theta)
     cast = lambda a: (a / N).astype(dt, copy=False)
     h = cast(h_g.sum(axis=0)) if P is not None else None
@@ -100,13 +107,13 @@ def numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None) -> OneStepSu
                        float(loss_g.sum() / N))
 
 
-def one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None) -> OneStepSums:
+def one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None, q=0.0) -> OneStepSums:
     """Task means of the one-inner-step outer pass (module docstring).
 
     X_in (N, m_in, d), y_in (N, m_in), X_out (N, m_out, d), y_out (N, m_out); theta (d,) the
-    shared start; M (d, d) maps an inner gradient to the change of prediction vector
-    (M = -alpha B B^T); P (d, d) = B B^T for the exact-ANIL term h, or None to skip it.
+    shared start; M (d, d) and the scalar q map an inner gradient g to the change of prediction
+    vector, M g + q (theta . g) g; P (d, d) = B B^T for the exact-ANIL term h, or None to skip it.
     """
     if kernels.backend() == "numba" and numba_available():
-        return numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P)
-    return numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P)
+        return numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P, q)
+    return numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P, q)

@@ -321,47 +321,12 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-def _build_numba_kernel():
-    numba = numba_module()
-    prange = numba.prange
-
-    @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH, error_model="numpy",
-                nogil=True, boundscheck=False)
-    def kernel(X, theta, shared, y, has_y, G, loss):  # pragma: no cover - compiled
-        N, m, d = X.shape
-        nblocks = (N + _BLOCK - 1) // _BLOCK
-        for b in prange(nblocks):
-            acc = np.empty(d, dtype=np.float64)
-            th = np.empty(d, dtype=np.float64)
-            start = b * _BLOCK
-            stop = min(start + _BLOCK, N)
-            for n in range(start, stop):
-                t = 0 if shared else n
-                for j in range(d):
-                    th[j] = theta[t, j]
-                    acc[j] = 0.0
-                s = 0.0
-                for i in range(m):
-                    r = 0.0
-                    for j in range(d):
-                        r += X[n, i, j] * th[j]
-                    if has_y:
-                        r -= y[n, i]
-                    s += r * r
-                    for j in range(d):
-                        acc[j] += r * X[n, i, j]
-                for j in range(d):
-                    G[n, j] = acc[j] / m
-                loss[n] = 0.5 * s / m
-
-    return kernel
-
-
 def _get_numba_kernel():
     global _numba_kernel, _numba_error
     if _numba_kernel is None and _numba_error is None:
-        try:
-            _numba_kernel = _build_numba_kernel()
+        try:    # imported on first use: importing numba takes a while
+            from metarep._compiled import prediction_gradient_kernel
+            _numba_kernel = prediction_gradient_kernel
         except ImportError as exc:
             _numba_error = exc
     if _numba_kernel is None:

@@ -73,7 +73,7 @@ def numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None, q=0.0) -> On
 
 def _get_numba_kernel():
     # imported on first use: importing numba takes a while, and the NumPy path does not need it
-    from metarep._one_step_numba import one_step_kernel
+    from metarep._compiled import one_step_kernel
     return one_step_kernel
 
 

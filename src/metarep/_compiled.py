@@ -1,13 +1,16 @@
-"""The compiled kernel of `metarep.one_step` (numba), in a module of its own: its functions are
-defined at module level so that numba's on-disk cache finds them again in a new process, and
-importing it (numba) happens only when the fused pass is first used."""
+"""The numba-compiled kernels over tasks, in a module of their own: they are defined at module
+level so that numba's on-disk cache finds them again in a new process, and importing this
+module (hence numba) happens only when a compiled kernel is first used. What each computes,
+and why it is written so, is documented where it is called: `kernels.prediction_gradient` and
+`one_step.one_step_sums`."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from metarep.kernels import _BLOCK as TASK_BLOCK
 from metarep.kernels import _FASTMATH, numba_module
-from metarep.one_step import _BLOCK
+from metarep.one_step import _BLOCK as ONE_STEP_BLOCK
 
 numba = numba_module()
 
@@ -34,6 +37,19 @@ def task_gradient(X, y, has_y, n, th, out, acc, zero):  # pragma: no cover - com
     return s
 
 
+@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH, error_model="numpy", nogil=True,
+            boundscheck=False)
+def prediction_gradient_kernel(X, theta, shared, y, has_y, G, loss):  # pragma: no cover - compiled
+    """G[n] = X_n^T (X_n theta_n - y_n) / m and loss[n], for blocks of tasks in parallel; theta
+    (1, d) shared or (N, d), float64; float32 data are accumulated in float64."""
+    N, m, d = X.shape
+    for b in numba.prange((N + TASK_BLOCK - 1) // TASK_BLOCK):
+        acc = np.empty(d)
+        for n in range(b * TASK_BLOCK, min(b * TASK_BLOCK + TASK_BLOCK, N)):
+            s = task_gradient(X, y, has_y, n, theta[0 if shared else n], G[n], acc, 0.0)
+            loss[n] = 0.5 * s / m
+
+
 @numba.njit(boundscheck=False, cache=True)
 def add_column_sums(A, out):  # pragma: no cover - compiled
     for j in range(A.shape[1]):
@@ -51,7 +67,7 @@ def one_step_kernel(X_in, y_in, X_out, y_out, theta, M, P, second_order, q, zero
     outer squared residuals, into g_out_g (groups, d), cross_g (groups, d, d), h_g, loss_g.
     theta_i = theta + M g_i + q (theta . g_i) g_i."""
     N, _, d = X_in.shape
-    nblocks = (N + _BLOCK - 1) // _BLOCK
+    nblocks = (N + ONE_STEP_BLOCK - 1) // ONE_STEP_BLOCK
     ngroups = cross_g.shape[0]
     for grp in numba.prange(ngroups):
         acc = np.empty(d, M.dtype)
@@ -61,8 +77,8 @@ def one_step_kernel(X_in, y_in, X_out, y_out, theta, M, P, second_order, q, zero
             h_g[grp] = 0.0
         s = 0.0
         for b in range(grp * nblocks // ngroups, (grp + 1) * nblocks // ngroups):
-            start = b * _BLOCK
-            nb = min(start + _BLOCK, N) - start
+            start = b * ONE_STEP_BLOCK
+            nb = min(start + ONE_STEP_BLOCK, N) - start
             G = np.empty((nb, d), M.dtype)
             G_out = np.empty((nb, d), M.dtype)
             for t in range(nb):

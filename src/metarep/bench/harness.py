@@ -186,6 +186,7 @@ class BenchResult:
     load_before: tuple | None
     load_after: tuple | None
     wall_seconds: float
+    read_bandwidth_probes: list[float] = field(default_factory=list)   # bytes/s; the median is read_bandwidth
 
 
 # ----------------------------------------------------------------------------------------------
@@ -599,11 +600,17 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
             allocator = "freed memory retained (M_MMAP_THRESHOLD = M_TRIM_THRESHOLD = 1 GiB), for every contender"
         else:
             allocator = "glibc defaults (retaining freed memory is not available here)"
-    read_bw = None
-    if cfg.bandwidth:
-        log(f"read bandwidth ({cfg.bandwidth_bytes / 1e6:.0f} MB array reduction) ...")
-        read_bw = measure_read_bandwidth(cfg.bandwidth_bytes)
+    probes: list[float] = []
+
+    def probe() -> None:
+        # the host's memory bandwidth drifts: probed before, between and after the timings
+        if cfg.bandwidth:
+            log(f"read bandwidth ({cfg.bandwidth_bytes / 1e6:.0f} MB array reduction) ...")
+            probes.append(measure_read_bandwidth(cfg.bandwidth_bytes))
+
+    probe()
     rows = run_steps(cfg, reference, log)
+    probe()
     pop = None
     if cfg.population:
         try:
@@ -611,12 +618,14 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
         except Exception as exc:  # reported, not fatal: the step table is still worth having
             pop = {"error": f"{type(exc).__name__}: {_first_line(exc)}"}
             log(f"population: failed: {pop['error']}")
+    probe()
+    read_bw = statistics.median(probes) if probes else None
     machine = machine_info()              # after the runs: the frameworks' thread counts are known
     machine["allocator"] = allocator
     return BenchResult(config=cfg, machine=machine, reference=reference, rows=rows, read_bandwidth=read_bw,
                        population=pop, targets=evaluate_targets(rows, reference, read_bw, pop, cfg.busy_threshold),
                        load_before=load_before, load_after=load_average(),
-                       wall_seconds=time.perf_counter() - t_start)
+                       wall_seconds=time.perf_counter() - t_start, read_bandwidth_probes=probes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -685,9 +694,10 @@ def format_report(result: BenchResult) -> str:
     if "allocator" in result.machine:
         parts.append(f"- memory allocator: {result.machine['allocator']}")
     if result.read_bandwidth:
+        each = ", ".join(f"{b / 1e9:.1f}" for b in result.read_bandwidth_probes)
         parts.append(f"- read bandwidth (sum over a {cfg.bandwidth_bytes / 1e6:.0f} MB float64 array, one slice "
-                     f"per usable core): "
-                     f"{result.read_bandwidth / 1e9:.1f} GB/s")
+                     f"per usable core): {result.read_bandwidth / 1e9:.1f} GB/s, the median of probes taken "
+                     f"before, between and after the timings ({each} GB/s)")
     parts += ["", "## One outer step", "", markdown_table(TABLE_COLUMNS, table_rows(result))]
     busy = [r for r in result.rows if r.other_cores is not None and r.other_cores > cfg.busy_threshold]
     if busy:
@@ -738,6 +748,7 @@ def result_to_dict(result: BenchResult) -> dict:
     return {
         "config": asdict(result.config), "machine": result.machine, "reference": result.reference,
         "read_bandwidth_gbps": None if result.read_bandwidth is None else result.read_bandwidth / 1e9,
+        "read_bandwidth_probes_gbps": [b / 1e9 for b in result.read_bandwidth_probes],
         "rows": rows, "population": result.population, "targets": [asdict(t) for t in result.targets],
         "load_before": result.load_before, "load_after": result.load_after,
         "wall_seconds": result.wall_seconds,

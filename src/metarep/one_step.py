@@ -39,9 +39,9 @@ __all__ = ["OneStepSums", "numba_one_step_sums", "numpy_one_step_sums", "one_ste
 # Tasks per block: a block's inner rows (64 x 20 x 50 doubles in the paper's setting) stay in
 # cache between the passes, and the block products are large enough for BLAS. Blocks are
 # dealt to at most _GROUPS groups of consecutive blocks, each with its own (d, d) partial sum,
-# so the working memory is at most _GROUPS (d, d) arrays; beyond _MAX_D features that would
-# exceed the unfused path's (N, d) temporaries, which are used instead. Both numbers are fixed,
-# so the work and the order of every sum never depend on the number of threads.
+# so the working memory is at most _GROUPS (d, d) arrays (16 MB at _MAX_D; wider problems take
+# the unfused path, whose temporaries are a few (N, d) arrays). The numbers are fixed, so the
+# work and the order of every sum never depend on the number of threads.
 _BLOCK = 64
 _GROUPS = 32
 _MAX_D = 256

@@ -175,8 +175,17 @@ def test_machine_info_and_bandwidth():
         assert key in info
     assert info["versions"]["numpy"] is not None
     assert measure_read_bandwidth(4e6, repeats=2) > 0
+    assert measure_read_bandwidth(4e6, repeats=2, threads=1) > 0
     with pytest.raises(ValueError):
         measure_read_bandwidth(1e6, repeats=0)
+
+
+def test_settle_pause_is_validated_and_defaults_by_mode():
+    from metarep.bench.harness import BenchConfig
+
+    assert BenchConfig().resolved().settle == 0.3 and BenchConfig(quick=True).resolved().settle == 0.0
+    with pytest.raises(ValueError, match="settle"):
+        BenchConfig(settle=-1.0).resolved()
 
 
 def test_memory_arithmetic():

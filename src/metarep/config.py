@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from metarep.adapt import ADAPT_RULES
 from metarep.problem import as_covariance, as_mean
 
 INF = "inf"

@@ -123,3 +123,9 @@ def test_dispatch_follows_the_kernel_backend(rng, monkeypatch):
     finally:
         kernels.set_backend(previous)
     assert seen == ["numba", "numpy"]
+
+
+def test_the_pass_applies_to_one_inner_step_and_wide_representations():
+    assert one_step.applies(np.zeros((7, 5)), 1)          # 2 d = 14 < 3 k' = 15
+    assert not one_step.applies(np.zeros((7, 4)), 1)
+    assert not one_step.applies(np.zeros((7, 9)), 2)

@@ -156,7 +156,11 @@ def retain_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
 # Argument handling shared by the backends
 # ----------------------------------------------------------------------------------------
 
-def _check(X, theta, y):
+def _arguments(X, theta, y):
+    """X, theta, y as arrays, checked, and the output dtype: the part both backends share."""
+    X = np.asarray(X)
+    theta = np.asarray(theta)
+    y = None if y is None else np.asarray(y)
     if X.ndim != 3:
         raise ValueError(f"X must have shape (N, m, d), got {X.shape}")
     N, m, d = X.shape
@@ -164,10 +168,8 @@ def _check(X, theta, y):
         raise ValueError(f"theta must have shape ({d},) or ({N}, {d}), got {theta.shape}")
     if y is not None and y.shape != (N, m):
         raise ValueError(f"y must have shape ({N}, {m}), got {y.shape}")
-
-
-def _out_dtype(X, theta, y) -> np.dtype:
-    return np.result_type(X, theta) if y is None else np.result_type(X, theta, y)
+    dt = np.result_type(X, theta) if y is None else np.result_type(X, theta, y)
+    return X, theta, y, dt
 
 
 # ----------------------------------------------------------------------------------------
@@ -216,12 +218,8 @@ def numpy_prediction_gradient(X, theta, y=None, *, chunk: int | None = None, thr
     whose idle threads spin, it measured slower than one thread, so it is off by default.
     A task's result does not depend on the chunk size or the threads (chunks only group
     whole tasks)."""
-    X = np.asarray(X)
-    theta = np.asarray(theta)
-    y = None if y is None else np.asarray(y)
-    _check(X, theta, y)
+    X, theta, y, dt = _arguments(X, theta, y)
     N, m, d = X.shape
-    dt = _out_dtype(X, theta, y)
     if N == 0 or m == 0 or dt.kind != "f":
         from metarep.linear import prediction_gradient_reference
         return prediction_gradient_reference(X, theta, y)
@@ -345,12 +343,8 @@ def _numba_importable() -> bool:
 
 def numba_prediction_gradient(X, theta, y=None):
     """The numba backend: one parallel pass over the tasks, reading X once."""
-    X = np.asarray(X)
-    theta = np.asarray(theta)
-    y = None if y is None else np.asarray(y)
-    _check(X, theta, y)
+    X, theta, y, dt = _arguments(X, theta, y)
     N, m, d = X.shape
-    dt = _out_dtype(X, theta, y)
     if (N == 0 or m == 0 or X.dtype not in (np.float32, np.float64) or dt.kind != "f"
             or not X.flags.c_contiguous):
         # edge cases and strided views: the NumPy path handles them without a copy of X

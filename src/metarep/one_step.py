@@ -27,6 +27,7 @@ The outer gradients need, over the N tasks,
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from typing import NamedTuple
 
@@ -34,7 +35,7 @@ import numpy as np
 
 from metarep import kernels
 
-__all__ = ["OneStepSums", "numba_one_step_sums", "numpy_one_step_sums", "one_step_sums"]
+__all__ = ["OneStepSums", "applies", "numba_one_step_sums", "numpy_one_step_sums", "one_step_sums"]
 
 # Tasks per block: a block's inner rows (64 x 20 x 50 doubles in the paper's setting) stay in
 # cache between the passes, and the block products are large enough for BLAS. Blocks are
@@ -71,14 +72,23 @@ def numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None, q=0.0) -> On
     return OneStepSums(G_out.mean(axis=0), (G_out.T @ G) / N, h, float(loss.mean()))
 
 
+def applies(B, inner_steps: int) -> bool:
+    """Whether a method should take the one-step pass: one inner step, and B (d, k') wide enough
+    (k' > 2d/3) that (d, d) work per task costs less than the head form's (d, k') products."""
+    d, width = B.shape[-2:]
+    return inner_steps == 1 and 2 * d < 3 * width
+
+
 def _get_numba_kernel():
     # imported on first use: importing numba takes a while, and the NumPy path does not need it
     from metarep._compiled import one_step_kernel
     return one_step_kernel
 
 
+@functools.lru_cache(maxsize=1)
 def numba_available() -> bool:
-    """Whether the fused kernel can run: numba, and SciPy for its matrix products."""
+    """Whether the fused kernel can run: numba, and SciPy for its matrix products (looked up
+    once: the answer is asked every step)."""
     return all(importlib.util.find_spec(name) is not None for name in ("numba", "scipy"))
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from metarep import one_step
 from metarep.methods.base import Method
 from metarep.methods.inner import meta_gradient
-from metarep.one_step import one_step_sums
 from metarep.params import Params
 
 
@@ -16,7 +16,7 @@ def anil_gradient(params: Params, tasks, *, alpha: float, inner_steps: int = 1) 
     grad_B = mean g'_i w_i^T - alpha (g_i q_i^T + S_i B q_i w^T), q_i = B^T g'_i).
     Returns (Params(grad_B, grad_w), mean outer loss)."""
     B = params.B
-    if inner_steps == 1 and 2 * B.shape[0] < 3 * B.shape[1]:
+    if one_step.applies(B, inner_steps):
         return _one_step_prediction_space(params, tasks, alpha)
     return meta_gradient(params, tasks, alpha=alpha, inner_steps=inner_steps, adapt_B=False, exact=True)
 
@@ -29,7 +29,7 @@ def _one_step_prediction_space(params: Params, tasks, alpha: float) -> tuple[Par
     h = mean_i S_i P g'_i): cheaper than five (N, d) x (d, k') products when k' > 2d/3."""
     B, w = params
     P = B @ B.T
-    sums = one_step_sums(tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out, B @ w, -alpha * P, P)
+    sums = one_step.one_step_sums(tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out, B @ w, -alpha * P, P)
     g = sums.g_out - alpha * sums.h
     grad_B = np.outer(g, w) - alpha * ((sums.cross + sums.cross.T) @ B)
     return Params(grad_B, B.T @ g), sums.loss

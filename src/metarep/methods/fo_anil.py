@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from metarep import one_step
 from metarep.linear import prediction_gradient
 from metarep.methods.base import Method
-from metarep.one_step import one_step_sums
 from metarep.params import Params
 from metarep.population import fo_anil_population_gradient
 
@@ -33,7 +33,7 @@ def fo_anil_gradient(params: Params, tasks, *, alpha: float, inner_steps: int = 
     """
     B, w = params
     N = tasks.n_tasks
-    if inner_steps == 1 and 2 * B.shape[0] < 3 * B.shape[1]:
+    if one_step.applies(B, inner_steps):
         return _one_step_prediction_space(B, w, tasks, alpha)
     W = inner_heads(B, w, tasks.X_in, tasks.y_in, alpha, inner_steps)
     G_out, loss = prediction_gradient(tasks.X_out, W @ B.T, tasks.y_out)
@@ -45,7 +45,7 @@ def _one_step_prediction_space(B, w, tasks, alpha):
     theta_i = theta - alpha P g_i and sum_i g'_i w_i^T = (sum_i g'_i) w^T - alpha (G'^T G) B.
     The task sums come from one pass over the tasks (`one_step.one_step_sums`): (d, d) work per
     task instead of three (N, d) x (d, k') products, cheaper when k' > 2d/3."""
-    sums = one_step_sums(tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out, B @ w, -alpha * (B @ B.T))
+    sums = one_step.one_step_sums(tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out, B @ w, -alpha * (B @ B.T))
     grad_B = np.outer(sums.g_out, w) - alpha * (sums.cross @ B)
     return Params(grad_B, B.T @ sums.g_out), sums.loss
 

@@ -54,9 +54,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from metarep import one_step
 from metarep.methods.base import Method
 from metarep.methods.inner import meta_gradient
-from metarep.one_step import one_step_sums
 from metarep.params import Params
 from metarep.population import inverse_m
 
@@ -67,7 +67,7 @@ def fo_maml_gradient(params: Params, tasks, *, alpha: float, inner_steps: int = 
     adapted point taken as the gradient at (B, w): grad_B = mean g'_i w_i^T, grad_w = mean B_i^T g'_i.
     Returns (Params(grad_B, grad_w), mean outer loss)."""
     B, w = params
-    if inner_steps == 1 and 2 * B.shape[0] < 3 * B.shape[1]:
+    if one_step.applies(B, inner_steps):
         return _one_step_prediction_space(B, w, tasks, alpha)
     return meta_gradient(params, tasks, alpha=alpha, inner_steps=inner_steps, adapt_B=True, exact=False)
 
@@ -79,7 +79,7 @@ def _one_step_prediction_space(B, w, tasks, alpha):
     grad_w = mean B_i^T g'_i = B^T mean g'_i - alpha tr(C) w. Cheaper when k' > 2d/3."""
     R = B @ B.T
     R[np.diag_indices_from(R)] += w @ w
-    sums = one_step_sums(tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out, B @ w, -alpha * R, q=alpha**2)
+    sums = one_step.one_step_sums(tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out, B @ w, -alpha * R, q=alpha**2)
     grad_B = np.outer(sums.g_out, w) - alpha * (sums.cross @ B)
     grad_w = B.T @ sums.g_out - (alpha * np.trace(sums.cross)) * w
     return Params(grad_B, grad_w), sums.loss

@@ -8,8 +8,9 @@
 Paper setting: N = 5000 tasks, m_in = 20, m_out = 10, d = k' = 50, float64 (61.2 MB of task
 data). For each backend it reports the kernel alone on X_in and X_out, the task sums of the
 one-inner-step pass (`metarep.one_step`: the NumPy composition, and with numba the fused pass)
-for FO-ANIL and exact ANIL, and `metarep.methods.fo_anil.fo_anil_gradient` per step, as the minimum and the median over
-blocks of steps, with the effective bandwidth (task bytes / time). The population part times
+for FO-ANIL and exact ANIL, and the FO-ANIL, exact ANIL and FO-MAML gradients per step (FO-MAML
+also through the general inner loop that the one-step pass replaces), as the minimum and the
+median over blocks of steps, with the effective bandwidth (task bytes / time). The population part times
 `population_step` for one run (d = k' = 50) and for a batch of runs along a leading axis.
 
 Timing on a shared machine is noisy: before each block the script waits (up to --max-wait
@@ -72,7 +73,10 @@ def paper_tasks(rng):
 
 def time_backend(name: str, tasks, params, args) -> None:
     from metarep import kernels
+    from metarep.methods.anil import anil_gradient
     from metarep.methods.fo_anil import fo_anil_gradient
+    from metarep.methods.fo_maml import fo_maml_gradient
+    from metarep.methods.inner import meta_gradient
     kernels.set_backend(name)
     rng = np.random.default_rng(1)
     N, d = tasks.n_tasks, tasks.d
@@ -88,13 +92,18 @@ def time_backend(name: str, tasks, params, args) -> None:
         print(f"  {name:5s} kernel {label:5s}: min {lo * 1e3:6.2f} ms, median {med * 1e3:6.2f} ms "
               f"({mb / 1e3 / lo:5.1f} GB/s at the min; busy before blocks <= {busy:.2f})")
     time_one_step_sums(name, tasks, params, args)
-    with kernels.step_threads():                   # as the training loop runs it
-        lo, med, busy = blocks(lambda: fo_anil_gradient(params, tasks, alpha=0.1), repeats=args.repeats,
-                               per_block=10, max_wait=args.max_wait)
     total = tasks.nbytes / 1e6
-    print(f"  {name:5s} fo_anil_gradient: min {lo * 1e3:6.2f} ms, median {med * 1e3:6.2f} ms per step "
-          f"({total / 1e3 / lo:5.1f} GB/s effective over {total:.1f} MB; first kernel call {first:.2f} s; "
-          f"busy <= {busy:.2f})")
+    def fo_maml_general(params, tasks, alpha):
+        return meta_gradient(params, tasks, alpha=alpha, adapt_B=True, exact=False)
+
+    for label, gradient in (("fo_anil_gradient", fo_anil_gradient), ("anil_gradient", anil_gradient),
+                            ("fo_maml_gradient", fo_maml_gradient), ("fo_maml, general loop", fo_maml_general)):
+        with kernels.step_threads():               # as the training loop runs it
+            lo, med, busy = blocks(lambda g=gradient: g(params, tasks, alpha=0.1), repeats=args.repeats,
+                                   per_block=10, max_wait=args.max_wait)
+        print(f"  {name:5s} {label}: min {lo * 1e3:6.2f} ms, median {med * 1e3:6.2f} ms per step "
+              f"({total / 1e3 / lo:5.1f} GB/s effective over {total:.1f} MB; busy <= {busy:.2f})")
+    print(f"  {name:5s} first kernel call {first:.2f} s")
 
 
 def time_one_step_sums(name: str, tasks, params, args) -> None:

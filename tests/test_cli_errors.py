@@ -15,6 +15,7 @@ import metarep
 from metarep import resources
 from metarep.cli import main
 from metarep.config import validate
+from metarep.methods import registered
 
 GOOD = """[problem]
 d = 4
@@ -90,8 +91,8 @@ def good(tmp_path) -> Path:
     (["{tmp}"], "cannot read config"),                          # a directory
     (["/dev/zero"], "larger than 16 MiB"),                      # endless input is not read to the end
     (["{good}", "--set", "train.steps"], "--set expects section.key=value"),
-    (["{good}", "--set", "train.method=\"\\u0007\\n\""], "train.method must be one of"),
-    (["{good}", "--set", "train.method=\"__import__('os').system('touch pwned')\""], "train.method must be one of"),
+    (["{good}", "--set", "method.name=\"\\u0007\\n\""], "method.name must be one of"),
+    (["{good}", "--set", "method.name=\"__import__('os').system('touch pwned')\""], "method.name must be one of"),
     (["{good}", "--set", "test.tasks=1000000000000000"], "lower test.tasks"),
     (["{good}", "--set", "train.steps=100000000000000", "--set", "train.log_every=1"], "raise train.log_every"),
     (["{good}", "--set", "problem.d=1000000000000", "--set", "problem.k=1000000000000"], "GiB"),
@@ -133,7 +134,7 @@ def test_memory_estimate_counts_every_part():
         data = {s: dict(t) for s, t in base.items()}
         for key, value in changes.items():
             section, name = key.split("__")
-            data[section][name] = value
+            data.setdefault(section, {})[name] = value
         return resources.estimate_bytes(validate(data))
 
     ref = parts()
@@ -146,10 +147,10 @@ def test_memory_estimate_counts_every_part():
     assert parts(train__steps=10**6, train__log_every=1)["history"] > 10**6 * 20
     assert parts(train__tasks="inf", train__m_in="inf", train__m_out="inf")["train_tasks"] == 0
     assert parts(train__tasks="online", train__batch_tasks=7)["train_tasks"] == 7 * (20 * 51 + 3) * 8
-    per_task_heads = [name for name, m in __import__("metarep.methods").methods.METHODS.items()
-                      if m.init is not None and m.fit is None]
+    per_task_heads = [m.name for m in registered("linear") if m.per_task_state]
+    assert per_task_heads
     for name in per_task_heads:                                        # e.g. Burer-Monteiro: N x k' heads
-        assert parts(train__method=name)["working"] >= ref["working"] + 1000 * 20 * 8
+        assert parts(method__name=name)["working"] >= ref["working"] + 1000 * 20 * 8
     assert resources.available_bytes() > 0
 
 

@@ -23,8 +23,10 @@ k = 2
 [model]
 width = 5
 
+[method]
+name = "fo-anil"
+
 [train]
-method = "fo-anil"
 tasks = 20
 steps = 30
 log_every = 10

@@ -16,7 +16,7 @@ from metarep import store
 from metarep.cli import main
 from metarep.config import ConfigError, load, validate
 from metarep.execute import execute_run
-from metarep.runner import build, initial_state, train
+from metarep.engine import build, train
 
 CONFIG = """[problem]
 d = 5
@@ -91,7 +91,8 @@ def test_interrupted_before_the_first_step_checkpoints_step_0(tmp_path):
     out = tmp_path / "run"
     result = execute_run(config, [], out, figure=False, should_stop=lambda: True)
     assert result.status == "interrupted" and "--resume" in result.message
-    state = store.load_checkpoint(out, config_hash=store.config_hash(load(config)))
+    fresh = build(load(config)).initial_state()
+    state = store.load_checkpoint(out, like=fresh, config_hash=store.config_hash(load(config)))
     assert state.step == 0 and state.history == []
 
 
@@ -252,9 +253,9 @@ def test_wall_time_checkpoints_do_not_change_the_run(tmp_path):
     config = load(_config(tmp_path, "online"))
     exp = build(config)
     saved = []
-    timed = train(exp, initial_state(exp), on_checkpoint=lambda s: saved.append(s.step), checkpoint_seconds=0.0)
+    timed = train(exp, exp.initial_state(), on_checkpoint=lambda s: saved.append(s.step), checkpoint_seconds=0.0)
     assert saved == list(range(1, config.train.steps + 1))
-    plain = train(exp, initial_state(exp), on_checkpoint=lambda s: pytest.fail("no checkpoint expected"))
+    plain = train(exp, exp.initial_state(), on_checkpoint=lambda s: pytest.fail("no checkpoint expected"))
     np.testing.assert_array_equal(timed.params.B, plain.params.B)
     assert timed.history == plain.history
 

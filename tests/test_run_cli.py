@@ -14,7 +14,7 @@ SMALL = ["--set", "problem.d=6", "--set", "problem.k=2", "--set", "model.width=6
 @pytest.fixture
 def example(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('[problem]\nd = 6\nk = 2\ntask_cov = [1.0, 2.0]\n[train]\nmethod = "fo-anil"\n')
+    path.write_text('[problem]\nd = 6\nk = 2\ntask_cov = [1.0, 2.0]\n[method]\nname = "fo-anil"\n')
     return path
 
 
@@ -64,7 +64,7 @@ def test_divergence_is_recorded_with_advice(example, tmp_path, capsys):
     ("train.m_in=-2", "train.m_in"),
     ("test.m_test=0", "test.m_test"),
     ("train.methd='x'", "train.methd: unknown key"),
-    ("train.method='reptile'", "train.method must be one of"),
+    ("method.name='reptile'", "method.name must be one of"),
     ("problem.task_cov=[1.0, 2.0, 3.0]", "problem.task_cov"),
     ("problem.task_cov=[1.0, -2.0]", "problem.task_cov"),
     ("train.m_in='inf'", 'may be "inf" only with train.tasks = "inf"'),

@@ -39,8 +39,10 @@ seed = 0
 [model]
 width = 5
 
+[method]
+name = "fo-anil"
+
 [train]
-method = "fo-anil"
 tasks = 20
 m_in = 10
 m_out = 10
@@ -89,8 +91,8 @@ def test_parse_seeds_rejects(text):
 
 def test_parse_axis_reads_toml_values():
     assert parse_axis("train.m_in=5,10,inf") == Axis("train.m_in", (5, 10, "inf"))
-    assert parse_axis("train.method=fo-anil").values == ("fo-anil",)
-    assert parse_axis('train.method="fo-anil"').values == ("fo-anil",)
+    assert parse_axis("method.name=fo-anil").values == ("fo-anil",)
+    assert parse_axis('method.name="fo-anil"').values == ("fo-anil",)
     assert parse_axis("problem.task_cov=[1.0, 2.0],3.0").values == ([1.0, 2.0], 3.0)
     assert parse_axis("train.alpha=0.1,1e-2").values == (0.1, 0.01)
     assert split_values('[1,2],"a,b",{x = 1}') == ["[1,2]", '"a,b"', "{x = 1}"]
@@ -104,7 +106,7 @@ def test_parse_axis_rejects(text):
 
 
 def test_the_command_line_reads_back_as_the_same_sweep(tiny):
-    grid = ["train.m_in=5,inf", "problem.task_cov=[1.0, 2.0],3.0", 'train.method="fo-anil"', "train.alpha=1e-3,0.1"]
+    grid = ["train.m_in=5,inf", "problem.task_cov=[1.0, 2.0],3.0", 'method.name="fo-anil"', "train.alpha=1e-3,0.1"]
     sweep = plan(tiny, grid, "0-2,5", ["train.tasks=inf", "train.m_out=inf"])
     words = shlex.split(sweep.command("out"))
     assert words[:3] == ["metarep", "sweep", str(tiny)]
@@ -166,7 +168,7 @@ def test_plan_rejects(tiny, grid, seeds, sets, match):
 
 
 @pytest.mark.parametrize("extra", [["--grid", "train.m_in=5,0"], ["--grid", "train.nope=1,2"],
-                                   ["--grid", "train.method=fo-anil,no-such-method"], ["--seeds", "3-1"],
+                                   ["--grid", "method.name=fo-anil,no-such-method"], ["--seeds", "3-1"],
                                    ["--grid", "train.m_in=5", "--set", "model.width=0"]])
 def test_invalid_sweep_exits_2_and_writes_nothing(tiny, tmp_path, capsys, extra):
     out = tmp_path / "sweep"

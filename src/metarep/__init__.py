@@ -1,13 +1,36 @@
 """metarep: how gradient-based meta-learning learns shared low-rank representations.
 
+The Python API (README, section "Python"):
+
+    run(config, *, out=None, progress=False) -> Result     train and evaluate one experiment
+    load(run_dir) -> Result                                 a finished run directory
+    sweep(config, grid={...}, seeds=..., out=...) -> DataFrame   a grid of runs, resumable
+    methods() -> DataFrame                                  the registered methods and what they can do
+    Config, ConfigError                                     the validated config, and bad input
+
 The core (problem, tasks, linear, methods, population, theory, adapt, metrics) is a set of
-pure functions over NumPy arrays; config, runner, store, sweep, plots and the CLI sit on top.
-The formulas follow MATH.md (sections cited in each docstring).
+pure functions over NumPy arrays; the engine, config, store, sweeps, plots and the CLI sit on
+top. The formulas follow MATH.md (sections cited in each docstring).
 """
 
+from metarep import methods
+from metarep.api import GroundTruth, Result, load, run
+from metarep.config import Config, ConfigError
+from metarep.params import Params
 from metarep.problem import Problem, make_problem, sample_heads, sample_tasks
 from metarep.tasks import Tasks
-from metarep.params import Params
 
-__all__ = ["Problem", "Params", "Tasks", "make_problem", "sample_heads", "sample_tasks"]
+__all__ = ["Config", "ConfigError", "GroundTruth", "Params", "Problem", "Result", "Tasks", "load", "make_problem",
+           "methods", "run", "sample_heads", "sample_tasks", "sweep"]
 __version__ = "0.1.0"
+
+
+def sweep(config, grid=None, *, seeds=None, backend: str = "local", workers: int | None = None, out,
+          progress: bool = False):
+    """Run the cartesian product of `grid` ({"section.key": [values]}) and `seeds` over `config`
+    (a dict, a TOML path or a Config) into `out`, each run in its own directory; returns the
+    results table (one row per run, results.csv's columns) as a pandas DataFrame. Running it
+    again on the same `out` skips what is complete and resumes the rest, as `metarep sweep` does."""
+    from metarep.sweep import run_grid
+
+    return run_grid(config, grid or {}, seeds=seeds, backend=backend, workers=workers, out=out, progress=progress)

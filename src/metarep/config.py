@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from metarep.methods import NoHyper, get_method
+from metarep.models import NoOptions, get_arch
 from metarep.problem import as_covariance, as_mean
 
 INF = "inf"
@@ -42,6 +44,7 @@ class ProblemConfig(Section):
     task_mean: Union[Number, list[Number]] = 0.0
     task_cov: Union[NonNegativeFloat, list[Number], list[list[Number]]] = 1.0
     seed: Annotated[int, Field(ge=0, strict=True)] = 0
+    teacher: Literal["linear", "relu"] = "linear"
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -105,17 +108,66 @@ def _lambda_star_finite(p: ProblemConfig, t: TrainConfig) -> bool:
 
 
 class ModelConfig(Section):
-    """[model]: the two-layer linear network x^T B w, B d x width."""
+    """[model]: the network. `arch` picks the architecture (metarep.models), whose own keys
+    (`options`, e.g. mlp's layers) sit in the same table; width is k', the head's input size."""
 
+    arch: str = "linear"
     width: PositiveInt = 10
     init_scale: PositiveFloat = 1.0
     init_head_scale: NonNegativeFloat = 0.0
+    options: BaseModel = NoOptions()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _arch_options(cls, data):
+        return _split_table(data, "model", "arch", "linear", set(_MODEL_KEYS),
+                            lambda name: get_arch(name).Options)
+
+
+class MethodConfig(Section):
+    """[method]: `name` picks the method (metarep.methods); its own hyper-parameters (`hyper`,
+    e.g. burer-monteiro's lam and solver) sit in the same table."""
+
+    name: str = "fo-anil"
+    hyper: BaseModel = NoHyper()
+
+
+_MODEL_KEYS = ("arch", "width", "init_scale", "init_head_scale")
+
+
+def _split_table(data, section: str, key: str, default: str, shared: set, schema) -> dict:
+    """A flat TOML table as {shared keys..., <options>: schema(name)(rest)}: the keys that belong
+    to the chosen `key` value are validated by its own schema (one-line error naming them)."""
+    if not isinstance(data, dict) or "options" in data or "hyper" in data:
+        return data
+    name = data.get(key, default)
+    if not isinstance(name, str):
+        raise ValueError(f"{section}.{key} must be a string, got {name!r}")
+    own = {k: v for k, v in data.items() if k not in shared}
+    try:
+        options = schema(name).model_validate(own)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            takes = ", ".join(schema(name).model_fields) or "no keys of its own"
+            label = "arch" if section == "model" else section
+            raise ValueError(f"{section}.{where}: not a key of {label} {name!r} (it takes {takes})") from None
+        raise ValueError(f"{section}.{where}: {first['msg'].removeprefix('Value error, ')} "
+                         f"(got {_short(repr(first.get('input')))})") from None
+    out = {k: v for k, v in data.items() if k in shared}
+    out["options" if section == "model" else "hyper"] = options
+    return out
+
+
+_MOVED = {"method": 'method.name (write [method] name = "...")',
+          "lam": "method.lam (burer-monteiro's ridge: write it in [method])",
+          "solver": "method.solver (burer-monteiro's solver: write it in [method])"}
 
 
 class TrainConfig(Section):
-    """[train]: the method, the task regime and the step sizes."""
+    """[train]: the task regime, the step sizes and the run's bookkeeping."""
 
-    method: str = "fo-anil"
     tasks: Union[PositiveInt, Literal["inf", "online"]] = 1000
     batch_tasks: PositiveInt = 100
     m_in: PosIntOrInf = 10
@@ -126,8 +178,7 @@ class TrainConfig(Section):
     log_every: PositiveInt = 10
     seed: Annotated[int, Field(ge=0, strict=True)] = 0
     inner_steps: PositiveInt = 1
-    lam: NonNegativeFloat = 0.0
-    solver: Literal["gd", "alternating"] = "gd"
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
     chunk_tasks: Annotated[int, Field(ge=0, strict=True)] = 0
     checkpoint_every: Annotated[int, Field(ge=0, strict=True)] = 0
     diverge_threshold: PositiveFloat = 1e8
@@ -138,13 +189,13 @@ class TrainConfig(Section):
         """TOML's bare `inf` is a float; accept it as the string "inf"."""
         return INF if isinstance(value, float) and value == math.inf else value
 
-    @field_validator("method")
+    @model_validator(mode="before")
     @classmethod
-    def _known_method(cls, name):
-        from metarep.methods import get_method
-
-        get_method(name)
-        return name
+    def _moved_keys(cls, data):
+        for key, where in _MOVED.items():
+            if isinstance(data, dict) and key in data:
+                raise ValueError(f"train.{key} has moved to {where}")
+        return data
 
 
 class TestConfig(Section):
@@ -160,70 +211,114 @@ class TestConfig(Section):
 
 
 class Config(Section):
-    """A whole experiment. Sections: problem, model, train, test."""
+    """A whole experiment. Sections: problem, model, method, train, test."""
 
     problem: ProblemConfig = ProblemConfig()
     model: ModelConfig = ModelConfig()
+    method: MethodConfig = MethodConfig()
     train: TrainConfig = TrainConfig()
     test: TestConfig = TestConfig()
 
-    @model_validator(mode="after")
-    def _regimes(self):
-        from metarep.methods import get_method
+    @model_validator(mode="before")
+    @classmethod
+    def _method_hyper(cls, data):
+        if not isinstance(data, dict) or not isinstance(data.get("method", {}), dict):
+            return data
+        model = data.get("model", {})
+        arch = model.get("arch", "linear") if isinstance(model, dict) else "linear"
+        if not isinstance(arch, str):
+            return data
+        get_arch(arch)
+        method = _split_table(data.get("method", {}), "method", "name", "fo-anil", {"name"},
+                              lambda name: get_method(name, arch).Hyper)
+        return {**data, "method": method}
 
-        method = get_method(self.train.method)
-        t = self.train
-        if t.tasks == INF and method.population_gradient is None:
-            raise ValueError(f"train.tasks = \"inf\" needs a method with an exact population form; "
-                             f"{t.method!r} has none: use tasks = \"online\" with a large batch_tasks")
-        if t.tasks == INF and method.fit is not None:
-            raise ValueError(f"train.tasks = \"inf\" is for iterative methods, not {t.method!r}")
-        if t.tasks != INF and INF in (t.m_in, t.m_out):
-            raise ValueError("train.m_in and train.m_out may be \"inf\" only with train.tasks = \"inf\"")
-        if t.tasks == INF and t.inner_steps != 1:
-            raise ValueError("train.inner_steps must be 1 with train.tasks = \"inf\": the population forms "
-                             "are derived for one inner step; use tasks = \"online\" for more")
-        if method.init is not None and t.tasks == "online":
-            raise ValueError(f"train.tasks = \"online\" does not fit {t.method!r}, which keeps one head per "
-                             f"task: give a number of tasks")
-        if t.method == "moments" and self.model.width > self.problem.d:
-            raise ValueError(f"model.width must be <= problem.d = {self.problem.d} for 'moments' "
-                             f"(eigenvectors of a d x d matrix), got {self.model.width}")
-        if self.test.adapt == "bayes" and t.method != "oracle":
-            raise ValueError("test.adapt = \"bayes\" is the posterior mean on the true features: only for "
-                             "train.method = \"oracle\"")
-        zero, singular = _covariance_degeneracy(self.problem.task_cov, self.problem.k)
-        if zero and self.problem.noise_std ** 2 == 0:  # (a subnormal noise_std squares to 0 too)
-            raise ValueError("problem.task_cov and problem.noise_std are both 0: every task is the same and the "
-                             "limit Lambda* is undefined; make one of them positive")
-        if singular and t.m_in == INF:
-            raise ValueError("train.m_in = \"inf\" needs problem.task_cov without zero eigenvalues (the limit "
-                             "Lambda* inverts it): make its entries positive or use a finite train.m_in")
-        if not math.isfinite(self.problem.noise_std * self.problem.noise_std):
-            raise ValueError(f"problem.noise_std is too large (its square overflows), got {self.problem.noise_std}")
-        if not _lambda_star_finite(self.problem, t):
-            raise ValueError("the limit Lambda* (MATH 5) is not a finite number for these values of "
-                             "problem.task_cov, problem.noise_std and train.alpha: they are too close to 0 "
-                             "or too large")
+    @model_validator(mode="after")
+    def _consistent(self):
+        _check_regime(self)
+        _check_method(self)
+        _check_limit(self.problem, self.train)
         return self
 
     @property
-    def adapt_rule(self) -> str:
-        from metarep.methods import get_method
+    def method_spec(self):
+        """The declaration of the configured method (metarep.methods.Method)."""
+        return get_method(self.method.name, self.model.arch)
 
-        return get_method(self.train.method).default_adapt if self.test.adapt == "default" else self.test.adapt
+    @property
+    def hyper(self) -> dict[str, Any]:
+        """The keyword hyper-parameters its gradient/step takes: its own table plus the shared
+        [train] keys it declares."""
+        spec = self.method_spec
+        return {**{k: getattr(self.train, k) for k in spec.train_keys}, **self.method.hyper.model_dump()}
+
+    @property
+    def adapt_rule(self) -> str:
+        return self.method_spec.default_adapt if self.test.adapt == "default" else self.test.adapt
 
     @property
     def test_alpha(self) -> float:
         return self.train.alpha if self.test.alpha is None else self.test.alpha
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data, with None values dropped (TOML has no null)."""
-        return {name: {k: v for k, v in section.items() if v is not None}
-                for name, section in self.model_dump().items()}
+        """Plain data as the TOML file holds it (flat [model] and [method] tables), None dropped."""
+        dumped = self.model_dump()
+        dumped["model"] = {**{k: dumped["model"][k] for k in _MODEL_KEYS}, **self.model.options.model_dump()}
+        dumped["method"] = {"name": self.method.name, **self.method.hyper.model_dump()}
+        return {name: {k: v for k, v in section.items() if v is not None} for name, section in dumped.items()}
 
 
-SECTIONS = ("problem", "model", "train", "test")
+def _check_regime(c: Config) -> None:
+    """What the task regime asks of the method (read from its declaration)."""
+    t, method = c.train, c.method_spec
+    name = repr(method.name)
+    if t.tasks == INF and not method.iterative:
+        raise ValueError(f"train.tasks = \"inf\" is for iterative methods, not {name}")
+    if t.tasks == INF and not method.infinite_tasks:
+        raise ValueError(f"train.tasks = \"inf\" needs a method with an exact population form; {name} (model.arch "
+                         f"= {c.model.arch!r}) has none: use tasks = \"online\" with a large batch_tasks")
+    if t.tasks != INF and INF in (t.m_in, t.m_out):
+        raise ValueError("train.m_in and train.m_out may be \"inf\" only with train.tasks = \"inf\"")
+    if t.tasks == INF and t.inner_steps != 1:
+        raise ValueError("train.inner_steps must be 1 with train.tasks = \"inf\": the population forms "
+                         "are derived for one inner step; use tasks = \"online\" for more")
+    if method.per_task_state and t.tasks == "online":
+        raise ValueError(f"train.tasks = \"online\" does not fit {name}, which keeps one head per "
+                         f"task: give a number of tasks")
+
+
+def _check_method(c: Config) -> None:
+    """The method's own constraints, the test-time rules it admits, the devices its arch runs on."""
+    method = c.method_spec
+    if c.test.adapt != "default" and c.test.adapt not in method.adapt_rules:
+        raise ValueError(f"test.adapt = {c.test.adapt!r} is not available for method {method.name!r} (it takes "
+                         f"{', '.join(method.adapt_rules)})")
+    arch = get_arch(c.model.arch)
+    if c.train.device not in arch.devices:
+        raise ValueError(f"train.device = {c.train.device!r}: model.arch = {arch.name!r} runs on "
+                         f"{', '.join(arch.devices)}")
+    if method.check is not None:
+        method.check(c)
+
+
+def _check_limit(p: ProblemConfig, t: TrainConfig) -> None:
+    """The limit Lambda* (MATH 5) must exist and be finite."""
+    zero, singular = _covariance_degeneracy(p.task_cov, p.k)
+    if zero and p.noise_std ** 2 == 0:  # (a subnormal noise_std squares to 0 too)
+        raise ValueError("problem.task_cov and problem.noise_std are both 0: every task is the same and the "
+                         "limit Lambda* is undefined; make one of them positive")
+    if singular and t.m_in == INF:
+        raise ValueError("train.m_in = \"inf\" needs problem.task_cov without zero eigenvalues (the limit "
+                         "Lambda* inverts it): make its entries positive or use a finite train.m_in")
+    if not math.isfinite(p.noise_std * p.noise_std):
+        raise ValueError(f"problem.noise_std is too large (its square overflows), got {p.noise_std}")
+    if not _lambda_star_finite(p, t):
+        raise ValueError("the limit Lambda* (MATH 5) is not a finite number for these values of "
+                         "problem.task_cov, problem.noise_std and train.alpha: they are too close to 0 "
+                         "or too large")
+
+
+SECTIONS = ("problem", "model", "method", "train", "test")
 
 
 def _key(part) -> str:
@@ -259,7 +354,7 @@ def _format_error(err: ValidationError) -> str:
 def validate(data: dict[str, Any]) -> Config:
     """A Config from plain data, or ConfigError with a one-line message."""
     if not isinstance(data, dict):
-        raise ConfigError("config must be a table of sections [problem], [model], [train], [test]")
+        raise ConfigError("config must be a table of sections [problem], [model], [method], [train], [test]")
     try:
         return Config.model_validate(data)
     except ValidationError as err:

@@ -23,9 +23,10 @@ from typing import Callable
 import numpy as np
 
 from metarep import store
-from metarep.config import ConfigError, load
+from metarep.config import Config, ConfigError, load
+from metarep.progress import progress as progress_display
 from metarep.resources import check_memory
-from metarep.runner import build, evaluate_final, initial_state, summary, train
+from metarep.engine import build, evaluate_final, run_summary, train
 
 # A run checkpoints at least this often (wall time), whatever train.checkpoint_every says.
 CHECKPOINT_SECONDS = 60.0
@@ -37,13 +38,6 @@ class RunResult:
     run_dir: Path
     summary: dict | None
     message: str
-
-
-def _progress_bar(enabled: bool, total: int, initial: int):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled or None, unit="step", leave=False,
-                dynamic_ncols=True)
 
 
 def execute_run(config_path: Path | None, overrides: list[str], out: Path | None, *, resume: Path | None = None,
@@ -60,9 +54,17 @@ def execute_run(config_path: Path | None, overrides: list[str], out: Path | None
                        checkpoint_seconds=checkpoint_seconds)
     config = load(config_path, overrides)
     run_dir = prepare_out(out, Path(config_path), force) if prepare_out else Path(out)
+    return execute_config(config, run_dir, progress=progress, should_stop=should_stop, figure=figure,
+                          checkpoint_seconds=checkpoint_seconds)
+
+
+def execute_config(config: Config, run_dir: Path, *, progress: bool = False,
+                   should_stop: Callable[[], bool] = lambda: False, figure: bool = True,
+                   checkpoint_seconds: float | None = CHECKPOINT_SECONDS) -> RunResult:
+    """A validated config into `run_dir` (created, or emptied of an earlier run's files)."""
     check_memory(config)
     exp = build(config)
-    state = initial_state(exp)
+    state = exp.initial_state()
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -100,10 +102,10 @@ def _resume(run_dir: Path, *, progress, should_stop, figure, checkpoint_seconds)
             return RunResult(done["status"], run_dir, done, f"{run_dir}: already {done['status']}, nothing to do")
         config = load(run_dir / "config.toml")
         digest = store.config_hash(config)
-        state = store.load_checkpoint(run_dir, config_hash=digest)  # refuses another config's checkpoint
         check_memory(config)
         exp = build(config)
-        fresh = initial_state(exp)
+        fresh = exp.initial_state()
+        state = store.load_checkpoint(run_dir, like=fresh, config_hash=digest)  # refuses another config's
         _check_compatible(fresh, state, run_dir, config.train.steps)
         store.remove_temporaries(run_dir)
         if state is None:  # killed before the first checkpoint (or never started): start at step 0
@@ -118,12 +120,10 @@ def _check_compatible(fresh, state, run_dir: Path, steps: int) -> None:
     """A checkpoint must hold parameters shaped like the run's own, finite, at a step <= train.steps."""
     if state is None:
         return
-    if (state.params.B.shape != fresh.params.B.shape or state.params.w.shape != fresh.params.w.shape
-            or state.step > steps or not state.params.is_finite()
-            or (state.rng_state is None) != (fresh.rng_state is None)):
-        raise store.CheckpointError(f"checkpoint in {str(run_dir)!r} does not fit its config.toml (parameters "
-                                    f"{state.params.B.shape}, step {state.step}); delete {store.CHECKPOINT} to "
-                                    f"restart from step 0")
+    finite = all(np.isfinite(a).all() for a in state.params)
+    if state.step > steps or not finite or (state.rng_state is None) != (fresh.rng_state is None):
+        raise store.CheckpointError(f"checkpoint in {str(run_dir)!r} does not fit its config.toml (step "
+                                    f"{state.step}); delete {store.CHECKPOINT} to restart from step 0")
 
 
 def _train_and_store(exp, state, run_dir: Path, digest: str, *, progress, should_stop, figure,
@@ -133,7 +133,7 @@ def _train_and_store(exp, state, run_dir: Path, digest: str, *, progress, should
     def checkpoint(s):
         store.save_checkpoint(run_dir, s, config_hash=digest)
 
-    with _progress_bar(progress, config.train.steps, state.step) as bar:
+    with progress_display(config.train.steps, state.step, progress) as bar:
         state = train(exp, state, on_progress=lambda step: bar.update(1), should_stop=should_stop,
                       on_checkpoint=checkpoint, checkpoint_seconds=checkpoint_seconds)
     if state.status == "interrupted":
@@ -142,7 +142,7 @@ def _train_and_store(exp, state, run_dir: Path, digest: str, *, progress, should
                                                        f"`metarep run --resume {run_dir}`")
     test = evaluate_final(exp, state)
     with np.errstate(all="ignore"):
-        result = summary(exp, state, test)
+        result = run_summary(exp, state, test)
     store.write_results(run_dir, exp, state, result, figure=figure)
     return RunResult(state.status, run_dir, result, _describe(run_dir, result))
 

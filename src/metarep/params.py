@@ -29,6 +29,7 @@ def init_params(d: int, width: int, *, init_scale: float, init_head_scale: float
     return Params(B, w)
 
 
-def sgd_update(params: Params, grads: Params, beta: float) -> Params:
-    """The outer-step skeleton shared by every iterative method: theta <- theta - beta grad."""
-    return Params(params.B - beta * grads.B, params.w - beta * grads.w)
+def sgd_update(params, grads, beta):
+    """The outer-step skeleton shared by every iterative method: theta <- theta - beta grad,
+    field by field of any parameter NamedTuple (`grads` has the same fields)."""
+    return type(params)(*(p - beta * g for p, g in zip(params, grads, strict=True)))

@@ -1,52 +1,208 @@
-"""Figures: the evolution of the tracked norms on log scales (the paper's figure)."""
+"""Figures: a run's tracked norms and loss (the paper's figure), a sweep's summary, and the
+Lemma 2 decay of perp_norm (MATH 5) that both this figure and the reproduction's figure 1 draw.
+
+The figures are built as plain `matplotlib.figure.Figure` objects, without pyplot: building one
+needs no display and leaves no global state behind, and a notebook shows the Figure a call
+returns. `save_figure` writes one (atomically) in each format asked.
+"""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.axis import Axis
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, SymmetricalLogLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from metarep.store import atomic_write  # noqa: E402
+from metarep.atomic import atomic_write
+from metarep.config import Config, validate
+from metarep.results import PM, curves, grid_keys_of
+from metarep.tables import fmt
+from metarep.theory import lemma2_asymptote, lemma2_perp_sq
 
 NORMS = (("align_norm", r"$\|B_\star^\top B_t\|_2$"), ("perp_norm", r"$\|P_\perp B_t\|_2$"),
          ("mean_norm", r"$\|B_t w_t - B_\star\mu_\star\|_2$"), ("lambda_rel_err", r"$\Lambda_t$ rel. error"))
+STEP_LABEL = "outer step t (0, then log scale)"
+DPI = 130
 
 
-def save_figure(fig, path: Path, formats=("png",)) -> None:
-    """Save atomically in each format (path's suffix is replaced)."""
-    for fmt in formats:
+def save_figure(fig: Figure, path: Path, formats: Sequence[str] = ("png",)) -> None:
+    """Save atomically in each format (path's suffix is replaced); a pyplot figure is closed."""
+    for ext in formats:
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=130, bbox_inches="tight")
-        atomic_write(Path(path).with_suffix(f".{fmt}"), buf.getvalue())
-    plt.close(fig)
+        fig.savefig(buf, format=ext, dpi=DPI, bbox_inches="tight")
+        atomic_write(Path(path).with_suffix(f".{ext}"), buf.getvalue())
+    if getattr(fig.canvas, "manager", None) is not None:  # made by pyplot: free it there too
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
 
 
-def _positive(xs, ys):
-    pairs = [(x, y) for x, y in zip(xs, ys) if x > 0 and y > 0]
+# ----------------------------------------------------------------------------- axes
+
+
+def tick_text(value: float, _pos: Any = None) -> str:
+    """A tick label a reader takes in at once: 0.01, 1, 300, then powers of ten as 10^5."""
+    if value == 0:
+        return "0"
+    if 1e-3 <= abs(value) < 1e4:
+        return f"{value:g}"
+    exponent = np.log10(abs(value))
+    if np.isclose(exponent, round(exponent)):
+        return rf"$10^{{{int(round(exponent))}}}$" if value > 0 else rf"$-10^{{{int(round(exponent))}}}$"
+    return f"{value:.0e}"
+
+
+def _readable_log(axis: Axis, low: float, high: float) -> None:
+    """Major ticks at powers of ten; over little more than a decade, 2 and 5 labelled too."""
+    axis.set_major_locator(LogLocator(base=10, numticks=12))
+    axis.set_major_formatter(FuncFormatter(tick_text))
+    if low > 0 and high / low < 10 ** 1.5:
+        axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0), numticks=12))
+        axis.set_minor_formatter(FuncFormatter(tick_text))
+    else:
+        axis.set_minor_formatter(NullFormatter())
+
+
+def step_axis(ax: Axes) -> None:
+    """The step axis: linear from 0 to 1 and logarithmic beyond (symlog), so that step 0 shows."""
+    ax.set_xscale("symlog", linthresh=1, linscale=0.5)
+    ax.set_xlim(left=0)
+    ax.xaxis.set_major_locator(SymmetricalLogLocator(base=10, linthresh=1))
+    ax.xaxis.set_major_formatter(FuncFormatter(tick_text))
+    ax.set_xlabel(STEP_LABEL)
+
+
+def log_values(ax: Axes) -> None:
+    """A log-scale value axis with readable ticks (once the data are drawn)."""
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    _readable_log(ax.yaxis, low, high)
+
+
+def _positive(xs: Sequence[float], ys: Sequence[float | None]) -> tuple[list[float], list[float]]:
+    """The points a log value axis can show (finite and positive)."""
+    pairs = [(x, y) for x, y in zip(xs, ys) if y is not None and np.isfinite(y) and y > 0]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def metrics_figure(history: list[dict], summary: dict, path: Path) -> None:
-    """Two panels: the tracked norms and the training loss against the step, log-log."""
-    fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-    steps = [row["step"] for row in history]
-    for key, label in NORMS:
-        xs, ys = _positive(steps, [row[key] for row in history])
-        if xs:
-            ax.plot(xs, ys, label=label)
-    lam = summary.get("theory", {}).get("lambda_star")
+# ----------------------------------------------------------------------------- theory lines
+
+
+def draw_lemma2(ax: Axes, steps: Sequence[float], perp0: float, *, alpha: float, beta: float,
+                noise_std: float, m_in: Any) -> None:
+    """The Lemma 2 decay of ||P_perp B_t||_2 (MATH 5) at `steps`: the bound iterated from
+    `perp0` at t = 0 (theory.lemma2_perp_sq) and its asymptote sqrt(m_in / (alpha^2 beta sigma^2
+    t)) (theory.lemma2_asymptote), the latter only where it is below 1.5 perp0 (it is infinite
+    at t = 0). Nothing is drawn for m_in = inf, where the lemma predicts no decay."""
+    t = np.asarray(steps, dtype=np.float64)
+    if not np.isfinite(float(m_in)):
+        return
+    bound = np.sqrt(lemma2_perp_sq(t, perp0 ** 2, alpha, beta, noise_std, m_in))
+    with np.errstate(divide="ignore"):
+        asymptote = np.sqrt(lemma2_asymptote(t, alpha, beta, noise_std, m_in))
+    keep = (t > 0) & (asymptote <= 1.5 * perp0)
+    ax.plot(t[keep], asymptote[keep], ls="--", color="k", lw=1,
+            label=r"Lemma 2: $\sqrt{m_{in}/(\alpha^2\beta\sigma^2 t)}$")
+    ax.plot(t, bound, ls=":", color="k", lw=1, label="Lemma 2 bound iterated from $t=0$")
+
+
+# ----------------------------------------------------------------------------- a run
+
+
+def _as_config(config: Config | Mapping[str, Any]) -> Config:
+    return config if isinstance(config, Config) else validate(dict(config))
+
+
+def run_title(config: Config | Mapping[str, Any], summary: Mapping[str, Any] | None = None) -> str:
+    """"fo-anil: d = 20, k = 3, k' = 20, N = inf, m_in = 10" (and the status unless completed)."""
+    c = _as_config(config)
+    p, t = c.problem, c.train
+    width = c.method_spec.width(p.d, p.k, c.model.width)
+    tasks = f"online ({t.batch_tasks} per step)" if t.tasks == "online" else t.tasks
+    title = f"{c.method.name}: d = {p.d}, k = {p.k}, k' = {width}, N = {tasks}, m_in = {t.m_in}"
+    status = (summary or {}).get("status")
+    if status and status != "completed":
+        title += f" ({status})"
+    return title
+
+
+def _theory_lines(ax: Axes, c: Config, history: list[dict], summary: Mapping[str, Any]) -> None:
+    """What the paper predicts for a method whose declaration says its theory applies: the level
+    sqrt(lambda_max(Lambda*)) of align_norm and, with infinite tasks, the Lemma 2 decay."""
+    if not c.method_spec.theory:
+        return
+    lam = (summary.get("theory") or {}).get("lambda_star")
     if lam:
         ax.axhline(max(lam) ** 0.5, ls=":", c="gray", label=r"$\sqrt{\lambda_{\max}(\Lambda_\star)}$")
-    ax.set(xlabel="step", title=f"{summary.get('method')} ({summary.get('regime')})")
-    ax.legend(fontsize=8)
-    xs, ys = _positive(steps, [row["loss"] for row in history])
-    ax_loss.plot(xs, ys)
-    ax_loss.set(xlabel="step", title="training (outer) loss")
+    t = c.train
+    if t.tasks == "inf" and history and history[0]["step"] == 0 and history[0].get("perp_norm"):
+        m_in = float("inf") if t.m_in == "inf" else t.m_in
+        draw_lemma2(ax, [row["step"] for row in history], history[0]["perp_norm"], alpha=t.alpha, beta=t.beta,
+                    noise_std=c.problem.noise_std, m_in=m_in)
+
+
+def _draw(ax: Axes, steps: list[int], values: Sequence[float | None], **style: Any) -> None:
+    xs, ys = _positive(steps, values)
+    if xs:
+        ax.plot(xs, ys, marker="o" if len(xs) == 1 else None, **style)
+
+
+def metrics_figure(history: list[dict], summary: Mapping[str, Any], config: Config | Mapping[str, Any]) -> Figure:
+    """The run's figure: the tracked norms (and, where the method's declaration says the theory
+    applies, the predicted level and the Lemma 2 decay) and the training loss against the step.
+
+    `history` is the metric history (metrics.csv rows), `summary` the content of summary.json,
+    `config` the resolved config (a Config or its nested dict). Values axes are logarithmic;
+    the step axis shows step 0 (symlog). Metrics absent from the history are left out.
+    """
+    c = _as_config(config)
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    ax, ax_loss = fig.subplots(1, 2)
+    steps = [row["step"] for row in history]
+    for key, label in NORMS:
+        if history and key in history[0]:
+            _draw(ax, steps, [row[key] for row in history], label=label)
+    _theory_lines(ax, c, history, summary)
+    _draw(ax_loss, steps, [row.get("loss") for row in history])
+    ax.set(ylabel="norm, relative error", title="tracked norms")
+    ax_loss.set(ylabel="training (outer) loss", title="training loss")
     for axis in (ax, ax_loss):
-        if axis.lines and any(len(line.get_xdata()) for line in axis.lines):
-            axis.set(xscale="log", yscale="log")
-    save_figure(fig, path)
+        step_axis(axis)
+        if axis.lines:
+            log_values(axis)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.suptitle(run_title(c, summary))
+    return fig
+
+
+# ----------------------------------------------------------------------------- a sweep
+
+
+def summary_figure(columns: list[str], rows: list[dict]) -> Figure | None:
+    """Test excess risk and final perp_norm (mean +- sd over seeds) against the first grid key,
+    one line per combination of the other keys; None without a grid or a completed run."""
+    keys = grid_keys_of(columns)
+    if not keys or not any(r["status"] == "completed" and r.get("excess_risk") is not None for r in rows):
+        return None
+    replicated = len({r.get("seed") for r in rows if r["status"] == "completed"}) > 1
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    for ax, metric, title in zip(fig.subplots(1, 2), ("excess_risk", "perp_norm"),
+                                 ("test excess risk", r"final $\|P_\perp B\|_2$")):
+        x_key, xs, lines = curves(columns, rows, metric)
+        position = {x: i for i, x in enumerate(xs)}
+        for i, line in enumerate(lines):
+            shift = (i - (len(lines) - 1) / 2) * min(0.08, 0.4 / len(lines))  # keep error bars apart
+            ax.errorbar([position[x] + shift for x in line.xs], line.means, yerr=line.sds, marker="o", capsize=3,
+                        label=line.label or None)
+        ax.set_xticks(range(len(xs)), [fmt(x) for x in xs])
+        ax.set(xlabel=x_key, ylabel=title, title=title + (f", mean {PM} sd over seeds" if replicated else ""))
+        if metric == "excess_risk" and len(keys) > 1:
+            ax.legend(fontsize=7)
+    return fig

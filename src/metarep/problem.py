@@ -14,13 +14,15 @@ class Problem:
     """Ground truth of the task distribution.
 
     B_star: (d, k) with orthonormal columns; mu_star: (k,) head mean;
-    Sigma_star: (k, k) head covariance (symmetric PSD); noise_std: label noise sigma.
+    Sigma_star: (k, k) head covariance (symmetric PSD); noise_std: label noise sigma;
+    teacher: the tasks' shared features, "linear" (B*^T x, MATH 1) or "relu" (relu(B*^T x)).
     """
 
     B_star: np.ndarray
     mu_star: np.ndarray
     Sigma_star: np.ndarray
     noise_std: float
+    teacher: str = "linear"
 
     @property
     def d(self) -> int:
@@ -29,6 +31,11 @@ class Problem:
     @property
     def k(self) -> int:
         return self.B_star.shape[1]
+
+    def teacher_features(self, X: np.ndarray) -> np.ndarray:
+        """The teacher's representation of inputs X (..., d): X B* or relu(X B*), (..., k)."""
+        Z = X @ self.B_star
+        return np.maximum(Z, 0.0) if self.teacher == "relu" else Z
 
     @property
     def M_star(self) -> np.ndarray:
@@ -70,15 +77,20 @@ def random_orthonormal(d: int, k: int, rng: np.random.Generator) -> np.ndarray:
     return q * np.where(np.diag(r) < 0, -1.0, 1.0)
 
 
+TEACHERS = ("linear", "relu")
+
+
 def make_problem(d: int, k: int, *, task_mean=0.0, task_cov=1.0, noise_std=1.0,
-                 rng: np.random.Generator) -> Problem:
-    """Draw B* from `rng` and assemble the problem (MATH 1)."""
+                 rng: np.random.Generator, teacher: str = "linear") -> Problem:
+    """Draw B* from `rng` and assemble the problem (MATH 1); `teacher` as in Problem."""
+    if teacher not in TEACHERS:
+        raise ValueError(f"problem.teacher must be one of {', '.join(TEACHERS)}, got {teacher!r}")
     if not 1 <= k <= d:
         raise ValueError(f"problem.k must satisfy 1 <= k <= d = {d}, got {k}")
     if noise_std < 0:
         raise ValueError(f"problem.noise_std must be >= 0, got {noise_std}")
     return Problem(B_star=random_orthonormal(d, k, rng), mu_star=as_mean(task_mean, k),
-                   Sigma_star=as_covariance(task_cov, k), noise_std=float(noise_std))
+                   Sigma_star=as_covariance(task_cov, k), noise_std=float(noise_std), teacher=teacher)
 
 
 def covariance_factor(cov: np.ndarray) -> np.ndarray:
@@ -95,9 +107,12 @@ def sample_heads(problem: Problem, n: int, rng: np.random.Generator) -> np.ndarr
 
 def sample_labels(problem: Problem, X: np.ndarray, w_star: np.ndarray,
                   rng: np.random.Generator) -> np.ndarray:
-    """y = X B* w*_i + z for X (n, m, d), w_star (n, k); returns (n, m)."""
-    theta = w_star @ problem.B_star.T
-    clean = np.einsum("nmd,nd->nm", X, theta)
+    """y = X B* w*_i + z (linear teacher) or relu(X B*) w*_i + z (relu teacher) for X (n, m, d),
+    w_star (n, k); returns (n, m)."""
+    if problem.teacher == "linear":
+        clean = np.einsum("nmd,nd->nm", X, w_star @ problem.B_star.T)
+    else:
+        clean = np.einsum("nmk,nk->nm", problem.teacher_features(X), w_star)
     return clean + problem.noise_std * rng.standard_normal(clean.shape)
 
 

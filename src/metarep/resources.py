@@ -22,9 +22,9 @@ from __future__ import annotations
 import os
 
 from metarep.config import Config, ConfigError
+from metarep.sources import TEST_CHUNK
 
 FLOAT = 8
-TEST_CHUNK = 2048
 HISTORY_BYTES_PER_VALUE = 130  # a Python float in a dict row, its checkpoint copy and CSV text
 
 
@@ -86,42 +86,29 @@ def _size(value, default=0):
     return default if isinstance(value, str) else int(value)
 
 
-def _method(config: Config):
-    from metarep.methods import get_method
-
-    try:
-        return get_method(config.train.method)
-    except ValueError:
-        return None
-
-
 def estimate_bytes(config: Config) -> dict[str, int]:
     """Bytes each part of a run holds at its peak (task data dominates)."""
     p, t, te, width = config.problem, config.train, config.test, config.model.width
     d, k = p.d, p.k
-    method = _method(config)
+    method = config.method_spec
     m = _size(t.m_in) + _size(t.m_out)
     n_train = {"inf": 0, "online": t.batch_tasks}.get(t.tasks, t.tasks) if isinstance(t.tasks, str) else t.tasks
     steps_kept = t.inner_steps + 1
     # per task: the inner path (heads and prediction gradients per inner step), the reverse pass's
     # factors and their concatenation, predictions, outer gradients, labels in flight
     working = n_train * (6 * steps_kept * (d + width) + 2 * m) + 6 * d * width
-    per_task_heads = t.method in ("burer-monteiro", "mtl", "multi-task") or (
-        method is not None and method.init is not None)
-    if per_task_heads:
+    if method.per_task_state:
         working += 3 * n_train * width
-    if method is not None and method.fit is not None:
+    if method.fit is not None:
         working += n_train * m * (d + 1) + 2 * d * d + d * width
-    if method is not None and callable(method.extra.get("memory_floats")):
-        working += int(method.extra["memory_floats"](config))
-    rule = config.adapt_rule if method is not None else "gradient"
+    rule = config.adapt_rule
     chunk = min(te.tasks, TEST_CHUNK)
     test_ws = chunk * te.m_test * (d + 2 * width + 2) + chunk * (2 * d + 3 * width + 2 * k)
     if rule == "bayes":
         test_ws += chunk * te.m_test * (te.m_test + 2 * k)
     elif rule in ("ridge", "lstsq"):
         test_ws += chunk * (te.m_test * width * 2 + width * width * 2)
-    rows = (t.steps // t.log_every + 2) if method is None or method.iterative else 1
+    rows = (t.steps // t.log_every + 2) if method.iterative else 1
     return {
         "problem": (3 * d * k + 6 * k * k + 4 * d * width) * FLOAT,
         "train_tasks": n_train * (m * (d + 1) + k) * FLOAT,

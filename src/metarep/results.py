@@ -9,25 +9,32 @@ Columns: run_id, one column per grid key (named like "train.m_in"), seed, status
 final metrics, the test excess risk and its standard error, the message of a run that diverged
 or failed, and wall_s (the run's wall time, which differs between machines: compare rows with
 `comparable`).
+
+Aggregation over seeds (one row per grid point, mean and sample standard deviation of the
+completed runs) is here too, for the sweep's printed table, its report page and its figure.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from metarep.store import atomic_write
+from metarep.atomic import atomic_write
+from metarep.tables import csv_text, fmt
 
 METRICS = ("perp_norm", "align_norm", "mean_norm", "lambda_rel_err", "rank")
 TEST_METRICS = ("excess_risk", "excess_risk_se")
 STATUSES = ("completed", "diverged", "failed")
+SUMMARY_METRICS = ("excess_risk", "perp_norm", "align_norm", "mean_norm", "lambda_rel_err")
+PM = "±"
 # Columns other than the grid keys, in CSV order; idx (the run's place in the grid) orders rows.
 FIXED = (("run_id", "TEXT PRIMARY KEY"), ("idx", "INTEGER NOT NULL"), ("seed", "INTEGER"),
          ("status", "TEXT NOT NULL"), ("steps", "INTEGER"), ("perp_norm", "REAL"), ("align_norm", "REAL"),
@@ -173,7 +180,7 @@ class Results:
     def export_csv(self, path: str | Path) -> Path:
         """Write every row to a CSV file atomically (floats with repr precision, empty for missing)."""
         path = Path(path)
-        atomic_write(path, csv_text(self.columns, self.rows()).encode())
+        atomic_write(path, csv_text(self.rows(), self.columns).encode())
         return path
 
     def close(self) -> None:
@@ -199,23 +206,6 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb):
         self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
         return False
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in columns])
-    return out.getvalue()
 
 
 def _parse_cell(column: str, text: str) -> Any:
@@ -260,3 +250,120 @@ def load_results(directory: str | Path) -> tuple[list[str], list[dict[str, Any]]
     if (directory / "results.csv").exists():
         return read_csv(directory / "results.csv")
     raise ResultsError(f"{str(directory)!r} has no results.sqlite or results.csv")
+
+
+# ----------------------------------------------------------------------------- aggregation over seeds
+
+
+def natural_key(value: Any) -> tuple:
+    """Numbers ascending with "inf" after them, then strings; orders grid values."""
+    if value is None:
+        return (2, "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value))
+    if isinstance(value, str) and value.strip().lower() in ("inf", "infinity"):
+        return (0, math.inf)
+    return (1, str(value))
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float, float]:
+    """Mean and sample standard deviation of the finite values (nan when there are none; the
+    standard deviation is nan for a single value)."""
+    import numpy as np
+
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
+
+
+def mean_sd_text(values: Iterable[float | None]) -> str:
+    """"mean ± sd" of the finite values, the value alone when there is one, "" when none."""
+    mean, sd = mean_std(values)
+    if math.isnan(mean):
+        return ""
+    return fmt(mean) if math.isnan(sd) else f"{fmt(mean)} {PM} {fmt(sd, 2)}"
+
+
+@dataclass
+class GridPoint:
+    """The runs of one grid point (all its seeds)."""
+
+    point: tuple
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def completed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] == "completed"]
+
+    def values(self, metric: str) -> list[float]:
+        """`metric` over the completed runs that have it."""
+        return [r[metric] for r in self.completed if r.get(metric) is not None]
+
+    def status_text(self) -> str:
+        """"2" (completed), or "0, 2 diverged" when some did not complete."""
+        other = Counter(r["status"] for r in self.rows if r["status"] != "completed")
+        return f"{len(self.completed)}" + "".join(f", {n} {status}" for status, n in sorted(other.items()))
+
+    def rank_text(self) -> str:
+        ranks = sorted({r["rank"] for r in self.completed if r.get("rank") is not None})
+        return "" if not ranks else str(ranks[0]) if len(ranks) == 1 else f"{ranks[0]}-{ranks[-1]}"
+
+
+def group(rows: Iterable[dict[str, Any]], keys: Sequence[str]) -> list[GridPoint]:
+    """The rows grouped by their values of `keys`, groups in the natural order of those values."""
+    groups: dict[tuple, GridPoint] = {}
+    for row in rows:
+        point = tuple(row.get(k) for k in keys)
+        groups.setdefault(point, GridPoint(point)).rows.append(row)
+    return [groups[p] for p in sorted(groups, key=lambda p: [natural_key(v) for v in p])]
+
+
+def aggregate(columns: list[str], rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """(headers, table) with one row per grid point: the runs' statuses and mean ± sd over seeds
+    of the completed runs, ordered by the grid values."""
+    keys = grid_keys_of(columns)
+    headers = [*keys, "runs", "completed", *SUMMARY_METRICS, "rank"]
+    table = [[*(fmt(v) for v in g.point), str(len(g.rows)), g.status_text(),
+              *(mean_sd_text(g.values(m)) for m in SUMMARY_METRICS), g.rank_text()]
+             for g in group(rows, keys)]
+    return headers, table
+
+
+def best_point(columns: list[str], rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[float]] | None:
+    """The grid point with the lowest mean test excess risk over its completed runs, and those
+    risks; None without a grid or with fewer than two points to compare."""
+    keys = grid_keys_of(columns)
+    points = [g for g in group(rows, keys) if g.values("excess_risk")] if keys else []
+    if len(points) < 2:
+        return None
+    best = min(points, key=lambda g: mean_std(g.values("excess_risk"))[0])
+    return dict(zip(keys, best.point)), best.values("excess_risk")
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One line of a sweep's summary figure: `metric` against the first grid key, for one
+    combination of the other keys; mean and sd over seeds at each value."""
+
+    label: str
+    xs: list[Any]
+    means: list[float]
+    sds: list[float]
+
+
+def curves(columns: list[str], rows: list[dict[str, Any]], metric: str) -> tuple[str, list[Any], list[Curve]]:
+    """(first grid key, its values in order, one Curve per combination of the other keys) of the
+    completed runs; the sd is 0 at a value with a single run."""
+    keys = grid_keys_of(columns)
+    x_key, others = keys[0], keys[1:]
+    xs = sorted({r.get(x_key) for r in rows}, key=natural_key)
+    done = [r for r in rows if r["status"] == "completed" and r.get(metric) is not None]
+    out = []
+    for combo in group(done, others):
+        points = group(combo.rows, [x_key])
+        stats = [mean_std(g.values(metric)) for g in points]
+        label = ", ".join(f"{k}={fmt(v)}" for k, v in zip(others, combo.point))
+        out.append(Curve(label, [g.point[0] for g in points], [m for m, _ in stats],
+                         [0.0 if math.isnan(sd) else sd for _, sd in stats]))
+    return x_key, xs, out

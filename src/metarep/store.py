@@ -9,9 +9,7 @@ table, and a JSON record (as bytes) with the step, the RNG state of the online t
 the history's column names, a format number and the SHA-256 of the resolved config. A
 checkpoint is only loaded into a run whose resolved config has the same hash.
 
-Test hook: when the environment variable METAREP_TEST_WRITE_DELAY holds a number of seconds,
-`atomic_write` sleeps that long between writing the temporary file and renaming it, which
-widens the window in which a fault test can kill a process in the middle of a write.
+Files are written by `metarep.atomic.atomic_write` (its names are re-exported here).
 """
 
 from __future__ import annotations
@@ -23,21 +21,26 @@ import hashlib
 import io
 import json
 import os
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import tomli_w
 
+from metarep.atomic import (  # noqa: F401 - re-exported: the run directory's writes
+    TMP_SUFFIX,
+    WRITE_DELAY_ENV,
+    atomic_write,
+    fsync_dir,
+    only_temporaries,
+    remove_temporaries,
+)
 from metarep.config import ConfigError
-from metarep.params import Params
+from metarep.tables import csv_text
 
 CHECKPOINT = "checkpoint.npz"
 CHECKPOINT_FORMAT = 1
 RESULT_FILES = ("metrics.csv", "params.npz", "metrics.png")
-TMP_SUFFIX = ".tmp"
-WRITE_DELAY_ENV = "METAREP_TEST_WRITE_DELAY"
 
 
 class CheckpointError(ConfigError):
@@ -46,75 +49,6 @@ class CheckpointError(ConfigError):
 
 class RunDirBusy(ConfigError):
     """Another process is running in this run directory."""
-
-
-def _test_write_delay() -> float:
-    try:
-        return max(0.0, float(os.environ.get(WRITE_DELAY_ENV, "") or 0.0))
-    except ValueError:
-        return 0.0
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable; filesystems that cannot fsync a directory are skipped."""
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a fsynced temporary file and an atomic rename.
-
-    The temporary file is `.<name>.<random>.tmp` beside `path`, created with the usual
-    permissions (0666 less the umask); it is removed if the write fails.
-    """
-    path = Path(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}{TMP_SUFFIX}"
-        try:
-            fd = os.open(tmp, flags, 0o666)
-            break
-        except FileExistsError:
-            continue
-    else:  # pragma: no cover - 100 collisions of 48 random bits
-        raise FileExistsError(f"cannot create a temporary file beside {path}")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        delay = _test_write_delay()
-        if delay:
-            time.sleep(delay)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def remove_temporaries(run_dir: Path) -> int:
-    """Delete the temporary files an interrupted `atomic_write` left in `run_dir`; return how many."""
-    removed = 0
-    for p in Path(run_dir).glob(f".*{TMP_SUFFIX}"):
-        if p.is_file():
-            p.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def only_temporaries(directory: Path) -> bool:
-    """True when `directory` holds nothing but temporaries of interrupted writes (or nothing)."""
-    return all(p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file()
-               for p in Path(directory).iterdir())
 
 
 @contextlib.contextmanager
@@ -167,13 +101,7 @@ def history_columns(history: list[dict]) -> list[str]:
 
 def csv_bytes(history: list[dict]) -> bytes:
     """The metric history as CSV, numbers written with repr precision (round-trips exactly)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    columns = history_columns(history)
-    writer.writerow(columns)
-    for row in history:
-        writer.writerow([repr(row[c]) if isinstance(row[c], float) else row[c] for c in columns])
-    return out.getvalue().encode()
+    return csv_text(history, history_columns(history)).encode()
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -183,50 +111,58 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def save_checkpoint(run_dir: Path, state, *, config_hash: str | None = None) -> None:
-    """Parameters, step, metric history and RNG state in one atomically written npz (no pickles).
+    """Parameters (each field of the params NamedTuple by name), step, metric history and RNG state
+    in one atomically written npz (no pickles).
 
     `config_hash` (see `config_hash`) is recorded so that a resume can refuse another config.
     """
     columns = history_columns(state.history)
     table = np.array([[row[c] for c in columns] for row in state.history], dtype=np.float64).reshape(-1, len(columns))
+    fields = list(state.params._fields)
     meta = {"format": CHECKPOINT_FORMAT, "step": state.step, "status": state.status, "rng_state": state.rng_state,
-            "columns": columns, "config_hash": config_hash}
-    atomic_write(Path(run_dir) / CHECKPOINT, npz_bytes(B=state.params.B, w=state.params.w, history=table,
+            "columns": columns, "config_hash": config_hash, "params": fields}
+    arrays = {name: np.asarray(value) for name, value in zip(fields, state.params, strict=True)}
+    atomic_write(Path(run_dir) / CHECKPOINT, npz_bytes(**arrays, history=table,
                                                        meta=np.frombuffer(json.dumps(meta).encode(), np.uint8)))
 
 
 def _read_checkpoint(path: Path):
     with np.load(path, allow_pickle=False) as data:
         meta = json.loads(data["meta"].tobytes().decode())
-        B, w, table = data["B"].copy(), data["w"].copy(), data["history"].copy()
-    if not isinstance(meta, dict) or meta.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
-        raise ValueError("unknown checkpoint format")
+        if not isinstance(meta, dict) or meta.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
+            raise ValueError("unknown checkpoint format")
+        fields = meta.get("params", ["B", "w"])
+        if not (isinstance(fields, list) and fields and all(isinstance(f, str) and f in data for f in fields)):
+            raise ValueError("malformed parameter list")
+        arrays = {name: data[name].copy() for name in fields}
+        table = data["history"].copy()
     columns, step = meta["columns"], meta["step"]
     if not (isinstance(step, int) and step >= 0 and isinstance(columns, list) and columns
             and all(isinstance(c, str) for c in columns)):
         raise ValueError("malformed record")
     if table.dtype != np.float64 or table.ndim != 2 or table.shape[1] != len(columns):
         raise ValueError("malformed metric history")
-    if B.dtype != np.float64 or w.dtype != np.float64 or B.ndim < 2 or w.shape[-1:] != B.shape[-1:]:
+    if any(a.dtype.kind != "f" for a in arrays.values()):
         raise ValueError("malformed parameters")
     if meta.get("rng_state") is not None:
         np.random.default_rng().bit_generator.state = meta["rng_state"]   # raises if malformed
-    return meta, B, w, table
+    return meta, arrays, table
 
 
-def load_checkpoint(run_dir: Path, *, config_hash: str | None = None):
+def load_checkpoint(run_dir: Path, *, like, config_hash: str | None = None):
     """The TrainState saved by save_checkpoint, or None when the directory has no checkpoint.
 
-    With `config_hash`, a checkpoint recorded for a different resolved config is refused
-    (CheckpointError); so is an unreadable one, with a message saying what to do.
+    `like` is the run's fresh state: the checkpoint must hold parameters of its NamedTuple type,
+    with the same fields and shapes. With `config_hash`, a checkpoint recorded for a different
+    resolved config is refused (CheckpointError); so is an unreadable one, with a message saying
+    what to do.
     """
-    from metarep.runner import TrainState
 
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         return None
     try:
-        meta, B, w, table = _read_checkpoint(path)
+        meta, arrays, table = _read_checkpoint(path)
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"checkpoint {str(path)!r} is unreadable ({type(err).__name__}: {err}); "
                               f"delete it to restart the run from step 0") from None
@@ -236,8 +172,15 @@ def load_checkpoint(run_dir: Path, *, config_hash: str | None = None):
                               f"was written with (config hash {recorded[:12]} != {config_hash[:12]}; edited, or "
                               f"written by another metarep version): restore the original config.toml, or "
                               f"start a new run with --out")
-    history = [{c: (int(v) if c == "step" else float(v)) for c, v in zip(meta["columns"], row)} for row in table]
-    return TrainState(Params(B, w), step=meta["step"], history=history, rng_state=meta["rng_state"])
+    fresh = like.params
+    if list(arrays) != list(fresh._fields) or any(
+            arrays[f].shape != np.shape(v) or arrays[f].dtype != np.asarray(v).dtype for f, v in zip(fresh._fields, fresh)):
+        raise CheckpointError(f"checkpoint in {str(Path(run_dir))!r} does not fit its config.toml (parameters "
+                              f"{ {f: a.shape for f, a in arrays.items()} }, step {meta['step']}); delete "
+                              f"{CHECKPOINT} to restart from step 0")
+    history = [{c: (int(v) if c == "step" else float(v)) for c, v in zip(meta["columns"], row, strict=True)}
+               for row in table]
+    return type(like)(type(fresh)(**arrays), step=meta["step"], history=history, rng_state=meta["rng_state"])
 
 
 def clear_run_dir(run_dir: Path) -> None:
@@ -250,21 +193,26 @@ def clear_run_dir(run_dir: Path) -> None:
 
 
 def write_results(run_dir: Path, exp, state, summary: dict, *, figure: bool = True) -> None:
+    """The results of a finished run of `exp` (see `write_outputs`)."""
+    write_outputs(run_dir, state.history, exp.arrays(state.params), summary, exp.config, figure=figure)
+
+
+def write_outputs(run_dir: Path, history: list[dict], arrays: dict, summary: dict, config, *,
+                  figure: bool = True) -> None:
     """metrics.csv, params.npz, summary.json (written last: its presence means the run is done), metrics.png.
 
     The checkpoint is removed only after summary.json is in place; a directory with both is done.
     """
     run_dir = Path(run_dir)
-    atomic_write(run_dir / "metrics.csv", csv_bytes(state.history))
-    atomic_write(run_dir / "params.npz", npz_bytes(B=state.params.B, w=state.params.w, B_star=exp.problem.B_star,
-                                                   mu_star=exp.problem.mu_star, Sigma_star=exp.problem.Sigma_star))
+    atomic_write(run_dir / "metrics.csv", csv_bytes(history))
+    atomic_write(run_dir / "params.npz", npz_bytes(**arrays))
     if figure:
-        from metarep.plots import metrics_figure
+        from metarep.plots import metrics_figure, save_figure
 
-        metrics_figure(state.history, summary, run_dir / "metrics.png")
+        save_figure(metrics_figure(history, summary, config), run_dir / "metrics.png")
     atomic_write(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
-    _fsync_dir(run_dir)
+    fsync_dir(run_dir)
 
 
 def read_summary(run_dir: Path) -> dict | None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 from metarep.config import ConfigError
+from metarep.tables import fmt
 
 MAX_PRINTED_ROWS = 40
 
@@ -60,19 +63,23 @@ def sweep(config_path, grid, seeds, backend, workers, overrides, out, no_figures
         sys.exit(1)
 
 
+def display_rows(columns: list[str], rows: list[dict[str, Any]], *,
+                 drop: Sequence[str] = ("run_id", "wall_s", "message")) -> tuple[list[str], list[list[str]]]:
+    """(headers, table) for printing: metrics to 4 significant digits, missing values blank."""
+    shown = [c for c in columns if c not in drop]
+    return shown, [[fmt(row.get(c)) for c in shown] for row in rows]
+
+
 def _print_table(outcome) -> None:
     from tabulate import tabulate
 
-    from metarep.sweep import display_rows
+    from metarep.results import aggregate
 
     if not outcome.rows:
         return
     if len(outcome.rows) > MAX_PRINTED_ROWS:
-        from metarep.report import aggregate
-
         headers, table = aggregate(outcome.columns, outcome.rows)
         click.echo(f"mean +- sd over seeds ({len(outcome.rows)} runs in results.csv):")
-        click.echo(tabulate(table, headers=headers, disable_numparse=True))
-        return
-    headers, table = display_rows(outcome.columns, outcome.rows)
+    else:
+        headers, table = display_rows(outcome.columns, outcome.rows)
     click.echo(tabulate(table, headers=headers, disable_numparse=True))

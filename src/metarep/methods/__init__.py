@@ -1,21 +1,65 @@
-"""The registry of training methods: one small module each, all with the same shape (MATH 3)."""
+"""The registry of training methods: one small module each, all with the same shape (MATH 3).
+
+A method is registered under (arch, name); `register` adds one (a new method is one file that
+calls it, or a test module that does)."""
 
 from __future__ import annotations
 
-from metarep.methods import anil, burer_monteiro, fo_anil, fo_maml, maml, moments, none, oracle
-from metarep.methods.base import Method, outer_step, shared_head
+import sys
+import types
 
-METHODS: dict[str, Method] = {m.name: m for m in (fo_anil.METHOD, anil.METHOD, fo_maml.METHOD, maml.METHOD,
-                                                   burer_monteiro.METHOD, moments.METHOD, oracle.METHOD,
-                                                   none.METHOD)}
+from metarep.methods import anil, burer_monteiro, fo_anil, fo_maml, maml, moments, none, oracle, pooled
+from metarep.methods.base import Method, NoHyper, outer_step, shared_head
+
+_REGISTRY: dict[tuple[str, str], Method] = {}
 
 
-def get_method(name: str) -> Method:
-    """The method called `name`, or a ValueError listing the known ones."""
+def register(method: Method, *, replace: bool = False) -> Method:
+    """Add `method` under (method.arch, method.name); refuses a second one of the same key."""
+    key = (method.arch, method.name)
+    if key in _REGISTRY and not replace and _REGISTRY[key] is not method:
+        raise ValueError(f"a method {method.name!r} is already registered for arch {method.arch!r}")
+    _REGISTRY[key] = method
+    return method
+
+
+def unregister(name: str, arch: str = "linear") -> None:
+    _REGISTRY.pop((arch, name), None)
+
+
+def registered(arch: str | None = None) -> list[Method]:
+    """Every registered method (of one arch), in registration order."""
+    return [m for (a, _), m in _REGISTRY.items() if arch is None or a == arch]
+
+
+def get_method(name: str, arch: str = "linear") -> Method:
+    """The method called `name` for `arch`, or a ValueError listing the known ones."""
     try:
-        return METHODS[name]
+        return _REGISTRY[(arch, name)]
     except KeyError:
-        raise ValueError(f"train.method must be one of {', '.join(sorted(METHODS))}, got {name!r}") from None
+        known = ", ".join(m.name for m in registered(arch))
+        raise ValueError(f"method.name must be one of {known} for model.arch = {arch!r}, got {name!r}") from None
 
 
-__all__ = ["METHODS", "Method", "get_method", "outer_step", "shared_head"]
+def table(arch: str | None = None):
+    """The registered methods and what each can do: a pandas DataFrame, one row each."""
+    import pandas as pd
+
+    return pd.DataFrame([m.capabilities() for m in registered(arch)])
+
+
+class _Methods(types.ModuleType):
+    """`metarep.methods()` lists the methods while `metarep.methods` stays this package: a module
+    cannot be called, so this module's class is given a __call__."""
+
+    def __call__(self, arch: str | None = None):
+        return table(arch)
+
+
+sys.modules[__name__].__class__ = _Methods
+
+for _module in (fo_anil, anil, fo_maml, maml, burer_monteiro, moments, oracle, none, pooled):
+    register(_module.METHOD)
+
+__all__ = ["Method", "NoHyper", "get_method", "outer_step", "register", "registered", "shared_head", "table",
+           "unregister"]

@@ -39,7 +39,8 @@ METHOD = Method(
     name="anil",
     summary="ANIL: inner steps on the head, exact second-order outer step on B and w",
     adapts="head",
-    hyper=("alpha", "inner_steps"),
+    train_keys=("alpha", "inner_steps"),
+    relative_cost=2.3,
     gradient=anil_gradient,
     cost="O(s N m d + s N d k'): 2s + 1 kernel passes over the samples, 2s + 1 (N, d) x (d, k') GEMMs",
 )

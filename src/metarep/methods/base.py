@@ -1,52 +1,121 @@
-"""What every method provides, and the outer-step skeleton they share (MATH 3)."""
+"""What a method declares, and the outer-step skeleton the iterative ones share (MATH 3).
+
+A method is plain data: pure functions plus a declaration of what it can do and which
+hyper-parameters it takes. Everything outside `methods/` (config, resources, the engine,
+reproductions, reports) reads the declaration and never tests a method's name.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from metarep.params import Params, sgd_update
 
 
+class NoHyper(BaseModel):
+    """A method without hyper-parameters of its own: its [method] table holds only `name`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ADAPT_RULES = ("gradient", "ridge", "lstsq")
+
+
 @dataclass(frozen=True)
 class Method:
-    """A training method as plain data: its name and its pure functions.
+    """A training method: its name, its pure functions and its declaration.
 
-    gradient(params, tasks, **hyper) -> (grads: Params, loss: float)
-        the outer gradient over a batch of tasks (iterative methods);
+    Functions (each optional; an iterative method has `gradient` or `step`, a direct one `fit`):
+
+    gradient(params, tasks, **hyper) -> (grads, loss)
+        the outer gradient over a batch of tasks;
     step(params, tasks, *, beta, **hyper) -> (params, loss)
         an outer step, when it is not plain gradient descent on `gradient`;
     population_gradient(params, problem, *, alpha, m_in) -> (grads, loss)
         the exact infinite-task gradient (MATH 4), where one is derived;
-    fit(problem, tasks, *, width, rng) -> Params
+    population_step(params, problem, *, alpha, beta, m_in) -> (params, loss)
+        the exact infinite-task step batched over a leading axis of runs (alpha, beta, m_in
+        arrays of one value per run), where one is written;
+    fit(problem, tasks, *, width, rng) -> params
         a direct (non-iterative) estimate of the representation;
     init(params, tasks) -> params
-        turns the model's initial (B, w) into the method's state (e.g. one head per task).
-    hyper names the keyword hyper-parameters `gradient`/`step` accept, taken from [train].
+        the model's initial parameters turned into the method's state (one head per task);
+    check(config) -> None
+        raises ValueError for a config this method cannot run (beyond what the fields say).
+
+    `hyper` passed to gradient/step is the method's own table (`Hyper`, validated from
+    [method]) plus the shared [train] keys named in `train_keys`.
     """
 
     name: str
     summary: str
     adapts: str
+    arch: str = "linear"
+    Hyper: type[BaseModel] = NoHyper
+    train_keys: tuple[str, ...] = ()
     default_adapt: str = "gradient"
-    hyper: tuple[str, ...] = ()
+    adapt_rules: tuple[str, ...] = ADAPT_RULES
+    features: str = "X B"
+    fixed_width: Callable[[int, int], int] | None = None
+    needs_truth: bool = False
+    relative_cost: float = 1.0
+    theory: bool = False
     gradient: Callable | None = None
     step: Callable | None = None
     population_gradient: Callable | None = None
+    population_step: Callable | None = None
     fit: Callable | None = None
     init: Callable | None = None
+    check: Callable[[Any], None] | None = None
     cost: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def iterative(self) -> bool:
+        """Trained by outer steps (else a direct fit, with no steps)."""
         return self.gradient is not None or self.step is not None
 
+    @property
+    def infinite_tasks(self) -> bool:
+        """Has an exact infinite-task (population) form: `tasks = "inf"` is allowed."""
+        return self.population_gradient is not None
 
-def outer_step(method: Method, params: Params, tasks, *, beta: float, **hyper) -> tuple[Params, float]:
+    @property
+    def population_batch(self) -> bool:
+        """Its exact population step advances many runs at once (seeds, step sizes)."""
+        return self.population_step is not None
+
+    @property
+    def per_task_state(self) -> bool:
+        """Its state holds one head per training task: a fixed task set only."""
+        return self.init is not None
+
+    @property
+    def online_tasks(self) -> bool:
+        """Can take fresh tasks every step."""
+        return self.iterative and not self.per_task_state
+
+    def width(self, d: int, k: int, width: int) -> int:
+        """The width k' it trains: its own fixed one, or model.width."""
+        return self.fixed_width(d, k) if self.fixed_width is not None else width
+
+    def capabilities(self) -> dict[str, Any]:
+        """What it can do, as a flat record (one row of `metarep.methods()`)."""
+        return {"name": self.name, "arch": self.arch, "iterative": self.iterative,
+                "infinite_tasks": self.infinite_tasks, "online_tasks": self.online_tasks,
+                "per_task_state": self.per_task_state, "default_adapt": self.default_adapt,
+                "hyper": ", ".join([*self.train_keys, *self.Hyper.model_fields]),
+                "needs_truth": self.needs_truth, "summary": self.summary}
+
+
+def outer_step(method: Method, params, tasks, *, beta: float, **hyper) -> tuple[Any, float]:
     """One outer step of an iterative method: its own `step`, or gradient descent."""
     if method.step is not None:
         return method.step(params, tasks, beta=beta, **hyper)
+    assert method.gradient is not None, f"{method.name} is not iterative"
     grads, loss = method.gradient(params, tasks, **hyper)
     return sgd_update(params, grads, beta), loss
 
@@ -56,8 +125,11 @@ def chunked_gradient(method: Method, params: Params, tasks, *, chunk_tasks: int,
     chunk / N: the same mean over tasks (to rounding), with the per-step working memory of one
     chunk, O(chunk_tasks (d + k')), instead of O(N (d + k')). For methods whose state has no task
     axis (every meta-learning method)."""
+    assert method.gradient is not None
     N = tasks.n_tasks
-    grad_B, grad_w, loss = 0.0, 0.0, 0.0
+    grad_B: Any = 0.0
+    grad_w: Any = 0.0
+    loss = 0.0
     for chunk in tasks.chunks(chunk_tasks):
         grads, chunk_loss = method.gradient(params, chunk, **hyper)
         weight = chunk.n_tasks / N

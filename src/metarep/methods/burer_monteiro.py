@@ -22,7 +22,10 @@ minimum-norm least-squares head when lam = 0) followed by a gradient step on B.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from metarep import adapt
 from metarep.linear import prediction_gradient, predictions
@@ -30,6 +33,17 @@ from metarep.methods.base import Method
 from metarep.params import Params
 
 SOLVERS = ("gd", "alternating")
+
+
+class Hyper(BaseModel):
+    """[method] keys of burer-monteiro."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lam: Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)] = 0.0
+    """ridge strength on B and on every head"""
+    solver: Literal["gd", "alternating"] = "gd"
+    """"gd": gradient steps on B and the heads; "alternating": exact head solves, then a step on B"""
 
 
 def _check(params: Params, tasks) -> None:
@@ -62,10 +76,9 @@ def bm_objective(params: Params, tasks, *, lam: float = 0.0) -> float:
     return float(loss.mean()) + _penalty(params.B, params.w, lam)
 
 
-def bm_gradient(params: Params, tasks, *, lam: float = 0.0, solver: str = "gd") -> tuple[Params, float]:
+def bm_gradient(params: Params, tasks, *, lam: float = 0.0) -> tuple[Params, float]:
     """(Params(dF/dB, N dF/dW), F): grad_B = (1/N) sum_i g_i w_i^T + lam B,
-    grad_W[i] = B^T g_i + lam w_i, g_i the prediction gradient on all samples of task i.
-    `solver` is accepted for a uniform signature and ignored."""
+    grad_W[i] = B^T g_i + lam w_i, g_i the prediction gradient on all samples of task i."""
     _check(params, tasks)
     B, W = params
     G, loss = _pooled_gradient(B, W, tasks)
@@ -95,7 +108,7 @@ def bm_step(params: Params, tasks, *, beta: float, lam: float = 0.0, solver: str
         W = ridge_heads(B, tasks, lam=lam).astype(params.w.dtype, copy=False)
         grads, value = bm_gradient(Params(B, W), tasks, lam=lam)
         return Params(B - beta * grads.B, W), value
-    raise ValueError(f"train.solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    raise ValueError(f"method.solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
 
 
 def bm_init(params: Params, tasks) -> Params:
@@ -108,7 +121,8 @@ METHOD = Method(
     summary="multi-task learning: shared B, one head per task, gradient descent or alternating head solves",
     adapts="nothing (heads fitted per task on all samples; new tasks fit a head on X B)",
     default_adapt="lstsq",
-    hyper=("lam", "solver"),
+    Hyper=Hyper,
+    relative_cost=1.3,
     gradient=bm_gradient,
     step=bm_step,
     init=bm_init,

@@ -8,7 +8,7 @@ from metarep import one_step
 from metarep.linear import prediction_gradient
 from metarep.methods.base import Method
 from metarep.params import Params
-from metarep.population import fo_anil_population_gradient
+from metarep.population import fo_anil_population_gradient, population_step
 
 
 def inner_heads(B, w, X, y, alpha: float, inner_steps: int) -> np.ndarray:
@@ -54,7 +54,9 @@ METHOD = Method(
     name="fo-anil",
     summary="first-order ANIL: inner steps on the head, first-order outer step on B and w",
     adapts="head",
-    hyper=("alpha", "inner_steps"),
+    train_keys=("alpha", "inner_steps"),
+    theory=True,
+    population_step=population_step,
     gradient=fo_anil_gradient,
     population_gradient=fo_anil_population_gradient,
     cost="O(s N m d + s N d k') per outer step",

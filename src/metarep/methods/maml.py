@@ -18,7 +18,8 @@ METHOD = Method(
     name="maml",
     summary="MAML: inner steps on B and w, exact second-order outer step",
     adapts="representation and head",
-    hyper=("alpha", "inner_steps"),
+    train_keys=("alpha", "inner_steps"),
+    relative_cost=3.5,
     gradient=maml_gradient,
     cost="O(s N m d + s N d k' + s^2 N (d + k')): 2s + 1 kernel passes over the samples",
 )

@@ -38,11 +38,19 @@ def moments_fit(problem, tasks, *, width: int, rng=None) -> Params:
     return Params(B, np.zeros(width))
 
 
+def _check_width(config) -> None:
+    if config.model.width > config.problem.d:
+        raise ValueError(f"model.width must be <= problem.d = {config.problem.d} for method 'moments' "
+                         f"(eigenvectors of a d x d matrix), got {config.model.width}")
+
+
 METHOD = Method(
     name="moments",
     summary="method of moments: top eigenvectors of the label-weighted feature covariance",
     adapts="nothing (new tasks fit a head on X B)",
     default_adapt="lstsq",
+    check=_check_width,
+    relative_cost=0.0,
     fit=moments_fit,
     cost="once: O(N m d^2 + d^3)",
 )

@@ -10,7 +10,7 @@ from metarep.params import Params
 
 def no_pretraining_fit(problem, tasks=None, *, width=None, rng=None) -> Params:
     """Params(I_d, 0): width d, whatever model.width says; new tasks are fitted on their own."""
-    d = problem.d
+    d = tasks.d if tasks is not None else problem.d
     return Params(np.eye(d), np.zeros(d))
 
 
@@ -19,6 +19,9 @@ METHOD = Method(
     summary="reference: no pretraining, least squares (or ridge) on the d raw features of the test task",
     adapts="nothing (new tasks fit a head on the raw features)",
     default_adapt="lstsq",
+    features="raw x",
+    fixed_width=lambda d, k: d,
+    relative_cost=0.0,
     fit=no_pretraining_fit,
     cost="O(d^2), no training",
 )

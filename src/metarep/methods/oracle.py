@@ -18,6 +18,11 @@ METHOD = Method(
     summary="reference: the true representation B* (width k) and head mean mu*",
     adapts="nothing (new tasks: Bayes head on the true features by default)",
     default_adapt="bayes",
+    adapt_rules=("gradient", "ridge", "lstsq", "bayes"),
+    features="X B*",
+    fixed_width=lambda d, k: k,
+    needs_truth=True,
+    relative_cost=0.0,
     fit=oracle_fit,
     cost="O(d k), no training",
 )

@@ -15,21 +15,20 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from metarep import threads
 from metarep.config import SECTIONS, Config, ConfigError, read_toml, validate
-from metarep.params import Params
+from metarep.engine import evaluate_final, run_summary, train
+from metarep.models import linear_batch
 from metarep.store import atomic_write
 
 ENV_EXPERIMENTS = "METAREP_EXPERIMENTS"
 TEST_SEED_OFFSET = 1000
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS")
 
 
 # ----------------------------------------------------------------------------------------
@@ -103,22 +102,6 @@ def load_study(name: str, *, quick: bool, experiments: str | Path | None = None)
 # Parallelism
 # ----------------------------------------------------------------------------------------
 
-@contextmanager
-def _child_threads(threads: int):
-    """Children spawned inside read these variables before loading BLAS/numba: one pool of
-    `threads` threads each, so W workers do not oversubscribe the cores."""
-    saved = {k: os.environ.get(k) for k in THREAD_VARS}
-    os.environ.update({k: str(threads) for k in THREAD_VARS})
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def parallel_map(fn: Callable, jobs: Sequence, *, workers: int, costs: Sequence[float] | None = None,
                  on_done: Callable[[int, Any, float], None] | None = None) -> list:
     """[fn(job) for job in jobs], on `workers` spawned processes (in this process when 1).
@@ -136,8 +119,9 @@ def parallel_map(fn: Callable, jobs: Sequence, *, workers: int, costs: Sequence[
             if on_done:
                 on_done(i, results[i], time.perf_counter() - start)
         return results
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with _child_threads(threads), ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    # each worker caps its kernels and BLAS at its share of the CPUs (metarep.threads)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=threads.init_worker,
+                             initargs=(workers,)) as pool:
         futures = {pool.submit(_timed, fn, jobs[i]): i for i in order}
         for future in as_completed(futures):
             i = futures[future]
@@ -166,38 +150,9 @@ def log_points(steps: int, n: int = 120) -> list[int]:
 
 
 def trace(exp, points: Iterable[int]):
-    """Train `exp` for train.steps outer steps, measuring at `points` (runner.measure rows).
-
-    The same steps as runner.train (runner.advance from runner.initial_state); returns the
-    TrainState with that history, status 'completed' or 'diverged' (stopped there).
-    """
-    from metarep.runner import advance, initial_state, measure
-
-    state = initial_state(exp)
-    t = exp.config.train
-    at = set(points)
-    if not exp.method.iterative:
-        state.history.append(measure(exp, state.params, 0, float("nan")))
-        state.status = "completed"
-        return state
-    rng = None
-    if state.rng_state is not None:
-        rng = np.random.default_rng()
-        rng.bit_generator.state = state.rng_state
-    while state.step < t.steps:
-        new, loss = advance(exp, state, rng)
-        if state.step in at:
-            state.history.append(measure(exp, state.params, state.step, loss))
-        if not new.is_finite() or new.max_abs() > t.diverge_threshold:
-            state.status, state.diverged_step = "diverged", state.step + 1
-            state.message = (f"diverged at step {state.diverged_step}: the parameters became non-finite or "
-                             f"exceeded {t.diverge_threshold:g}")
-            return state
-        state.params, state.step = new, state.step + 1
-    _, loss = advance(exp, state, rng)
-    state.history.append(measure(exp, state.params, state.step, loss))
-    state.status = "completed"
-    return state
+    """Train `exp` for train.steps outer steps with the one training loop, measuring at `points`;
+    returns the TrainState (status 'completed' or 'diverged', stopped there)."""
+    return train(exp, exp.initial_state(), points=points)
 
 
 # ----------------------------------------------------------------------------------------
@@ -205,101 +160,22 @@ def trace(exp, points: Iterable[int]):
 # ----------------------------------------------------------------------------------------
 
 def batchable(config: Config) -> bool:
-    """Runs the exact population step of population.py can advance in a batch."""
-    return config.train.tasks == "inf" and config.train.method == "fo-anil" and config.train.inner_steps == 1
-
-
-def _frame(B_star: np.ndarray) -> np.ndarray:
-    """An orthogonal d x d matrix whose first k columns are B* (B* = Q R with R = diag(+-1))."""
-    k = B_star.shape[1]
-    Q, R = np.linalg.qr(B_star, mode="complete")
-    Q[:, :k] *= np.sign(np.diag(R))
-    return Q
-
-
-def _shared_problem(exps):
-    """The problems of `exps` differ only in B* (their seeds): check, and return the first."""
-    ref = exps[0].problem
-    for exp in exps[1:]:
-        p = exp.problem
-        if (p.B_star.shape != ref.B_star.shape or p.noise_std != ref.noise_std
-                or not np.array_equal(p.mu_star, ref.mu_star) or not np.array_equal(p.Sigma_star, ref.Sigma_star)):
-            raise ValueError("a population batch needs the same d, k, mu*, Sigma* and sigma in every run")
-    return ref
+    """Runs whose method advances exact infinite-task runs in a batch."""
+    return config.train.tasks == "inf" and config.method_spec.population_batch
 
 
 def population_batch(configs: Sequence[Config], *, points: Iterable[int] | None = None,
                      evaluate_test: bool = True) -> list[tuple[Any, Any, dict]]:
-    """Exact infinite-task FO-ANIL for many configs at once (seeds, hyper-parameters):
-    [(experiment, state, summary)], the same as runner.run(config) for each.
-
-    The dynamics are equivariant under rotations of R^d (isotropic features, MATH 4), so run s
-    is advanced in the frame R_s = F_ref F_s^T that maps its B*_s onto the first run's B*: one
-    problem, one batched population_step per outer step for all runs. Parameters are rotated
-    back before they are measured or evaluated.
-    """
-    from metarep.population import fo_anil_population_gradient, population_step
-    from metarep.runner import (
-        TrainState,
-        build,
-        evaluate,
-        initial_state,
-        measure,
-        summary,
-    )
-
-    exps = [build(c) for c in configs]
-    if not all(batchable(c) for c in configs):
-        raise ValueError("population_batch runs exact infinite-task FO-ANIL configs only")
-    steps = {c.train.steps for c in configs}
-    if len(steps) != 1:
-        raise ValueError("a population batch needs the same train.steps in every run")
-    T = steps.pop()
-    problem = _shared_problem(exps)
-    F_ref = _frame(problem.B_star)
-    R = np.stack([F_ref @ _frame(e.problem.B_star).T for e in exps])          # (S, d, d)
-    init = [initial_state(e).params for e in exps]
-    params = Params(R @ np.stack([p.B for p in init]), np.stack([p.w for p in init]))
-    alpha = np.array([c.train.alpha for c in configs])
-    beta = np.array([c.train.beta for c in configs])
-    m_in = np.array([float("inf") if c.train.m_in == "inf" else float(c.train.m_in) for c in configs])
-    threshold = np.array([c.train.diverge_threshold for c in configs])
-    at = set(points) if points is not None else {0}
-    at.add(T)
-    histories: list[list[dict]] = [[] for _ in exps]
-    blown = np.zeros(len(exps), dtype=bool)
-    blown_step = np.zeros(len(exps), dtype=int)
-
-    def record(step, p, loss):
-        for s, exp in enumerate(exps):
-            if blown[s]:
-                continue
-            Bs, ws = R[s].T @ p.B[s], p.w[s]
-            if not (np.isfinite(Bs).all() and np.isfinite(ws).all()) or max(np.abs(Bs).max(), np.abs(ws).max()) > threshold[s]:
-                blown[s], blown_step[s] = True, step
-                continue
-            histories[s].append(measure(exp, Params(Bs, ws), step, float(loss[s])))
-
-    with np.errstate(all="ignore"):
-        for step in range(T):
-            new, loss = population_step(params, problem, alpha=alpha, beta=beta, m_in=m_in)
-            if step in at:
-                record(step, params, np.atleast_1d(loss))
-            params = new
-        _, loss = fo_anil_population_gradient(params, problem, alpha=alpha, m_in=m_in)
-        record(T, params, np.atleast_1d(loss))
-
+    """Exact infinite-task runs of many configs at once (seeds, step sizes), through the one
+    training loop: [(experiment, state, summary)], the same as engine.run(config) for each
+    (metarep.models.linear_batch)."""
+    batch = linear_batch.population_batch(configs)
+    T = configs[0].train.steps
+    state = train(batch, batch.initial_state(), points=sorted({0, T, *(points or ())}))
     out = []
-    for s, exp in enumerate(exps):
-        state = TrainState(Params(R[s].T @ params.B[s], params.w[s].copy()), step=T, history=histories[s])
-        if blown[s]:
-            state.status, state.diverged_step = "diverged", int(blown_step[s])
-            state.message = (f"diverged by step {state.diverged_step}: the parameters became non-finite or "
-                             f"exceeded {threshold[s]:g}; lower train.beta (now {beta[s]:g})")
-        else:
-            state.status = "completed"
-        test = evaluate(exp, state.params) if evaluate_test and state.status == "completed" else None
-        out.append((exp, state, summary(exp, state, test)))
+    for exp, run in zip(batch.exps, batch.split(state), strict=True):
+        test = evaluate_final(exp, run) if evaluate_test else None
+        out.append((exp, run, run_summary(exp, run, test)))
     return out
 
 

@@ -1,0 +1,232 @@
+"""A table of rows grouped by task, turned into standardised per-task row arrays.
+
+`prepare` does, in order: check the columns; refuse or drop rows with missing values; one-hot
+encode categorical features (levels from the whole table, first level dropped); draw the
+held-out tasks (a seeded permutation of the tasks, never of rows); drop tasks too small for
+their role; standardise features and target with the kept training rows only; shuffle the
+rows of every task with the seed; append the constant feature. Tasks are ragged: each set is
+one (rows, d) array plus offsets, rows of task i at offsets[i]:offsets[i + 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from metarep.config import ConfigError
+
+MIN_TASKS = 2  # per role: a representation needs more than one task, a standard error two
+
+
+@dataclass(frozen=True)
+class TaskSet:
+    """Ragged tasks: X (rows, d), y (rows,), offsets (tasks + 1,), one name per task."""
+
+    X: np.ndarray
+    y: np.ndarray
+    offsets: np.ndarray
+    names: tuple[str, ...]
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[1]
+
+    def task_of_row(self) -> np.ndarray:
+        """The task index of every row, (rows,)."""
+        return np.repeat(np.arange(self.n_tasks), self.sizes)
+
+    def select(self, index: np.ndarray) -> TaskSet:
+        """The tasks at the (sorted) integer `index`, rows kept in their order."""
+        sizes = self.sizes[index]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        rows = np.arange(offsets[-1]) + np.repeat(self.offsets[index] - offsets[:-1], sizes)
+        return TaskSet(self.X[rows], self.y[rows], offsets, tuple(self.names[i] for i in index))
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """x -> (x - mean) / scale and y -> (y - y_mean) / y_scale, from training rows only."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    y_mean: float
+    y_scale: float
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Training and held-out tasks of one table, the feature names, and what was dropped."""
+
+    train: TaskSet
+    heldout: TaskSet
+    features: tuple[str, ...]
+    standardizer: Standardizer
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def d(self) -> int:
+        return self.train.d
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which columns play which role; `categorical` are one-hot encoded even when numeric."""
+
+    task: str
+    target: str
+    features: tuple[str, ...] | None = None
+    categorical: tuple[str, ...] = ()
+
+
+def prepare(frame: pd.DataFrame, columns: Columns, *, m_train: int, min_heldout_rows: int, test_fraction: float,
+            missing: str, standardize: bool, intercept: bool, rng_split: np.random.Generator,
+            rng_rows: np.random.Generator, where: str = "data") -> TaskData:
+    """TaskData from a table (module docstring). Training tasks keep at least `m_train` rows,
+    held-out tasks at least `min_heldout_rows`. Raises ConfigError naming the problem."""
+    features = _check_columns(frame, columns, where)
+    frame, n_missing = _missing(frame, [columns.task, columns.target, *features], missing, where)
+    design, names = _encode(frame, features, set(columns.categorical))
+    target = frame[columns.target].to_numpy(dtype=np.float64)
+    if not np.isfinite(target).all():
+        raise ConfigError(f"{where}: target column {columns.target!r} has {int((~np.isfinite(target)).sum())} "
+                          "infinite values")
+    codes, labels = pd.factorize(frame[columns.task], sort=True)
+    n_tasks = len(labels)
+    if n_tasks < 2:
+        raise ConfigError(f"{where}: the table has a single task (column {columns.task!r}): held-out tasks and "
+                          "training tasks need at least two")
+    sizes = np.bincount(codes, minlength=n_tasks)
+    heldout = split_tasks(n_tasks, test_fraction, rng_split)
+    is_heldout = np.zeros(n_tasks, dtype=bool)
+    is_heldout[heldout] = True
+    keep = np.where(is_heldout, sizes >= min_heldout_rows, sizes >= m_train)
+    counts = {"rows": int(len(frame) + n_missing), "rows_missing_dropped": n_missing, "tasks": n_tasks,
+              "train_tasks": int((~is_heldout & keep).sum()), "train_tasks_dropped": int((~is_heldout & ~keep).sum()),
+              "heldout_tasks": int((is_heldout & keep).sum()), "heldout_tasks_dropped": int((is_heldout & ~keep).sum())}
+    _enough(counts, m_train, min_heldout_rows, where)
+    order = _grouped_order(codes, rng_rows)
+    X, y, codes = design[order], target[order], codes[order]
+    train_rows = ~is_heldout[codes] & keep[codes]
+    scaler = _standardizer(X[train_rows], y[train_rows], standardize)
+    X = (X - scaler.mean) / scaler.scale
+    y = (y - scaler.y_mean) / scaler.y_scale
+    if intercept:
+        X, names = np.hstack([X, np.ones((len(X), 1))]), (*names, "(intercept)")
+    tasks = TaskSet(np.ascontiguousarray(X), y, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+                    tuple(str(v) for v in labels))
+    train = tasks.select(np.flatnonzero(~is_heldout & keep))
+    return TaskData(train, tasks.select(np.flatnonzero(is_heldout & keep)), names, scaler, counts)
+
+
+def split_tasks(n_tasks: int, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """The held-out task indices (sorted): round(test_fraction n) of a seeded permutation,
+    at least one and at most n - 1."""
+    n_heldout = min(max(int(round(test_fraction * n_tasks)), 1), n_tasks - 1)
+    return np.sort(rng.permutation(n_tasks)[:n_heldout])
+
+
+def _check_columns(frame: pd.DataFrame, columns: Columns, where: str) -> tuple[str, ...]:
+    names = [str(c) for c in frame.columns]
+    listed = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+    wanted = [("task", columns.task), ("target", columns.target)]
+    wanted += [("features", c) for c in columns.features or ()] + [("categorical", c) for c in columns.categorical]
+    for key, column in wanted:
+        if column not in frame.columns:
+            raise ConfigError(f"{where}.{key}: no column {column!r} in the table (columns: {listed})")
+    target = frame[columns.target]
+    if not pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
+        raise ConfigError(f"{where}.target: column {columns.target!r} is not numeric (dtype {target.dtype})")
+    features = columns.features or tuple(c for c in frame.columns if c not in (columns.task, columns.target))
+    if not features:
+        raise ConfigError(f"{where}.features: the table has no column besides task and target")
+    stray = sorted(set(columns.categorical) - set(features))
+    if stray:
+        raise ConfigError(f"{where}.categorical: {stray[0]!r} is not among the features")
+    return tuple(features)
+
+
+def _missing(frame: pd.DataFrame, used: list[str], rule: str, where: str) -> tuple[pd.DataFrame, int]:
+    """The table without rows that miss a value in a used column (rule "drop"), or ConfigError
+    with the count (rule "refuse")."""
+    bad = frame[used].isna()
+    rows = bad.any(axis=1)
+    n = int(rows.sum())
+    if n == 0:
+        return frame, 0
+    if rule == "refuse":
+        worst = bad.sum().sort_values(ascending=False)
+        detail = ", ".join(f"{c}: {int(k)}" for c, k in worst.items() if k)[:200]
+        raise ConfigError(f"{where}: {n} rows have missing values ({detail}); set {where}.missing = \"drop\" to "
+                          "drop them")
+    return frame.loc[~rows], n
+
+
+def _encode(frame: pd.DataFrame, features: tuple[str, ...], categorical: set) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The design matrix (rows, d) and its column names: numeric features as they are,
+    categorical ones as indicators of every level but the first (levels sorted)."""
+    blocks, names = [], []
+    for column in features:
+        values = frame[column]
+        numeric = pd.api.types.is_numeric_dtype(values) and column not in categorical
+        if numeric:
+            blocks.append(values.to_numpy(dtype=np.float64)[:, None])
+            names.append(str(column))
+            continue
+        block, labels = _one_hot(values)
+        if labels:
+            blocks.append(block)
+            names += [f"{column}={label}" for label in labels]
+    if not blocks:
+        raise ConfigError(f"data.features: every feature is constant ({', '.join(map(str, features))})")
+    return np.hstack(blocks), tuple(names)
+
+
+def _one_hot(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Indicators of every level but the first, (rows, levels - 1), and the levels' labels.
+    Levels are sorted by value (numbers) or as text (anything else)."""
+    if pd.api.types.is_numeric_dtype(values):
+        keys = values.to_numpy(dtype=np.float64) + 0.0  # (-0.0 becomes 0.0: one level)
+        levels = np.unique(keys)
+        labels = [f"{level:g}" for level in levels]
+    else:
+        keys = values.astype(str).to_numpy()
+        levels = np.unique(keys)
+        labels = [str(level) for level in levels]
+    block = (keys[:, None] == levels[None, 1:]).astype(np.float64)
+    return block, labels[1:]
+
+
+def _enough(counts: dict, m_train: int, min_heldout_rows: int, where: str) -> None:
+    if counts["train_tasks"] < MIN_TASKS or counts["heldout_tasks"] < MIN_TASKS:
+        raise ConfigError(
+            f"{where}: too few tasks after filtering: {counts['train_tasks']} training tasks with >= {m_train} rows "
+            f"(train.m_in + train.m_out) and {counts['heldout_tasks']} held-out tasks with >= {min_heldout_rows} "
+            f"rows (test.m_test + 1), of {counts['tasks']}; need {MIN_TASKS} of each: lower the sample sizes or "
+            f"change {where}.test_fraction")
+
+
+def _grouped_order(codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A row order that groups rows by task (in task order) and shuffles them within each task."""
+    shuffled = rng.permutation(len(codes))
+    return shuffled[np.argsort(codes[shuffled], kind="stable")]
+
+
+def _standardizer(X: np.ndarray, y: np.ndarray, standardize: bool) -> Standardizer:
+    d = X.shape[1]
+    if not standardize:
+        return Standardizer(np.zeros(d), np.ones(d), 0.0, 1.0)
+    scale = X.std(axis=0)
+    y_scale = float(y.std())
+    # A column constant over the training rows carries nothing to learn from: centred, not scaled.
+    return Standardizer(X.mean(axis=0), np.where(scale > 0, scale, 1.0), float(y.mean()),
+                        y_scale if y_scale > 0 else 1.0)

@@ -1,0 +1,60 @@
+"""What the training loop asks of an experiment: the seam between the one loop and a model,
+a method and a source of tasks."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+import numpy as np
+
+from metarep.engine.state import TrainState
+
+
+class Experiment(Protocol):
+    """Everything fixed by a config, and the pure steps the loop calls.
+
+    runs: None for one run; S when the parameters carry a leading axis of S runs advanced
+    together (each with its own divergence), as the batched population runs do.
+    """
+
+    config: Any
+    method: Any
+    runs: int | None
+    regime: str
+
+    def initial_state(self) -> TrainState:
+        """Parameters at step 0 (a direct method's fit), and the online stream's RNG state."""
+        ...
+
+    def advance(self, params, rng: np.random.Generator | None) -> tuple[Any, Any]:
+        """One outer step: (new parameters, loss at the old ones; one per run for a batch)."""
+        ...
+
+    def measure(self, params, step: int, loss) -> Any:
+        """One metrics row (a dict of floats with `step` and `loss`; a list of rows for a batch)."""
+        ...
+
+    def evaluate(self, params) -> dict:
+        """The test section of the summary (test-time adaptation on new or held-out tasks)."""
+        ...
+
+    def theory(self) -> dict | None:
+        """The theory's numbers for summary.json (None: the key is left out)."""
+        ...
+
+    def divergence_advice(self, state: TrainState, run: int | None = None) -> str:
+        """Which setting to lower, said after 'diverged at step t: ...'."""
+        ...
+
+    def test_advice(self) -> str:
+        """Which setting to lower when test-time adaptation runs away."""
+        ...
+
+    def arrays(self, params) -> dict[str, np.ndarray]:
+        """What params.npz holds: the learned arrays and, where known, the ground truth."""
+        ...
+
+    def compute(self) -> AbstractContextManager:
+        """The context the steps run in (thread pools, devices)."""
+        ...

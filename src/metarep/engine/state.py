@@ -1,0 +1,55 @@
+"""What a run needs to continue, and the one rule for when a run has diverged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class TrainState:
+    """Parameters (a NamedTuple of arrays), the step, the metric rows, the task stream's RNG state,
+    and how the run stands: status 'running', 'completed', 'diverged' or 'interrupted'."""
+
+    params: Any
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    rng_state: dict | None = None
+    status: str = "running"
+    diverged_step: int | None = None
+    message: str = ""
+    members: list[TrainState] | None = None
+
+    def runs(self) -> list[TrainState]:
+        """The runs this state tracks: itself, or the members of a batch (each with its own
+        history and status; their parameters are filled in when the batch is split)."""
+        return self.members if self.members is not None else [self]
+
+    def running(self) -> list[tuple[int, TrainState]]:
+        return [(i, run) for i, run in enumerate(self.runs()) if run.status == "running"]
+
+    def diverge(self, step: int, what: str, advice: str) -> TrainState:
+        """Mark the run diverged at `step`: the one message every run, batch and study prints."""
+        self.status, self.diverged_step = "diverged", step
+        self.message = f"diverged at step {step}: {what}; {advice}"
+        return self
+
+
+LOSS_NOT_FINITE = "the loss became non-finite"
+
+
+def params_runaway(params, threshold: float, runs: int | None = None) -> np.ndarray:
+    """Whether the parameters are non-finite or exceed `threshold` in absolute value: a bool, or
+    one per run along the leading axis when `runs` is given."""
+    shape = (1 if runs is None else runs, -1)
+    bad = np.zeros(shape[0], dtype=bool)
+    for a in params:
+        flat = np.abs(np.asarray(a)).reshape(shape)
+        bad |= ~(flat <= threshold).all(axis=1)      # NaN fails the comparison too
+    return bad if runs is not None else bad[0]
+
+
+def params_message(threshold: float) -> str:
+    return f"the parameters became non-finite or exceeded {threshold:g}"

@@ -1,0 +1,137 @@
+"""The linear experiment: the two-layer linear network x -> x^T B w (MATH 2) trained by a
+registered method on tasks from a source (synthetic or a table), measured with the tracked
+norms of MATH 5 where the ground truth is known."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from metarep import kernels, metrics, seeds
+from metarep.engine.state import TrainState
+from metarep.methods import Method, outer_step, shared_head
+from metarep.methods.base import chunked_gradient
+from metarep.params import Params, init_params, sgd_update
+from metarep.sources import TaskSource, build_source
+from metarep.theory import lambda_star, lemma2_rate
+
+TRUTH_METRICS = ("align_norm", "sigma_min", "perp_norm", "mean_norm", "lambda_rel_err")
+
+
+def _inf_as_float(m):
+    return float("inf") if m == "inf" else m
+
+
+@dataclass(frozen=True)
+class LinearExperiment:
+    """Everything fixed by the config: the method, the task source and, where the ground truth
+    is known, the limit Lambda* the tracked error refers to."""
+
+    config: Any
+    method: Method
+    source: TaskSource
+    lam_star: np.ndarray | None
+    hyper: dict
+    runs: int | None = None
+
+    @property
+    def regime(self) -> str:
+        return self.source.regime
+
+    @property
+    def problem(self):
+        return self.source.truth
+
+    def compute(self):
+        return kernels.step_threads()
+
+    def initial_state(self) -> TrainState:
+        """B_0, w_0 from train.seed, or the direct estimate of a non-iterative method."""
+        t, m = self.config.train, self.config.model
+        if self.method.fit is not None:
+            return TrainState(Params(*self.method.fit(self.problem, self._first_tasks(), width=m.width,
+                                                      rng=seeds.rng(t.seed, "fit"))))
+        params = init_params(self.source.d, m.width, init_scale=m.init_scale, init_head_scale=m.init_head_scale,
+                             rng=seeds.rng(t.seed, "init"))
+        if self.method.init is not None:
+            params = self.method.init(params, self._first_tasks())
+        stream = seeds.rng(t.seed, "online_tasks").bit_generator.state if self.source.needs_rng else None
+        return TrainState(params, rng_state=stream)
+
+    def _first_tasks(self):
+        """The tasks a direct fit or per-task state starts from (a draw of its own when online)."""
+        return self.source.training_tasks(seeds.rng(self.config.train.seed, "train_tasks"))
+
+    def advance(self, params: Params, rng) -> tuple[Params, float]:
+        """One outer step from `params`: the new parameters and the loss at the old ones."""
+        t = self.config.train
+        if self.regime == "population":
+            grads, loss = self.method.population_gradient(params, self.problem, alpha=t.alpha,
+                                                          m_in=_inf_as_float(t.m_in))
+            return sgd_update(params, grads, t.beta), float(loss)
+        tasks = self.source.training_tasks(rng)
+        if t.chunk_tasks and self.method.step is None and tasks.n_tasks > t.chunk_tasks:
+            grads, loss = chunked_gradient(self.method, params, tasks, chunk_tasks=t.chunk_tasks, **self.hyper)
+            return sgd_update(params, grads, t.beta), loss
+        return outer_step(self.method, params, tasks, beta=t.beta, **self.hyper)
+
+    def measure(self, params: Params, step: int, loss) -> dict:
+        """One metrics row: step, loss, the tracked norms (where B* is known) and the singular
+        values sv_0.. of B."""
+        row: dict[str, float] = {"step": step, "loss": float(loss)}
+        if self.problem is None:
+            sv = np.linalg.svd(params.B, compute_uv=False)
+        else:
+            tracked = metrics.track(params, self.problem, self.lam_star)
+            row.update({key: float(tracked[key]) for key in TRUTH_METRICS})
+            sv = tracked["singular_values"]
+        row.update({f"sv_{i}": float(s) for i, s in enumerate(sv)})
+        return row
+
+    def divergence_advice(self, state: TrainState, run: int | None = None) -> str:
+        """The inner head step is unstable from the start when alpha ||B_0||_2^2 > 2; otherwise the
+        outer step is too large."""
+        t = self.config.train
+        sigma_0 = state.history[0]["sv_0"] if state.history else 0.0
+        if "alpha" in self.hyper and t.alpha * sigma_0 * sigma_0 > 2:
+            return f"lower train.alpha (now {t.alpha}) or model.init_scale"
+        return f"lower train.beta (now {t.beta})"
+
+    def evaluate(self, params: Params) -> dict:
+        return self.source.evaluate(params.B, shared_head(params), self.config)
+
+    def test_advice(self) -> str:
+        c = self.config
+        if c.adapt_rule == "gradient":
+            return f"lower test.alpha (now {c.test_alpha}) or test.adapt_steps"
+        return f"lower train.beta (now {c.train.beta})"
+
+    def arrays(self, params: Params) -> dict[str, np.ndarray]:
+        out = {"B": params.B, "w": params.w}
+        if self.problem is not None:
+            out.update(B_star=self.problem.B_star, mu_star=self.problem.mu_star, Sigma_star=self.problem.Sigma_star)
+        return out
+
+    def theory(self) -> dict | None:
+        """The limit Lambda* and the Lemma 2 rate where the ground truth is known."""
+        if self.lam_star is None:
+            return None
+        t = self.config.train
+        try:
+            rate = lemma2_rate(t.alpha, t.beta, self.problem.noise_std, _inf_as_float(t.m_in))
+        except OverflowError:
+            rate = float("inf")
+        return {"lambda_star": sorted(np.linalg.eigvalsh(self.lam_star).tolist(), reverse=True),
+                "lemma2_rate": rate}
+
+
+def build(config) -> LinearExperiment:
+    """The experiment a config describes: the problem and training tasks drawn from its seeds."""
+    t = config.train
+    source = build_source(config)
+    lam = None
+    if source.truth is not None:
+        lam = lambda_star(source.truth.Sigma_star, source.truth.noise_std, t.alpha, _inf_as_float(t.m_in))
+    return LinearExperiment(config, config.method_spec, source, lam, config.hyper)

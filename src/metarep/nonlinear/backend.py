@@ -1,0 +1,82 @@
+"""Where and in which precision the network is trained: torch tensors from and to NumPy.
+
+Everything here is created on the chosen device; arrays come back to NumPy through `.cpu()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from metarep.nonlinear.model import MLPParams
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def resolve_device(device: str) -> str:
+    """"cpu", "cuda", or "auto" (cuda where one is available, else cpu)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device = \"cuda\" but torch sees no CUDA device here: use \"cpu\" or \"auto\"")
+    return device
+
+
+@dataclass(frozen=True)
+class Net:
+    """The network's activation and the precision and device it is trained in."""
+
+    activation: str = "relu"
+    dtype: str = "float64"
+    device: str = "cpu"
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def tensor(self, a) -> torch.Tensor:
+        """`a` as a tensor of this dtype on this device (no copy for a float64 CPU array)."""
+        if isinstance(a, torch.Tensor):
+            return a.to(device=self.device, dtype=self.torch_dtype)
+        return torch.as_tensor(np.asarray(a), dtype=self.torch_dtype, device=self.device)
+
+
+class TorchTasks(NamedTuple):
+    """N tasks as tensors: X_in (N, m_in, d), y_in (N, m_in), X_out (N, m_out, d), y_out (N, m_out)."""
+
+    X_in: torch.Tensor
+    y_in: torch.Tensor
+    X_out: torch.Tensor
+    y_out: torch.Tensor
+
+    @property
+    def n_tasks(self) -> int:
+        return self.X_in.shape[0]
+
+
+def torch_tasks(tasks, net: Net) -> TorchTasks:
+    """`metarep.tasks.Tasks` (or TorchTasks) on the net's device and dtype; a training set that
+    does not change is converted once by the caller and passed as TorchTasks."""
+    if isinstance(tasks, TorchTasks):
+        return tasks
+    return TorchTasks(*(net.tensor(a) for a in (tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out)))
+
+
+def torch_params(params: MLPParams, net: Net) -> dict[str, torch.Tensor]:
+    """The present fields (body and head `w`) as tensors, by name."""
+    return {**{k: net.tensor(v) for k, v in params.body().items()}, "w": net.tensor(params.w)}
+
+
+def numpy_params(tensors: dict[str, torch.Tensor], like: MLPParams) -> MLPParams:
+    """Tensors by name back to MLPParams, in the dtype of `like`, absent fields as in `like`."""
+    dtype = like.w.dtype
+    arrays = {k: v.detach().cpu().numpy().astype(dtype, copy=False) for k, v in tensors.items()}
+    return MLPParams.from_parts({k: v for k, v in arrays.items() if k != "w"}, arrays["w"])
+
+
+def split(params: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """(body, head)."""
+    return {k: v for k, v in params.items() if k != "w"}, params["w"]

@@ -1,0 +1,146 @@
+"""Running a sweep, and continuing one: every run not done yet goes to a backend, and each
+result is recorded in the results table as it comes back (only this process writes it).
+
+Re-running an interrupted sweep with the same arguments skips the runs that are done
+(summary.json present) and redoes the others, continuing each from its checkpoint when it has
+one. `run_grid` is the same from Python, returning the results table as a DataFrame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from metarep import progress as progress_display
+from metarep import threads
+from metarep.results import Results, failed_row, row_from_summary
+from metarep.sweep.backends import BACKENDS, Task, import_ray
+from metarep.sweep.directory import (
+    RESULTS_CSV,
+    RESULTS_DB,
+    RUNS_DIR,
+    check_out,
+    exclusive,
+    prepare_run_dir,
+    write_spec,
+)
+from metarep.sweep.grid import SweepError
+from metarep.sweep.plan import ConfigSource, PlannedRun, Sweep, plan
+
+if TYPE_CHECKING:
+    import pandas
+
+
+@dataclass
+class SweepOutcome:
+    out: Path
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    total: int
+    skipped: int
+    ran: int
+    stopped: bool
+
+    def count(self, status: str) -> int:
+        return sum(row["status"] == status for row in self.rows)
+
+    @property
+    def missing(self) -> int:
+        return self.total - len(self.rows)
+
+
+def _check_backend(backend: str, workers: int | None) -> int:
+    """The number of workers (default: the CPUs this process may use); SweepError for bad values."""
+    if backend not in BACKENDS:
+        raise SweepError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    workers = threads.available() if workers is None else workers
+    if workers < 1:
+        raise SweepError(f"--workers must be at least 1, got {workers}")
+    if backend == "ray":
+        import_ray()
+    return workers
+
+
+def run_sweep(sweep: Sweep, out: str | Path, *, backend: str = "local", workers: int | None = None,
+              figures: bool = True, progress: bool = True, should_stop: Callable[[], bool] = lambda: False,
+              echo: Callable[[str], None] | None = None) -> SweepOutcome:
+    """Run every run of `sweep` that is not done yet into `out`, recording each result as it comes back."""
+    workers = _check_backend(backend, workers)
+    out = Path(out).absolute()
+    check_out(out, sweep)  # before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out):
+        if not check_out(out, sweep):  # again, now that no other sweep can write here
+            write_spec(out, sweep)
+        (out / RUNS_DIR).mkdir(exist_ok=True)
+        with Results(out / RESULTS_DB, sweep.grid_keys) as table:
+            tasks = _pending(sweep, out, table)
+            skipped = len(sweep.runs) - len(tasks)
+            stopped = False
+            try:
+                with progress_display.progress(len(sweep.runs), skipped, progress, unit="run", desc="sweep") as bar:
+                    say = echo or bar.write
+                    if tasks:
+                        stopped = BACKENDS[backend](tasks, workers, figures, should_stop,
+                                                    lambda run, result: _record(table, run, result, bar, say))
+            finally:
+                table.export_csv(out / RESULTS_CSV)
+            return SweepOutcome(out, table.columns, table.rows(), len(sweep.runs), skipped, len(tasks), stopped)
+
+
+def _pending(sweep: Sweep, out: Path, table: Results) -> list[Task]:
+    """The runs to do, each directory made ready; the done ones are (re)recorded if the table
+    lacks them (a sweep killed between a run's summary.json and its row)."""
+    tasks: list[Task] = []
+    for run in sweep.runs:
+        run_dir = out / RUNS_DIR / run.run_id
+        summary = prepare_run_dir(run_dir, run.config)
+        if summary is None:
+            tasks.append((run, run_dir))
+            continue
+        row = table.get(run.run_id)
+        if row is None or row["status"] != summary["status"]:
+            table.record(row_from_summary(run.run_id, run.index, run.point, run.seed, summary))
+    return tasks
+
+
+def _record(table: Results, run: PlannedRun, result: dict, bar: Any, say: Callable[[str], None]) -> None:
+    """One run's result into the table; an interrupted run is left for the next call."""
+    status = result["status"]
+    if status in ("completed", "diverged"):
+        table.record(row_from_summary(run.run_id, run.index, run.point, run.seed, result["summary"],
+                                      result["wall_s"]))
+    elif status == "failed":
+        table.record(failed_row(run.run_id, run.index, run.point, run.seed, result["message"], result["wall_s"]))
+        say(f"failed: {run.label}: {result['message']}")
+    else:
+        return  # interrupted: it left a checkpoint and is redone on the next call
+    bar.update(1)
+
+
+def run_grid(config: ConfigSource, grid: Mapping[str, Sequence[Any]], *, seeds: str | Sequence[int] | None = None,
+             backend: str = "local", workers: int | None = None, out: str | Path,
+             progress: bool = False, figures: bool = True) -> pandas.DataFrame:
+    """Run `config` over the cartesian product of `grid` and `seeds` into the sweep directory `out`
+    (as `metarep sweep` does) and return the results table, one row per run, with the columns
+    of results.csv.
+
+    config: a TOML file, config data (a nested dict shaped like the file) or a Config.
+    grid: {"section.key": [values, ...]}, e.g. {"train.m_in": [5, 10, "inf"]}; the first key
+        varies slowest. An empty grid runs the config alone (times the seeds).
+    seeds: None (the config's seeds), a list of seeds or a string such as "0-4"; seed s sets
+        train.seed = s and test.seed = 1000 + s.
+    backend: "local" (a process pool) or "ray"; workers: runs at once (default: the CPUs this
+        process may use); progress: show progress; figures: draw each run's metrics.png.
+
+    Calling it again on the same `out` skips the runs that are done and continues the others.
+    Bad input raises metarep.config.ConfigError (SweepError for the grid, the seeds or `out`)
+    before anything is written. Runs that diverge or fail are rows with that status.
+    """
+    import pandas
+
+    outcome = run_sweep(plan(config, grid, seeds), out, backend=backend, workers=workers, figures=figures,
+                        progress=progress)
+    return pandas.DataFrame(outcome.rows, columns=outcome.columns)

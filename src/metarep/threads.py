@@ -1,0 +1,148 @@
+"""How many threads this process's parallel work may use, decided in one place.
+
+The count is the smallest of
+
+- the CPUs this process may run on (its affinity mask) and its cgroup CPU quota
+  (``cpu.max`` in cgroup v2, ``cpu.cfs_quota_us / cpu.cfs_period_us`` in v1), rounded up;
+- its share of a process pool: a worker of a pool of W processes gets ``available() // W``
+  (at least one), set once in the worker by `init_worker`, the pools' initializer;
+- a scoped limit, ``with threads.limited(n): ...`` (a context variable: it applies to the
+  calls made inside the block, in this thread, and is undone on leaving it).
+
+The parallel kernels (`metarep.kernels`, `metarep.one_step`) ask `count()` at every launch;
+the matrix products' BLAS threads are capped by `init_worker` through threadpoolctl. Results
+never depend on the count (the kernels sum in a fixed order, tests/test_determinism.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["available", "count", "init_worker", "limited", "share"]
+
+_CGROUP = Path("/sys/fs/cgroup")
+
+_scoped: contextvars.ContextVar[int | None] = contextvars.ContextVar("metarep_threads", default=None)
+_worker_share: int | None = None      # set by init_worker in a pool's worker process
+
+
+def _affinity() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _cgroup_dirs() -> list[tuple[str, Path]]:
+    """(version, directory) of this process's cgroups that may hold a CPU quota, innermost
+    first, ancestors after (a parent's quota limits its children too)."""
+    dirs: list[tuple[str, Path]] = []
+    for line in (_read(Path("/proc/self/cgroup")) or "").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hier, controllers, rel = parts
+        if hier == "0":
+            unified = _CGROUP / "unified"
+            root, version = (unified if unified.is_dir() else _CGROUP), "v2"
+        elif "cpu" in controllers.split(","):
+            root, version = _CGROUP / "cpu", "v1"
+        else:
+            continue
+        rel_path = Path(rel.lstrip("/"))
+        for sub in (rel_path, *rel_path.parents):
+            dirs.append((version, root / sub))
+    return dirs
+
+
+def _quota(version: str, where: Path) -> float | None:
+    """CPUs allowed by one cgroup directory's quota, or None (no quota, or none readable)."""
+    if version == "v2":
+        text = _read(where / "cpu.max")
+        if text is None or text.split()[0] == "max":
+            return None
+        quota, period = text.split()[:2]
+        return int(quota) / max(1, int(period))
+    cfs_quota, cfs_period = _read(where / "cpu.cfs_quota_us"), _read(where / "cpu.cfs_period_us")
+    if cfs_quota is None or cfs_period is None or int(cfs_quota) <= 0:
+        return None
+    return int(cfs_quota) / max(1, int(cfs_period))
+
+
+def cgroup_cpus() -> float | None:
+    """The tightest CPU quota of this process's cgroups (in CPUs, may be fractional), or None."""
+    quotas = []
+    for version, where in _cgroup_dirs():
+        try:
+            q = _quota(version, where)
+        except ValueError:
+            q = None
+        if q is not None:
+            quotas.append(q)
+    return min(quotas) if quotas else None
+
+
+def available() -> int:
+    """CPUs this process may use: its affinity mask, capped by its cgroup CPU quota (rounded up)."""
+    n = _affinity()
+    quota = cgroup_cpus()
+    if quota is not None:
+        n = min(n, max(1, math.ceil(quota)))
+    return max(1, n)
+
+
+def share(workers: int) -> int:
+    """Threads for each of `workers` processes sharing this machine's CPUs (at least one)."""
+    return max(1, available() // max(1, int(workers)))
+
+
+def count() -> int:
+    """Threads the parallel work of this call may use: `available()`, capped by this process's
+    pool share (`init_worker`) and by an enclosing `limited(n)`."""
+    n = available() if _worker_share is None else _worker_share
+    scoped = _scoped.get()
+    if scoped is not None:
+        n = min(n, scoped)
+    return max(1, n)
+
+
+@contextlib.contextmanager
+def limited(n: int) -> Iterator[int]:
+    """Within: the parallel kernels use at most `n` threads (in this thread's calls)."""
+    token = _scoped.set(max(1, int(n)))
+    try:
+        yield count()
+    finally:
+        _scoped.reset(token)
+
+
+def init_worker(workers: int) -> None:
+    """A process pool's initializer (runs in each worker): this process gets `share(workers)`
+    threads for its kernels and its BLAS, so W workers together never use more threads than
+    the CPUs they may run on. Works after NumPy (hence BLAS) has been imported: BLAS is
+    capped at run time through threadpoolctl, the kernels read `count()` at every launch."""
+    global _worker_share
+    _worker_share = share(workers)
+    cap_blas(_worker_share)
+
+
+def cap_blas(n: int) -> None:
+    """Cap the loaded BLAS and OpenMP libraries at `n` threads for the rest of this process
+    (threadpoolctl; nothing happens without it)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=max(1, int(n)))

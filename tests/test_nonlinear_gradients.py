@@ -1,0 +1,123 @@
+"""The network's outer gradients (vectorised with torch.func) against a per-task loop written
+with torch.autograd, and its initialisation against the linear model's."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from metarep.nonlinear.backend import Net  # noqa: E402
+from metarep.nonlinear.meta import meta_gradient  # noqa: E402
+from metarep.nonlinear.model import MLPParams, MLPSpec, init_mlp_params  # noqa: E402
+from metarep.params import init_params  # noqa: E402
+from metarep.problem import make_problem, sample_tasks  # noqa: E402
+
+# (adapt_body, exact) of FO-ANIL, ANIL, FO-MAML, MAML
+VARIANTS = {"fo-anil": (False, False), "anil": (False, True), "fo-maml": (True, False), "maml": (True, True)}
+
+
+def _forward(p, X, activation):
+    """An independent forward pass: one task, plain torch."""
+    act = torch.relu if activation == "relu" else (lambda z: z)
+    h = act(X @ p["W1"].T + (p["b1"] if "b1" in p else 0.0))
+    if "W2" in p:
+        h = act(h @ p["W2"].T + (p["b2"] if "b2" in p else 0.0))
+    return h @ p["w"]
+
+
+def _loss(p, X, y, activation):
+    return 0.5 * ((_forward(p, X, activation) - y) ** 2).mean()
+
+
+def _adapt(theta, X, y, *, activation, alpha, steps, adapt_body, exact):
+    names = list(theta) if adapt_body else ["w"]
+    for _ in range(steps):
+        g = torch.autograd.grad(_loss(theta, X, y, activation), [theta[k] for k in names], create_graph=exact)
+        theta = {**theta, **{k: theta[k] - alpha * gk for k, gk in zip(names, g)}}
+    return theta
+
+
+def reference_gradient(params: MLPParams, tasks, *, activation, alpha, steps, adapt_body, exact):
+    """(1/N) sum_i of each task's outer gradient, one task at a time with torch.autograd."""
+    leaves = {k: torch.tensor(v, requires_grad=True) for k, v in {**params.body(), "w": params.w}.items()}
+    total = {k: torch.zeros_like(v) for k, v in leaves.items()}
+    N = tasks.n_tasks
+    for i in range(N):
+        X, y = torch.tensor(tasks.X_in[i]), torch.tensor(tasks.y_in[i])
+        Xo, yo = torch.tensor(tasks.X_out[i]), torch.tensor(tasks.y_out[i])
+        theta = _adapt(dict(leaves), X, y, activation=activation, alpha=alpha, steps=steps, adapt_body=adapt_body,
+                       exact=exact)
+        if exact:
+            g = torch.autograd.grad(_loss(theta, Xo, yo, activation), list(leaves.values()))
+        else:
+            at = {k: v.detach().requires_grad_() for k, v in theta.items()}
+            g = torch.autograd.grad(_loss(at, Xo, yo, activation), list(at.values()))
+        for k, gk in zip(leaves, g):
+            total[k] += gk / N
+    return {k: v.numpy() for k, v in total.items()}
+
+
+def _setup(layers, bias, seed=0, N=5, d=6, width=4):
+    problem = make_problem(d, 2, task_cov=1.0, noise_std=0.5, rng=np.random.default_rng(seed), teacher="relu")
+    tasks = sample_tasks(problem, N, 4, 3, np.random.default_rng(seed + 1))
+    spec = MLPSpec(d=d, width=width, layers=layers, hidden=5, bias=bias)
+    params = init_mlp_params(spec, init_scale=1.0, init_head_scale=1.0, rng=np.random.default_rng(seed + 2))
+    if bias:  # nonzero biases, so that their gradients are exercised
+        rng = np.random.default_rng(seed + 3)
+        params = params._replace(b1=0.3 * rng.standard_normal(params.b1.shape),
+                                 b2=0.3 * rng.standard_normal(params.b2.shape))
+    return tasks, params
+
+
+@pytest.mark.parametrize("method", list(VARIANTS))
+@pytest.mark.parametrize("layers,bias", [(2, False), (3, True)])
+@pytest.mark.parametrize("steps", [1, 2])
+def test_outer_gradient_matches_per_task_autograd(method, layers, bias, steps):
+    adapt_body, exact = VARIANTS[method]
+    tasks, params = _setup(layers, bias)
+    grads, loss = meta_gradient(params, tasks, net=Net("relu"), alpha=0.3, inner_steps=steps,
+                                adapt_body=adapt_body, exact=exact)
+    ref = reference_gradient(params, tasks, activation="relu", alpha=0.3, steps=steps, adapt_body=adapt_body,
+                             exact=exact)
+    got = {**grads.body(), "w": grads.w}
+    assert set(got) == set(ref)
+    for k in ref:
+        assert np.abs(ref[k]).max() > 1e-3
+        np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=1e-10 * max(1.0, np.abs(ref[k]).max()))
+    assert np.isfinite(loss) and loss > 0
+
+
+def test_first_and_second_order_differ():
+    """The check above can fail: FO-ANIL's gradient is not ANIL's."""
+    tasks, params = _setup(2, False)
+    fo, _ = meta_gradient(params, tasks, net=Net("relu"), alpha=0.3, adapt_body=False, exact=False)
+    ex = reference_gradient(params, tasks, activation="relu", alpha=0.3, steps=1, adapt_body=False, exact=True)
+    assert np.abs(fo.W1 - ex["W1"]).max() > 1e-4
+
+
+def test_float32_close_to_float64():
+    tasks, params = _setup(3, True)
+    g64, _ = meta_gradient(params, tasks, net=Net("relu"), alpha=0.3, adapt_body=True, exact=True)
+    g32, _ = meta_gradient(params._replace(**{k: v.astype(np.float32) for k, v in params._asdict().items()}),
+                           tasks, net=Net("relu", dtype="float32"), alpha=0.3, adapt_body=True, exact=True)
+    assert g32.W1.dtype == np.float32
+    for a, b in zip(g64, g32):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-4 * max(1.0, np.abs(a).max(initial=0.0)))
+
+
+def test_two_layer_init_is_the_linear_init():
+    spec = MLPSpec(d=7, width=5, layers=2)
+    mlp = init_mlp_params(spec, init_scale=0.8, init_head_scale=0.5, rng=np.random.default_rng(3))
+    lin = init_params(7, 5, init_scale=0.8, init_head_scale=0.5, rng=np.random.default_rng(3))
+    np.testing.assert_array_equal(mlp.W1, lin.B.T)
+    np.testing.assert_array_equal(mlp.w, lin.w)
+    assert mlp.W2.size == mlp.b1.size == mlp.b2.size == 0
+
+
+def test_three_layer_init_shapes_and_scales():
+    spec = MLPSpec(d=40, width=30, layers=3, hidden=60, bias=True)
+    p = init_mlp_params(spec, init_scale=2.0, init_head_scale=1.0, rng=np.random.default_rng(0))
+    assert p.W1.shape == (60, 40) and p.W2.shape == (30, 60) and p.b1.shape == (60,) and p.b2.shape == (30,)
+    assert abs(p.W1.var() * 40 / 4 - 1) < 0.1 and abs(p.W2.var() * 60 / 4 - 1) < 0.1
+    assert not p.b1.any() and not p.b2.any()
+    assert type(p)(**{k: np.asarray(v) for k, v in p._asdict().items()}) is not None

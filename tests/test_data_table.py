@@ -37,8 +37,8 @@ COLUMNS = Columns(task="school", target="y")
 def build(frame, columns=COLUMNS, seed=0, **kw):
     opts = dict(m_train=5, min_heldout_rows=4, test_fraction=0.25, missing="refuse", standardize=True, intercept=True)
     opts.update(kw)
-    return prepare(frame, columns, rng_split=np.random.default_rng([seed, 6]), rng_rows=np.random.default_rng([seed, 7]),
-                   **opts)
+    return prepare(frame, columns, rng_split=np.random.default_rng([seed, 6]),
+                   rng_rows=np.random.default_rng([seed, 7]), **opts)
 
 
 def test_split_is_by_task_and_keeps_every_row():

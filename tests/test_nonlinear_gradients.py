@@ -19,9 +19,9 @@ VARIANTS = {"fo-anil": (False, False), "anil": (False, True), "fo-maml": (True, 
 def _forward(p, X, activation):
     """An independent forward pass: one task, plain torch."""
     act = torch.relu if activation == "relu" else (lambda z: z)
-    h = act(X @ p["W1"].T + (p["b1"] if "b1" in p else 0.0))
+    h = act(X @ p["W1"].T + p.get("b1", 0.0))
     if "W2" in p:
-        h = act(h @ p["W2"].T + (p["b2"] if "b2" in p else 0.0))
+        h = act(h @ p["W2"].T + p.get("b2", 0.0))
     return h @ p["w"]
 
 

@@ -12,7 +12,8 @@ from metarep.problem import make_problem, sample_heads, sample_tasks
 
 
 def _problem(teacher="linear", d=6, k=2):
-    return make_problem(d, k, task_cov=list(np.linspace(1.0, 0.5, k)), noise_std=0.3, rng=np.random.default_rng(0), teacher=teacher)
+    return make_problem(d, k, task_cov=list(np.linspace(1.0, 0.5, k)), noise_std=0.3, rng=np.random.default_rng(0),
+                        teacher=teacher)
 
 
 def test_linear_teacher_draws_unchanged():

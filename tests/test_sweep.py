@@ -14,9 +14,9 @@ import pytest
 from metarep import store
 from metarep.cli import main
 from metarep.config import load
+from metarep.engine import build, run
 from metarep.execute import execute_run
 from metarep.results import Results, comparable, read_csv
-from metarep.runner import run
 from metarep.sweep import (
     SEED_RULE,
     TEST_SEED_OFFSET,
@@ -316,7 +316,8 @@ def test_an_interrupted_run_continues_from_its_checkpoint(tiny, local_sweep, tmp
     calls = iter(range(1000))
     result = execute_run(None, [], None, resume=run_dir, figure=False, should_stop=lambda: next(calls) >= 17)
     assert result.status == "interrupted"
-    assert store.load_checkpoint(run_dir).step == 17
+    like = build(load(run_dir / "config.toml")).initial_state()
+    assert store.load_checkpoint(run_dir, like=like).step == 17
     assert main(sweep_args(tiny, out, "--workers", "1", "--no-figures")) == 0
     assert not (run_dir / store.CHECKPOINT).exists()
     assert (run_dir / "metrics.csv").read_text() == metrics

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from metarep.cli import main
+from metarep.engine import run
 from metarep.results import Results, comparable, row_from_summary
-from metarep.runner import run
 from metarep.sweep import plan
 
 TINY = """

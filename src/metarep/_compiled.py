@@ -2,20 +2,56 @@
 level so that numba's on-disk cache finds them again in a new process, and importing this
 module (hence numba) happens only when a compiled kernel is first used. What each computes,
 and why it is written so, is documented where it is called: `kernels.prediction_gradient` and
-`one_step.one_step_sums`."""
+`one_step.one_step_sums`.
+
+Each kernel works through fixed units of work (blocks of tasks, groups of blocks), taking the
+next unit from a shared counter (`fetch_add`) until none is left; `kernels.run_units` runs it on
+the calling thread and on helper threads at once. A thread that the operating system stops
+(another process took its core) then holds back at most the unit it is on, and one that never
+started holds back nothing. The units and the order of every sum within and across them are
+fixed, so results do not depend on the number of threads or on which thread took which unit.
+The counter is an int64 array [next unit, units finished]; a kernel returns True on the thread
+that finished the last unit.
+"""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
 
-from metarep.kernels import _BLOCK as TASK_BLOCK
-from metarep.kernels import _FASTMATH, numba_module
-from metarep.one_step import _BLOCK as ONE_STEP_BLOCK
+# Tasks per unit of the prediction-gradient kernel, and per block of the one-step kernel
+# (a block's inner rows, 64 x 20 x 50 doubles in the paper's setting, stay in cache between
+# its passes, and its products are large enough for BLAS).
+TASK_BLOCK = 32
+ONE_STEP_BLOCK = 64
 
-numba = numba_module()
+# Reassociation (and fused multiply-add) only: lets the dot products vectorise, and keeps
+# NaN and inf semantics so a diverging run is still detected.
+FASTMATH = {"reassoc", "contract"}
+
+KERNEL = {"cache": True, "fastmath": FASTMATH, "error_model": "numpy", "nogil": True, "boundscheck": False}
 
 
-@numba.njit(fastmath=_FASTMATH, boundscheck=False, cache=True)
+@intrinsic
+def fetch_add(typingctx, counter, index):
+    """counter[index] += 1 atomically (an int64 array); returns the value before."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64
+            and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], signature.args[1], types.intp)
+        return builder.atomic_rmw("add", builder.gep(array.data, [i]), ir.Constant(ir.IntType(64), 1),
+                                  "seq_cst")
+
+    return types.int64(counter, index), codegen
+
+
+@numba.njit(fastmath=FASTMATH, boundscheck=False, cache=True)
 def task_gradient(X, y, has_y, n, th, out, acc, zero):  # pragma: no cover - compiled
     """out = X_n^T (X_n th - y_n) / m, reading task n's rows once; returns ||X_n th - y_n||^2.
     Within the task the arithmetic is in the precision of `zero` and `acc`."""
@@ -37,18 +73,41 @@ def task_gradient(X, y, has_y, n, th, out, acc, zero):  # pragma: no cover - com
     return s
 
 
-@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH, error_model="numpy", nogil=True,
-            boundscheck=False)
-def prediction_gradient_kernel(X, theta, shared, y, has_y, G, loss):  # pragma: no cover - compiled
-    """G[n] = X_n^T (X_n theta_n - y_n) / m and loss[n], for blocks of tasks in parallel; theta
-    (1, d) shared or (N, d), float64; float32 data are accumulated in float64."""
-    N, m, d = X.shape
-    for b in numba.prange((N + TASK_BLOCK - 1) // TASK_BLOCK):
-        acc = np.empty(d)
-        for n in range(b * TASK_BLOCK, min(b * TASK_BLOCK + TASK_BLOCK, N)):
-            s = task_gradient(X, y, has_y, n, theta[0 if shared else n], G[n], acc, 0.0)
-            loss[n] = 0.5 * s / m
+# ----------------------------------------------------------------------------------------
+# The prediction gradient: a unit is a block of TASK_BLOCK tasks
+# ----------------------------------------------------------------------------------------
 
+@numba.njit(**KERNEL)
+def _gradient_block(X, theta, shared, y, has_y, G, loss, b, acc):  # pragma: no cover - compiled
+    N, m = X.shape[0], X.shape[1]
+    for n in range(b * TASK_BLOCK, min(b * TASK_BLOCK + TASK_BLOCK, N)):
+        s = task_gradient(X, y, has_y, n, theta[0 if shared else n], G[n], acc, 0.0)
+        loss[n] = 0.5 * s / m
+
+
+def gradient_units(X) -> int:
+    return (X.shape[0] + TASK_BLOCK - 1) // TASK_BLOCK
+
+
+@numba.njit(**KERNEL)
+def prediction_gradient_units(X, theta, shared, y, has_y, G, loss, counter):  # pragma: no cover - compiled
+    """G[n] = X_n^T (X_n theta_n - y_n) / m and loss[n], for the blocks of tasks this thread
+    takes from `counter`; theta (1, d) shared or (N, d), float64; float32 data are accumulated
+    in float64."""
+    nblocks = (X.shape[0] + TASK_BLOCK - 1) // TASK_BLOCK
+    acc = np.empty(X.shape[2])
+    last = False
+    b = fetch_add(counter, 0)
+    while b < nblocks:
+        _gradient_block(X, theta, shared, y, has_y, G, loss, b, acc)
+        last = fetch_add(counter, 1) == nblocks - 1
+        b = fetch_add(counter, 0)
+    return last
+
+
+# ----------------------------------------------------------------------------------------
+# The one-step sums: a unit is a fixed group of consecutive blocks, with its own partial sums
+# ----------------------------------------------------------------------------------------
 
 @numba.njit(boundscheck=False, cache=True)
 def add_column_sums(A, out):  # pragma: no cover - compiled
@@ -59,46 +118,59 @@ def add_column_sums(A, out):  # pragma: no cover - compiled
         out[j] += total
 
 
-@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH, error_model="numpy", nogil=True,
-            boundscheck=False)
-def one_step_kernel(X_in, y_in, X_out, y_out, theta, M, P, second_order, q, zero,
-                    g_out_g, cross_g, h_g, loss_g):  # pragma: no cover - compiled
-    """Per group of blocks: sums of g'_i, g'_i g_i^T, S_i P g'_i (when second_order) and the
-    outer squared residuals, into g_out_g (groups, d), cross_g (groups, d, d), h_g, loss_g.
+@numba.njit(**KERNEL)
+def _one_step_group(grp, X_in, y_in, X_out, y_out, theta, M, P, second_order, q, zero,
+                    g_out_g, cross_g, h_g, loss_g, acc):  # pragma: no cover - compiled
+    """Group `grp`'s sums of g'_i, g'_i g_i^T, S_i P g'_i (when second_order) and the outer
+    squared residuals, into row `grp` of g_out_g, cross_g, h_g, loss_g, with
     theta_i = theta + M g_i + q (theta . g_i) g_i."""
     N, _, d = X_in.shape
     nblocks = (N + ONE_STEP_BLOCK - 1) // ONE_STEP_BLOCK
     ngroups = cross_g.shape[0]
-    for grp in numba.prange(ngroups):
-        acc = np.empty(d, M.dtype)
-        cross_g[grp] = 0.0
-        g_out_g[grp] = 0.0
-        if second_order:
-            h_g[grp] = 0.0
-        s = 0.0
-        for b in range(grp * nblocks // ngroups, (grp + 1) * nblocks // ngroups):
-            start = b * ONE_STEP_BLOCK
-            nb = min(start + ONE_STEP_BLOCK, N) - start
-            G = np.empty((nb, d), M.dtype)
-            G_out = np.empty((nb, d), M.dtype)
-            for t in range(nb):
-                task_gradient(X_in, y_in, True, start + t, theta, G[t], acc, zero)
-            Theta = np.dot(G, M)                     # the block's theta_i - theta
-            for t in range(nb):
-                row = Theta[t]
-                c = 0.0
-                if q != 0.0:
-                    for j in range(d):
-                        c += theta[j] * G[t, j]
-                    c *= q
+    cross_g[grp] = 0.0
+    g_out_g[grp] = 0.0
+    if second_order:
+        h_g[grp] = 0.0
+    s = 0.0
+    for b in range(grp * nblocks // ngroups, (grp + 1) * nblocks // ngroups):
+        start = b * ONE_STEP_BLOCK
+        nb = min(start + ONE_STEP_BLOCK, N) - start
+        G = np.empty((nb, d), M.dtype)
+        G_out = np.empty((nb, d), M.dtype)
+        for t in range(nb):
+            task_gradient(X_in, y_in, True, start + t, theta, G[t], acc, zero)
+        Theta = np.dot(G, M)                     # the block's theta_i - theta
+        for t in range(nb):
+            row = Theta[t]
+            c = 0.0
+            if q != 0.0:
                 for j in range(d):
-                    row[j] += theta[j] + c * G[t, j]
-                s += task_gradient(X_out, y_out, True, start + t, row, G_out[t], acc, zero)
-            cross_g[grp] += np.dot(G_out.T, G)
-            add_column_sums(G_out, g_out_g[grp])
-            if second_order:
-                Q = np.dot(G_out, P)                 # the block's P g'_i
-                for t in range(nb):
-                    task_gradient(X_in, y_in, False, start + t, Q[t], Theta[t], acc, zero)
-                add_column_sums(Theta, h_g[grp])     # Theta reused for S_i P g'_i
-        loss_g[grp] = 0.5 * s / X_out.shape[1]
+                    c += theta[j] * G[t, j]
+                c *= q
+            for j in range(d):
+                row[j] += theta[j] + c * G[t, j]
+            s += task_gradient(X_out, y_out, True, start + t, row, G_out[t], acc, zero)
+        cross_g[grp] += np.dot(G_out.T, G)
+        add_column_sums(G_out, g_out_g[grp])
+        if second_order:
+            Q = np.dot(G_out, P)                 # the block's P g'_i
+            for t in range(nb):
+                task_gradient(X_in, y_in, False, start + t, Q[t], Theta[t], acc, zero)
+            add_column_sums(Theta, h_g[grp])     # Theta reused for S_i P g'_i
+    loss_g[grp] = 0.5 * s / X_out.shape[1]
+
+
+@numba.njit(**KERNEL)
+def one_step_units(X_in, y_in, X_out, y_out, theta, M, P, second_order, q, zero,
+                   g_out_g, cross_g, h_g, loss_g, counter):  # pragma: no cover - compiled
+    """`_one_step_group` for the groups this thread takes from `counter`."""
+    ngroups = cross_g.shape[0]
+    acc = np.empty(X_in.shape[2], M.dtype)
+    last = False
+    grp = fetch_add(counter, 0)
+    while grp < ngroups:
+        _one_step_group(grp, X_in, y_in, X_out, y_out, theta, M, P, second_order, q, zero,
+                        g_out_g, cross_g, h_g, loss_g, acc)
+        last = fetch_add(counter, 1) == ngroups - 1
+        grp = fetch_add(counter, 0)
+    return last

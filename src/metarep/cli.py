@@ -1,15 +1,19 @@
-"""The command line: `metarep run | sweep | reproduce | report | bench`.
+"""The command line: `metarep run | sweep | reproduce | report | bench | methods`.
 
-Errors a user can fix (bad config, missing file, too little memory, an unusable output
-directory) become one line on stderr and exit status 2; nothing is written before the config
-is known to be good. SIGINT/SIGTERM stop a run at the next step boundary with a checkpoint
-and exit status 130; a second signal aborts at once (the last checkpoint stays valid).
+Exit statuses: 0 done; 2 a mistake the user can fix (bad config, unreadable or unwritable file,
+too little memory, an unusable output directory: one line on stderr, nothing written before the
+config is known to be good); 3 a run that diverged; 1 a bug (any other exception: its traceback,
+and the run directory, which stays resumable); 130 interrupted (SIGINT/SIGTERM stop a run at the
+next step boundary with a checkpoint; a second signal aborts at once). `--debug` or
+METAREP_DEBUG=1 prints the traceback of user errors too.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,10 +26,20 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+DIVERGED = 3
+DEBUG_ENV = "METAREP_DEBUG"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(package_name="metarep")
-def cli():
+@click.option("--debug", is_flag=True, help="Print the traceback of user errors too (or METAREP_DEBUG=1).")
+@click.pass_context
+def cli(ctx, debug):
     """Study how gradient-based meta-learning learns shared representations."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
 @contextmanager
@@ -79,6 +93,22 @@ def run(config_path, overrides, out, resume, force, quiet):
     click.echo(result.message, err=result.status != "completed")
     if result.status == "interrupted":
         sys.exit(130)
+    if result.status == "diverged":
+        sys.exit(DIVERGED)
+
+
+@cli.command("methods")
+@click.option("--arch", default=None, help="Only the methods of this model.arch.")
+def list_methods(arch):
+    """The registered methods and what each can do."""
+    from metarep.methods import registered
+
+    for m in registered(arch):
+        caps = ", ".join(k for k in ("iterative", "infinite_tasks", "online_tasks", "per_task_state") if
+                         m.capabilities()[k])
+        hyper = ", ".join([*m.train_keys, *m.Hyper.model_fields]) or "-"
+        click.echo(f"{m.name:16} [{m.arch}] {m.summary}\n{'':16} can: {caps or '-'}; hyper-parameters: {hyper}; "
+                   f"test-time default: {m.default_adapt}")
 
 
 def _register_optional_commands() -> None:
@@ -100,6 +130,8 @@ def _one_line(text) -> str:
 
 
 def _error(message) -> int:
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        traceback.print_exc()
     click.echo(f"error: {_one_line(message)}", err=True)
     return 2
 
@@ -114,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _register_optional_commands()
         cli.main(args=argv, standalone_mode=False, prog_name="metarep")
-    except (ConfigError, ValueError) as err:
+    except ConfigError as err:
         return _error(err)
     except click.exceptions.Exit as err:
         return err.exit_code
@@ -129,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         return _error(_os_error(err))
     except SystemExit as err:
         return err.code if isinstance(err.code, int) else 1
+    except Exception:
+        traceback.print_exc()
+        click.echo("metarep: this is a bug, not a mistake in the input: please report the traceback above",
+                   err=True)
+        return 1
     return 0
 
 

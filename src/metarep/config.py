@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from metarep.data.config import DataConfig, check_table_config
 from metarep.methods import NoHyper, get_method
 from metarep.models import NoOptions, get_arch
 from metarep.problem import as_covariance, as_mean
@@ -211,13 +212,14 @@ class TestConfig(Section):
 
 
 class Config(Section):
-    """A whole experiment. Sections: problem, model, method, train, test."""
+    """A whole experiment. Sections: problem, model, method, train, test, data."""
 
     problem: ProblemConfig = ProblemConfig()
     model: ModelConfig = ModelConfig()
     method: MethodConfig = MethodConfig()
     train: TrainConfig = TrainConfig()
     test: TestConfig = TestConfig()
+    data: DataConfig = DataConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -238,6 +240,8 @@ class Config(Section):
         _check_regime(self)
         _check_method(self)
         _check_limit(self.problem, self.train)
+        if self.data.source != "synthetic":
+            check_table_config(self)
         return self
 
     @property
@@ -265,6 +269,8 @@ class Config(Section):
         dumped = self.model_dump()
         dumped["model"] = {**{k: dumped["model"][k] for k in _MODEL_KEYS}, **self.model.options.model_dump()}
         dumped["method"] = {"name": self.method.name, **self.method.hyper.model_dump()}
+        if self.data.source == "synthetic":  # the default source writes no [data] table
+            del dumped["data"]
         return {name: {k: v for k, v in section.items() if v is not None} for name, section in dumped.items()}
 
 
@@ -318,7 +324,7 @@ def _check_limit(p: ProblemConfig, t: TrainConfig) -> None:
                          "or too large")
 
 
-SECTIONS = ("problem", "model", "method", "train", "test")
+SECTIONS = ("problem", "model", "method", "train", "test", "data")
 
 
 def _key(part) -> str:

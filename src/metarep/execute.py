@@ -133,9 +133,13 @@ def _train_and_store(exp, state, run_dir: Path, digest: str, *, progress, should
     def checkpoint(s):
         store.save_checkpoint(run_dir, s, config_hash=digest)
 
-    with progress_display(config.train.steps, state.step, progress) as bar:
-        state = train(exp, state, on_progress=lambda step: bar.update(1), should_stop=should_stop,
-                      on_checkpoint=checkpoint, checkpoint_seconds=checkpoint_seconds)
+    try:
+        with progress_display(config.train.steps, state.step, progress) as bar:
+            state = train(exp, state, on_progress=lambda step: bar.update(1), should_stop=should_stop,
+                          on_checkpoint=checkpoint, checkpoint_seconds=checkpoint_seconds)
+    except Exception as err:
+        err.add_note(f"run directory: {run_dir} (its last checkpoint stays: `metarep run --resume {run_dir}`)")
+        raise
     if state.status == "interrupted":
         checkpoint(state)
         return RunResult("interrupted", run_dir, None, f"interrupted at step {state.step}; continue with "
@@ -151,6 +155,7 @@ def _describe(run_dir: Path, s: dict) -> str:
     if s["status"] != "completed":
         return f"{run_dir}: {s['message']}"
     f, t = s["final"], s["test"]
-    return (f"{run_dir}: {s['method']} completed {s['steps']} steps; perp_norm {f['perp_norm']:.3g}, "
-            f"lambda_rel_err {f['lambda_rel_err']:.3g}, test excess risk {t['excess_risk']:.4g} "
-            f"+- {t['excess_risk_se']:.2g}")
+    parts = [f"{key} {f[key]:.3g}" for key in ("perp_norm", "lambda_rel_err") if key in f]  # where B* is known
+    label, key = ("test excess risk", "excess_risk") if "excess_risk" in t else ("test MSE", "mse")
+    parts.append(f"{label} {t[key]:.4g} +- {t[key + '_se']:.2g}")
+    return f"{run_dir}: {s['method']} completed {s['steps']} steps; " + ", ".join(parts)

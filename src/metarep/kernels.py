@@ -7,17 +7,21 @@ For every task n the kernel returns
 
 Two backends compute it:
 
-- ``numba``: one parallel pass over the tasks (``prange``). Each task's rows are read once:
-  a row's residual and its contribution to G are formed while the row is in L1, so the whole
-  call reads X once (the floor for this memory-bound kernel). Every task is computed by one
-  thread with the same code, so results do not depend on the number of threads.
+- ``numba``: one pass over the tasks. Each task's rows are read once: a row's residual and
+  its contribution to G are formed while the row is in L1, so the whole call reads X once
+  (the floor for this memory-bound kernel). Blocks of tasks are taken one at a time by
+  `threads.count()` threads (`run_compiled`), or by the calling thread alone for calls too
+  small to gain from threads. Every task is computed by one thread with the same code, so
+  results do not depend on the number of threads.
 - ``numpy``: a pure-NumPy fallback that walks the tasks in chunks small enough for their
   rows to stay in cache between the two products, so it too reads X from memory about once
   and never forms an (N, m, d) temporary.
 
-The backend is chosen by the environment variable ``METAREP_KERNEL`` (``numba`` or
-``numpy``); without it ``numba`` is used when it can be imported. `backend()` names the
-active one and `set_backend()` switches at run time.
+The default backend is read once from the environment variable ``METAREP_KERNEL`` (``numba``
+or ``numpy``); without it ``numba`` is used when it can be imported. A call chooses another
+with ``backend=``, a block of code with ``with kernels.use("numpy"): ...`` (a context variable:
+it applies to the calls made inside the block, in this thread, and ends with it).
+`backend()` names the one in effect.
 
 Output arrays are recycled: a returned G or loss that the caller has dropped (no reference
 left anywhere) is reused by a later call with the same shape and dtype, which avoids
@@ -28,16 +32,20 @@ directly or through a view, is never reused.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 import sys
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["available_backends", "backend", "clear_buffers", "numba_prediction_gradient",
-           "numpy_prediction_gradient", "prediction_gradient", "recycled_empty", "retain_freed_memory",
-           "set_backend"]
+from metarep import threads
+
+__all__ = ["available_backends", "backend", "clear_buffers", "default_backend", "numba_prediction_gradient",
+           "numpy_prediction_gradient", "prediction_gradient", "prediction_gradient_reference", "recycled_empty",
+           "retain_freed_memory", "run_compiled", "use"]
 
 ENV_VAR = "METAREP_KERNEL"
 _BACKENDS = ("numba", "numpy")
@@ -156,6 +164,17 @@ def retain_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
 # Argument handling shared by the backends
 # ----------------------------------------------------------------------------------------
 
+def prediction_gradient_reference(X, theta, y=None):
+    """The plain NumPy form of `prediction_gradient`, the oracle the fast kernels are tested
+    against (and the path of their edge cases: no tasks, no samples, integer data)."""
+    m = X.shape[1]
+    theta = np.asarray(theta)
+    pred = X @ theta if theta.ndim == 1 else np.einsum("nmd,nd->nm", X, theta)
+    resid = pred if y is None else pred - y
+    G = np.einsum("nmd,nm->nd", X, resid) / m
+    return G, 0.5 * np.einsum("nm,nm->n", resid, resid) / m
+
+
 def _arguments(X, theta, y):
     """X, theta, y as arrays, checked, and the output dtype: the part both backends share."""
     X = np.asarray(X)
@@ -185,29 +204,30 @@ _executor_pid = None
 _executor_lock = threading.Lock()
 
 
-def _workers() -> int:
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    return max(1, min(n, 8))
-
-
 def _pool_map(fn, items):
-    """Run fn over items on a few threads (NumPy's einsum releases the GIL)."""
+    """Run fn over items on `threads.count()` threads (NumPy's einsum releases the GIL)."""
     global _executor, _executor_pid
-    if len(items) < 2 or _workers() < 2:
+    workers = min(threads.count(), 8)
+    if len(items) < 2 or workers < 2:
         for it in items:
             fn(it)
         return
     with _executor_lock:
         if _executor is None or _executor_pid != os.getpid():     # none yet, or a forked child
             from concurrent.futures import ThreadPoolExecutor
-            _executor = ThreadPoolExecutor(_workers(), thread_name_prefix="metarep-kernel")
+            _executor = ThreadPoolExecutor(8, thread_name_prefix="metarep-kernel")
             _executor_pid = os.getpid()
         executor = _executor
-    for _ in executor.map(fn, items):
-        pass
+    shared = iter(items)       # each item is taken once, by whichever thread is free
+
+    def drain():
+        for item in shared:
+            fn(item)
+
+    helpers = [executor.submit(drain) for _ in range(workers - 1)]
+    drain()
+    for helper in helpers:
+        helper.result()
 
 
 def numpy_prediction_gradient(X, theta, y=None, *, chunk: int | None = None, threads: bool = False):
@@ -221,7 +241,6 @@ def numpy_prediction_gradient(X, theta, y=None, *, chunk: int | None = None, thr
     X, theta, y, dt = _arguments(X, theta, y)
     N, m, d = X.shape
     if N == 0 or m == 0 or dt.kind != "f":
-        from metarep.linear import prediction_gradient_reference
         return prediction_gradient_reference(X, theta, y)
     if chunk is None:
         chunk = _chunk_size(m, d, X.itemsize)
@@ -259,36 +278,30 @@ def numpy_prediction_gradient(X, theta, y=None, *, chunk: int | None = None, thr
 # Numba backend
 # ----------------------------------------------------------------------------------------
 
-_numba_kernel = None
-_numba_error: Exception | None = None
+# Below this many bytes of task data a compiled kernel runs on the calling thread alone: waking
+# the workers and joining them costs more than they save (measured with
+# benchmarks/kernel_timing.py --threshold, docs/performance.md).
+PARALLEL_MIN_BYTES = 1 << 20
 
-# Reassociation (and fused multiply-add) only: lets the dot products vectorise, and keeps
-# NaN and inf semantics so a diverging run is still detected.
-_FASTMATH = {"reassoc", "contract"}
-
-# Tasks per parallel block; one scratch row is allocated per block. Fixed, so the work
-# done for a task never depends on the number of threads.
-_BLOCK = 64
-
-
-# Parallel kernel launches are serialised: numba's workqueue threading layer (chosen below)
-# must not be entered by two Python threads at once, and the kernels use every core anyway.
+# Parallel launches are serialised: numba's workqueue threading layer must not be entered by
+# two Python threads at once. Serial launches need no lock.
 launch_lock = threading.Lock()
 
 
-def numba_module():
-    """numba, configured for these kernels (raises ImportError when it is not installed).
-
-    Unless NUMBA_THREADING_LAYER says otherwise, parallel kernels prefer OpenMP, whose workers
-    spin briefly between launches and so start the next kernel at once, and fall back to the
-    workqueue layer. The spinning workers would fight the BLAS threads of the matrix products
-    between kernel calls, so training steps run inside `step_threads()`, which keeps BLAS on
-    one thread while the kernels use every core.
-    """
+def run_compiled(parallel, serial, nbytes: int, *args) -> None:
+    """Run a compiled kernel pair of `metarep._compiled` on `args`: `serial(*args)` on this
+    thread when the call reads fewer than PARALLEL_MIN_BYTES or `threads.count()` is 1, else
+    `parallel(*args, counter, workers)` on that many numba threads."""
+    workers = threads.count() if nbytes >= PARALLEL_MIN_BYTES else 1
+    if workers > 1:
+        workers = threads.numba_threads(workers)
+    if workers == 1:
+        serial(*args)
+        return
     import numba
-    if not os.environ.get("NUMBA_THREADING_LAYER") and numba.config.THREADING_LAYER == "default":
-        numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
-    return numba
+    with launch_lock:
+        numba.set_num_threads(workers)       # this thread's setting, for this launch
+        parallel(*args, np.zeros(1, np.int64), workers)
 
 
 @contextlib.contextmanager
@@ -319,19 +332,6 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-def _get_numba_kernel():
-    global _numba_kernel, _numba_error
-    if _numba_kernel is None and _numba_error is None:
-        try:    # imported on first use: importing numba takes a while
-            from metarep._compiled import prediction_gradient_kernel
-            _numba_kernel = prediction_gradient_kernel
-        except ImportError as exc:
-            _numba_error = exc
-    if _numba_kernel is None:
-        raise ImportError("the numba kernel needs numba: pip install 'metarep[fast]'") from _numba_error
-    return _numba_kernel
-
-
 def _numba_importable() -> bool:
     """Whether numba is installed (found without importing it, which takes a while)."""
     import importlib.util
@@ -342,14 +342,16 @@ def _numba_importable() -> bool:
 
 
 def numba_prediction_gradient(X, theta, y=None):
-    """The numba backend: one parallel pass over the tasks, reading X once."""
+    """The numba backend: one pass over the tasks, reading X once."""
     X, theta, y, dt = _arguments(X, theta, y)
     N, m, d = X.shape
     if (N == 0 or m == 0 or X.dtype not in (np.float32, np.float64) or dt.kind != "f"
             or not X.flags.c_contiguous):
         # edge cases and strided views: the NumPy path handles them without a copy of X
         return numpy_prediction_gradient(X, theta, y)
-    kernel = _get_numba_kernel()
+    if not _numba_importable():
+        raise ImportError("the numba kernel needs numba: pip install 'metarep[fast]'")
+    from metarep._compiled import prediction_gradient_parallel, prediction_gradient_serial
     theta2 = np.ascontiguousarray(theta.reshape(-1, d), dtype=np.float64)
     if y is None:
         y_arr = np.empty((0, 0), X.dtype)
@@ -359,16 +361,16 @@ def numba_prediction_gradient(X, theta, y=None):
         y_arr = np.ascontiguousarray(y, dtype=np.float64)
     G = _POOL.empty((N, d), dt)
     loss = _POOL.empty((N,), dt)
-    with launch_lock:
-        kernel(X, theta2, theta.ndim == 1, y_arr, y is not None, G, loss)
+    run_compiled(prediction_gradient_parallel, prediction_gradient_serial, X.nbytes,
+                 X, theta2, theta.ndim == 1, y_arr, y is not None, G, loss)
     return G, loss
 
 
 # ----------------------------------------------------------------------------------------
-# Dispatch
+# Choosing the backend
 # ----------------------------------------------------------------------------------------
 
-_active: str | None = None
+_selected: contextvars.ContextVar[str | None] = contextvars.ContextVar("metarep_kernel", default=None)
 
 
 def _resolve(name: str | None) -> str:
@@ -387,28 +389,40 @@ def available_backends() -> tuple[str, ...]:
     return _BACKENDS if _numba_importable() else ("numpy",)
 
 
+@functools.lru_cache(maxsize=1)
+def default_backend() -> str:
+    """The backend used where none is chosen: $METAREP_KERNEL, read once, or numba when installed."""
+    return _resolve(os.environ.get(ENV_VAR))
+
+
 def backend() -> str:
-    """Name of the active backend: 'numba' or 'numpy'."""
-    global _active
-    if _active is None:
-        _active = _resolve(os.environ.get(ENV_VAR))
-    return _active
+    """The backend in effect here: the innermost enclosing `use(...)`, else `default_backend()`."""
+    return _selected.get() or default_backend()
 
 
-def set_backend(name: str | None) -> str:
-    """Switch the backend ('numba', 'numpy', or None for the default); returns the previous one."""
-    global _active
-    previous = backend()
-    _active = _resolve(name)
-    return previous
+@contextlib.contextmanager
+def use(name: str | None) -> Iterator[str]:
+    """Within: the kernels of this thread's calls run on backend `name` ('numba', 'numpy'; None:
+    the default). Yields the backend's name."""
+    token = _selected.set(default_backend() if name is None else _resolve(name))
+    try:
+        yield backend()
+    finally:
+        _selected.reset(token)
 
 
-def prediction_gradient(X, theta, y=None):
+def chosen(name: str | None) -> str:
+    """`name` checked, or the backend in effect when it is None."""
+    return backend() if name is None else _resolve(name)
+
+
+def prediction_gradient(X, theta, y=None, *, backend: str | None = None):
     """G (N, d) with G[n] = X_n^T (X_n theta_n - y_n) / m, and loss (N,) = ||.||^2 / (2m).
 
     X (N, m, d); theta (d,) shared or (N, d); y (N, m) or None (zeros). float32 inputs give
-    float32 outputs (the numba backend accumulates in float64).
+    float32 outputs (the numba backend accumulates in float64). `backend` overrides the one in
+    effect (`use`) for this call.
     """
-    if backend() == "numba":
+    if chosen(backend) == "numba":
         return numba_prediction_gradient(X, theta, y)
     return numpy_prediction_gradient(X, theta, y)

@@ -12,28 +12,22 @@ from __future__ import annotations
 import numpy as np
 
 from metarep import kernels
+from metarep.kernels import prediction_gradient_reference
+
+__all__ = ["head_step", "prediction_gradient", "prediction_gradient_reference", "predictions"]
 
 
-def prediction_gradient(X: np.ndarray, theta: np.ndarray, y: np.ndarray | None = None
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def prediction_gradient(X: np.ndarray, theta: np.ndarray, y: np.ndarray | None = None, *,
+                        backend: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-task gradient and loss at the prediction vectors.
 
     X: (N, m, d); theta: (d,) shared or (N, d) per task; y: (N, m) or None for zeros.
     Returns G (N, d) with G[n] = X_n^T (X_n theta_n - y_n) / m and
     loss (N,) with loss[n] = ||X_n theta_n - y_n||^2 / (2 m).
     With y = None, G[n] = S_n theta_n: the task's second moment applied to a vector.
+    `backend` ('numba', 'numpy') overrides the kernel backend in effect (`kernels.use`).
     """
-    return kernels.prediction_gradient(X, theta, y)
-
-
-def prediction_gradient_reference(X, theta, y=None):
-    """The plain NumPy form of `prediction_gradient`, the oracle the fast kernels are tested against."""
-    m = X.shape[1]
-    theta = np.asarray(theta)
-    pred = X @ theta if theta.ndim == 1 else np.einsum("nmd,nd->nm", X, theta)
-    resid = pred if y is None else pred - y
-    G = np.einsum("nmd,nm->nd", X, resid) / m
-    return G, 0.5 * np.einsum("nm,nm->n", resid, resid) / m
+    return kernels.prediction_gradient(X, theta, y, backend=backend)
 
 
 def head_step(B: np.ndarray, W: np.ndarray, G: np.ndarray, alpha: float) -> np.ndarray:

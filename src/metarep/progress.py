@@ -33,14 +33,15 @@ class LineProgress:
     `interval` seconds of `clock` (and once more at the end, if it has written anything)."""
 
     def __init__(self, total: int, initial: int, *, unit: str, desc: str, stream: IO[str], interval: float,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] | None = None):
         self.total, self.n, self.start_n = total, initial, initial
-        self.unit, self.desc, self.stream, self.interval, self.clock = unit, desc, stream, interval, clock
-        self.start = self.last = clock()
+        self.unit, self.desc, self.stream, self.interval = unit, desc, stream, interval
+        self.clock = clock or time.monotonic
+        self.start = self.last = self.clock()
         self.lines = 0
 
-    def line(self) -> str:
-        elapsed = self.clock() - self.start
+    def line(self, now: float) -> str:
+        elapsed = now - self.start
         done = self.n - self.start_n
         text = f"{self.desc + ': ' if self.desc else ''}{self.n}/{self.total} {self.unit}s"
         if self.total:
@@ -55,7 +56,7 @@ class LineProgress:
         now = self.clock()
         if now - self.last >= self.interval:
             self.last = now
-            self.write(self.line())
+            self.write(self.line(now))
 
     def write(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -63,7 +64,7 @@ class LineProgress:
 
     def close(self) -> None:
         if self.lines:
-            self.write(self.line())
+            self.write(self.line(self.clock()))
 
 
 class _Bar:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-STREAMS = {"problem": 0, "init": 1, "train_tasks": 2, "online_tasks": 3, "test_tasks": 4, "fit": 5, "data_split": 6, "data_rows": 7}
+STREAMS = {"problem": 0, "init": 1, "train_tasks": 2, "online_tasks": 3, "test_tasks": 4, "fit": 5, "data_split": 6, "data_rows": 7,
+           "probe": 8, "eval_inputs": 9}
 
 
 def rng(seed: int, stream: str) -> np.random.Generator:

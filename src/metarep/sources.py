@@ -91,7 +91,7 @@ class SyntheticSource:
 def synthetic_problem(config) -> Problem:
     p = config.problem
     return make_problem(p.d, p.k, task_mean=p.task_mean, task_cov=p.task_cov, noise_std=p.noise_std,
-                        rng=seeds.rng(p.seed, "problem"))
+                        rng=seeds.rng(p.seed, "problem"), teacher=p.teacher)
 
 
 def synthetic_source(config) -> SyntheticSource:

@@ -3,13 +3,14 @@
 The count is the smallest of
 
 - the CPUs this process may run on (its affinity mask) and its cgroup CPU quota
-  (``cpu.max`` in cgroup v2, ``cpu.cfs_quota_us / cpu.cfs_period_us`` in v1), rounded up;
+  (``cpu.max`` in cgroup v2, ``cpu.cfs_quota_us / cpu.cfs_period_us`` in v1), rounded up,
+  and ``$METAREP_THREADS`` when set;
 - its share of a process pool: a worker of a pool of W processes gets ``available() // W``
   (at least one), set once in the worker by `init_worker`, the pools' initializer;
 - a scoped limit, ``with threads.limited(n): ...`` (a context variable: it applies to the
   calls made inside the block, in this thread, and is undone on leaving it).
 
-The parallel kernels (`metarep.kernels`, `metarep.one_step`) ask `count()` at every launch;
+The parallel kernels (`metarep.kernels.run_units`) ask `count()` at every launch;
 the matrix products' BLAS threads are capped by `init_worker` through threadpoolctl. Results
 never depend on the count (the kernels sum in a fixed order, tests/test_determinism.py).
 """
@@ -18,13 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib.util
 import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["available", "count", "init_worker", "limited", "share"]
+__all__ = ["available", "cap_blas", "count", "init_worker", "limited", "share"]
 
+ENV_VAR = "METAREP_THREADS"
 _CGROUP = Path("/sys/fs/cgroup")
 
 _scoped: contextvars.ContextVar[int | None] = contextvars.ContextVar("metarep_threads", default=None)
@@ -95,11 +98,18 @@ def cgroup_cpus() -> float | None:
 
 
 def available() -> int:
-    """CPUs this process may use: its affinity mask, capped by its cgroup CPU quota (rounded up)."""
+    """CPUs this process may use: its affinity mask, capped by its cgroup CPU quota (rounded up)
+    and by $METAREP_THREADS."""
     n = _affinity()
     quota = cgroup_cpus()
     if quota is not None:
         n = min(n, max(1, math.ceil(quota)))
+    cap = os.environ.get(ENV_VAR, "").strip()
+    if cap:
+        try:
+            n = min(n, int(cap))
+        except ValueError:
+            raise ValueError(f"{ENV_VAR} must be a whole number of threads, got {cap!r}") from None
     return max(1, n)
 
 
@@ -139,10 +149,14 @@ def init_worker(workers: int) -> None:
 
 
 def cap_blas(n: int) -> None:
-    """Cap the loaded BLAS and OpenMP libraries at `n` threads for the rest of this process
-    (threadpoolctl; nothing happens without it)."""
+    """Cap the BLAS and OpenMP libraries at `n` threads for the rest of this process
+    (threadpoolctl; nothing happens without it). SciPy's BLAS, which the compiled kernels call,
+    is loaded first so that it is capped too."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         return
+    if importlib.util.find_spec("scipy") is not None:
+        import scipy.linalg  # noqa: F401  (loads SciPy's BLAS)
     threadpool_limits(limits=max(1, int(n)))
+

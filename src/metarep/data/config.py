@@ -96,3 +96,19 @@ class DataConfig(BaseModel):
     @property
     def synthetic(self) -> bool:
         return self.source == "synthetic"
+
+
+def check_table_config(config) -> None:
+    """What a table source asks of the rest of the config (ValueError, one line): the
+    training tasks are the table's (no "inf" or "online"), there is no ground truth, and only
+    the linear model reads tasks from a source."""
+    source = f"data.source = \"{config.data.source}\""
+    if config.train.tasks in ("inf", "online"):
+        raise ValueError(f"train.tasks = \"{config.train.tasks}\" is for the synthetic model; with {source} the "
+                         "training tasks are the table's: leave train.tasks out")
+    if config.method_spec.needs_truth:
+        raise ValueError(f"method.name = \"{config.method.name}\" needs the true representation B*, which "
+                         f"{source} does not have")
+    if config.model.arch != "linear":
+        raise ValueError(f"model.arch = \"{config.model.arch}\" does not read tasks from {source} (only "
+                         "\"linear\" does)")

@@ -1,11 +1,16 @@
 """Training batches from ragged task rows: m_in + m_out distinct rows of every training task,
-stacked into `metarep.tasks.Tasks` by one fancy index (no loop over tasks)."""
+stacked into `metarep.tasks.Tasks` by one fancy index (no loop over tasks); and the task source
+the linear experiment reads them from."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 
-from metarep.data.table import TaskSet
+from metarep.data.heldout import episodes, heldout_mse, summary
+from metarep.data.table import TaskData, TaskSet
 from metarep.tasks import Tasks
 
 
@@ -24,3 +29,41 @@ def draw_tasks(tasks: TaskSet, m_in: int, m_out: int, rng: np.random.Generator) 
     rows = draw_rows(tasks, m_in + m_out, rng)
     inner, outer = rows[:, :m_in], rows[:, m_in:]
     return Tasks(tasks.X[inner], tasks.y[inner], tasks.X[outer], tasks.y[outer])
+
+
+@dataclass(frozen=True)
+class TableSource:
+    """Training and held-out tasks of a table (metarep.sources.TaskSource): a fixed set of
+    training tasks whose m_in + m_out rows are drawn afresh every step from the run's task
+    stream (draw = "every_step"), or once (`fixed`). There is no ground truth."""
+
+    data: TaskData
+    m_in: int
+    m_out: int
+    fixed: Tasks | None
+    description: dict = field(default_factory=dict)
+    truth: None = None
+    regime: str = "finite"
+
+    @property
+    def d(self) -> int:
+        return self.data.d
+
+    @property
+    def needs_rng(self) -> bool:
+        return self.fixed is None
+
+    def training_tasks(self, rng: np.random.Generator | None) -> Tasks:
+        if self.fixed is not None:
+            return self.fixed
+        assert rng is not None, "rows drawn every step need the task stream's generator"
+        return draw_tasks(self.data.train, self.m_in, self.m_out, rng)
+
+    def evaluate(self, B: np.ndarray, w: np.ndarray, config: Any) -> dict:
+        """Test MSE on the held-out tasks after the test-time rule (metarep.data.heldout)."""
+        te, rule = config.test, config.adapt_rule
+        ep = episodes(self.data.heldout, te.m_test)
+        mse = heldout_mse(B, w, ep, rule=rule, alpha=config.test_alpha, steps=te.adapt_steps, ridge=te.ridge)
+        return {**summary(mse, ep, te.m_test), "adapt": rule,
+                "adapt_steps": te.adapt_steps if rule == "gradient" else None, "alpha": config.test_alpha,
+                "ridge": te.ridge if rule == "ridge" else None, "data": self.description}

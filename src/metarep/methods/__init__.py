@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import types
 
-from metarep.methods import anil, burer_monteiro, fo_anil, fo_maml, maml, moments, none, oracle, pooled
+from metarep.methods import anil, burer_monteiro, fo_anil, fo_maml, maml, mlp, moments, none, oracle, pooled
 from metarep.methods.base import Method, NoHyper, outer_step, shared_head
 
 _REGISTRY: dict[tuple[str, str], Method] = {}
@@ -60,6 +60,8 @@ sys.modules[__name__].__class__ = _Methods
 
 for _module in (fo_anil, anil, fo_maml, maml, burer_monteiro, moments, oracle, none, pooled):
     register(_module.METHOD)
+for _method in mlp.METHODS:
+    register(_method)
 
 __all__ = ["Method", "NoHyper", "get_method", "outer_step", "register", "registered", "shared_head", "table",
            "unregister"]

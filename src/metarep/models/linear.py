@@ -52,7 +52,7 @@ class LinearExperiment:
         t, m = self.config.train, self.config.model
         if self.method.fit is not None:
             return TrainState(Params(*self.method.fit(self.problem, self._first_tasks(), width=m.width,
-                                                      rng=seeds.rng(t.seed, "fit"))))
+                                                      rng=seeds.rng(t.seed, "fit"), **self.hyper)))
         params = init_params(self.source.d, m.width, init_scale=m.init_scale, init_head_scale=m.init_head_scale,
                              rng=seeds.rng(t.seed, "init"))
         if self.method.init is not None:

@@ -53,7 +53,8 @@ class MLPParams(NamedTuple):
     def from_parts(cls, body: dict, w) -> MLPParams:
         """From the present body arrays (any array type) and a head; absent fields empty."""
         empty = np.zeros(0, dtype=np.asarray(w).dtype)
-        return cls(*(body.get(name, empty) for name in BODY), w=w)
+        W1, b1, W2, b2 = (body.get(name, empty) for name in BODY)
+        return cls(W1, b1, W2, b2, w)
 
 
 @dataclass(frozen=True)

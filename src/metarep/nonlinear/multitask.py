@@ -23,12 +23,13 @@ from metarep.params import sgd_update
 
 def _pooled_loss(body: dict, W: torch.Tensor, tasks: TorchTasks, activation: str) -> torch.Tensor:
     """(1/N) sum_i L(body, w_i; inner and outer samples), the sets weighted by their sizes."""
-    total, m = 0.0, tasks.X_in.shape[1] + tasks.X_out.shape[1]
+    m = tasks.X_in.shape[1] + tasks.X_out.shape[1]
+    total = torch.zeros((), dtype=W.dtype, device=W.device)
     for X, y in ((tasks.X_in, tasks.y_in), (tasks.X_out, tasks.y_out)):
         if X.shape[1]:
             r = torch.einsum("nmk,nk->nm", features(X, body, activation), W) - y
-            total = total + 0.5 * (r * r).sum(dim=1) / m
-    return total.mean()
+            total = total + 0.5 * (r * r).sum(dim=1).mean() / m
+    return total
 
 
 def objective(params: dict, tasks: TorchTasks, *, activation: str, lam: float) -> torch.Tensor:

@@ -17,6 +17,13 @@ def meta_gradient(params, tasks, *, net, alpha: float, inner_steps: int = 1, ada
                     exact=exact)
 
 
+def check_config(config) -> None:
+    """What the network's methods do not take."""
+    if config.train.chunk_tasks:
+        raise ValueError("train.chunk_tasks is not used with model.arch = \"mlp\": leave it at 0 and lower "
+                         "train.tasks (or use tasks = \"online\") to bound the memory")
+
+
 def mlp_meta_method(name: str, summary: str, *, adapt_body: bool, exact: bool, relative_cost: float) -> Method:
     """The Method for one (what the inner loop adapts, which derivative) configuration."""
 
@@ -25,10 +32,11 @@ def mlp_meta_method(name: str, summary: str, *, adapt_body: bool, exact: bool, r
                              exact=exact)
 
     gradient.__doc__ = f"{name} outer gradient of the network over N tasks: (MLPParams, mean outer loss)."
+    gradient.per_task_body = adapt_body  # type: ignore[attr-defined]  # read by the memory estimate
     return Method(
         name=name, arch="mlp", summary=summary,
         adapts="every layer and the head" if adapt_body else "head",
-        train_keys=TRAIN_KEYS, features="phi(X)", relative_cost=relative_cost, gradient=gradient,
+        train_keys=TRAIN_KEYS, features="phi(X)", relative_cost=relative_cost, gradient=gradient, check=check_config,
         cost=("O(s N m P): s + 1 forward and backward passes per task, P the number of parameters, "
               "with per-task copies of every layer (N P memory)" if adapt_body
               else "O(N m P) forward over every sample, O(N m_out P) backward, O(s N m k') for the head steps"),

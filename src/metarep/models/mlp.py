@@ -1,0 +1,189 @@
+"""The network experiment (`[model] arch = "mlp"`): f(x) = w^T phi(x) with two or three layers
+(metarep.nonlinear), trained by a registered mlp method with torch on tasks from the synthetic
+source (either teacher), measured on its first layer and its representation.
+
+Its [model] keys are `metarep.models.mlp_options.Options`; the torch code is imported by `build`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from metarep import seeds
+from metarep.adapt import summarize
+from metarep.engine.state import TrainState
+from metarep.methods import Method, outer_step
+from metarep.nonlinear.model import MLPParams, MLPSpec, init_mlp_params
+from metarep.problem import sample_tasks
+from metarep.sources import TEST_CHUNK, SyntheticSource, synthetic_source
+
+# Inputs the representation is measured on (metrics) and the excess risk is averaged over.
+PROBE_INPUTS = 2000
+EVAL_INPUTS = 4096
+FIRST_LAYER_METRICS = ("align_norm", "sigma_min", "perp_norm", "effective_rank", "r2")
+
+
+def spec_of(config) -> MLPSpec:
+    o, m = config.model.options, config.model
+    return MLPSpec(d=config.problem.d, width=m.width, layers=o.layers, hidden=o.hidden, activation=o.activation,
+                   bias=o.bias)
+
+
+@dataclass(frozen=True)
+class MLPExperiment:
+    """Everything fixed by the config. `spec` is the trained network's architecture (a direct
+    method may fix its own, e.g. the oracle's teacher network); `net` the activation, precision
+    and device the steps run in; `train_tensors` the fixed training set on that device."""
+
+    config: Any
+    method: Method
+    source: SyntheticSource
+    spec: MLPSpec
+    net: Any
+    hyper: dict
+    X_probe: np.ndarray
+    X_eval: np.ndarray
+    direct: MLPParams | None = None
+    train_tensors: Any = None
+    runs: int | None = None
+
+    @property
+    def regime(self) -> str:
+        return self.source.regime
+
+    @property
+    def problem(self):
+        return self.source.truth
+
+    def compute(self):
+        return contextlib.nullcontext()
+
+    def initial_state(self) -> TrainState:
+        """The initial network from train.seed (or a direct method's), its heads turned into the
+        method's state; the online stream's RNG state."""
+        t = self.config.train
+        if self.direct is not None:
+            return TrainState(self.direct)
+        params = init_network(self.config, self.spec)
+        if self.method.init is not None:
+            params = self.method.init(params, self.source.training_tasks(seeds.rng(t.seed, "train_tasks")))
+        stream = seeds.rng(t.seed, "online_tasks").bit_generator.state if self.source.needs_rng else None
+        return TrainState(params, rng_state=dict(stream) if stream is not None else None)
+
+    def advance(self, params: MLPParams, rng) -> tuple[MLPParams, float]:
+        """One outer step (the fixed set already on the device; online tasks converted per step)."""
+        tasks = self.train_tensors if self.train_tensors is not None else self.source.training_tasks(rng)
+        return outer_step(self.method, params, tasks, beta=self.config.train.beta, net=self.net, **self.hyper)
+
+    def measure(self, params: MLPParams, step: int, loss) -> dict:
+        """step, loss, the first layer's norms, the representation's effective rank and R^2, the
+        singular values sv_i of W1 and the covariance eigenvalues phi_ev_i of phi on the probe set."""
+        from metarep.nonlinear.metrics import track
+
+        tracked = track(params, self.problem, self.X_probe, self.spec.activation)
+        row: dict[str, float] = {"step": step, "loss": float(loss)}
+        row.update({key: float(tracked[key]) for key in FIRST_LAYER_METRICS})
+        row.update({f"sv_{i}": float(s) for i, s in enumerate(tracked["singular_values"])})
+        row.update({f"phi_ev_{i}": float(s) for i, s in enumerate(tracked["phi_eigenvalues"])})
+        return row
+
+    def divergence_advice(self, state: TrainState, run: int | None = None) -> str:
+        """The inner head step is unstable when alpha times the features' top second moment
+        exceeds 2; otherwise the outer step is too large."""
+        t = self.config.train
+        top = state.history[0].get("phi_ev_0", 0.0) if state.history else 0.0
+        if "alpha" in self.hyper and t.alpha * top > 2:
+            return f"lower train.alpha (now {t.alpha}) or model.init_scale"
+        return f"lower train.beta (now {t.beta})"
+
+    def evaluate(self, params: MLPParams) -> dict:
+        """Excess risk on test.tasks new tasks (the linear model's test tasks: same seed, same
+        draws) after fitting each head on phi(X), averaged over the evaluation inputs."""
+        from metarep.nonlinear.evaluate import excess_risk, fit_test_heads
+
+        c, problem = self.config, self.problem
+        te, rule = c.test, c.adapt_rule
+        rng = seeds.rng(te.seed, "test_tasks")
+        risks = []
+        for start in range(0, te.tasks, TEST_CHUNK):
+            tasks = sample_tasks(problem, min(TEST_CHUNK, te.tasks - start), te.m_test, 0, rng)
+            heads = fit_test_heads(rule, params, tasks.X_in, tasks.y_in, activation=self.spec.activation,
+                                   problem=problem, alpha=c.test_alpha, steps=te.adapt_steps, ridge=te.ridge)
+            assert tasks.w_star is not None
+            risks.append(excess_risk(params, heads, problem, tasks.w_star, self.X_eval, self.spec.activation))
+        mean, se = summarize(np.concatenate(risks))
+        return {"excess_risk": mean, "excess_risk_se": se, "excess_risk_expected": None, "adapt": rule,
+                "adapt_steps": te.adapt_steps if rule == "gradient" else None, "alpha": c.test_alpha,
+                "ridge": te.ridge if rule == "ridge" else None, "m_test": te.m_test, "tasks": te.tasks,
+                "eval_inputs": EVAL_INPUTS}
+
+    def test_advice(self) -> str:
+        c = self.config
+        if c.adapt_rule == "gradient":
+            return f"lower test.alpha (now {c.test_alpha}) or test.adapt_steps"
+        return f"lower train.beta (now {c.train.beta})"
+
+    def arrays(self, params: MLPParams) -> dict[str, np.ndarray]:
+        """Every field of the network (absent layers as empty arrays) and the ground truth."""
+        p = self.problem
+        return {**params._asdict(), "B_star": p.B_star, "mu_star": p.mu_star, "Sigma_star": p.Sigma_star}
+
+    def theory(self) -> dict | None:
+        return None
+
+
+def init_network(config, spec: MLPSpec) -> MLPParams:
+    """The initial network from train.seed, in the configured precision."""
+    m = config.model
+    params = init_mlp_params(spec, init_scale=m.init_scale, init_head_scale=m.init_head_scale,
+                             rng=seeds.rng(config.train.seed, "init"))
+    dtype = np.dtype(config.model.options.dtype)
+    return MLPParams(*(a.astype(dtype) for a in params))
+
+
+def build(config) -> MLPExperiment:
+    """The experiment a config describes: problem, training tasks (on the device), probe and
+    evaluation inputs, and for a direct method its network."""
+    from metarep.nonlinear.backend import Net, resolve_device, torch_tasks
+
+    source = synthetic_source(config)
+    spec = spec_of(config)
+    method = config.method_spec
+    net = Net(spec.activation, config.model.options.dtype, resolve_device(config.train.device))
+    d = config.problem.d
+    X_probe = seeds.rng(config.problem.seed, "probe").standard_normal((PROBE_INPUTS, d))
+    X_eval = seeds.rng(config.test.seed, "eval_inputs").standard_normal((EVAL_INPUTS, d))
+    direct = None
+    if method.fit is not None:
+        tasks = source.training_tasks(seeds.rng(config.train.seed, "train_tasks"))
+        direct, spec = method.fit(source.truth, tasks, spec=spec, init=lambda s: init_network(config, s))
+        direct = MLPParams(*(a.astype(np.dtype(config.model.options.dtype)) for a in direct))
+    tensors = torch_tasks(source.tasks, net) if source.tasks is not None and method.iterative else None
+    return MLPExperiment(config, method, source, spec, net, config.hyper, X_probe, X_eval, direct, tensors)
+
+
+def estimate_bytes(config) -> dict[str, int]:
+    """Bytes at the peak: the training set (twice when trained in float32 or on a GPU: the NumPy
+    draw and its tensor copy), the per-step activations of every sample (a few copies of N m n1),
+    per-task copies of every layer for methods that adapt the body, the test and probe work."""
+    p, t, te, m = config.problem, config.train, config.test, config.model
+    spec = spec_of(config)
+    n = {"inf": 0, "online": t.batch_tasks}.get(str(t.tasks), t.tasks) if isinstance(t.tasks, str) else t.tasks
+    samples = n * ((0 if t.m_in == "inf" else t.m_in) + (0 if t.m_out == "inf" else t.m_out))
+    n_params = spec.n1 * (p.d + 1) + (spec.width * (spec.n1 + 1) if spec.layers == 3 else 0) + spec.width
+    copies = 1 if m.options.dtype == "float64" and t.device == "cpu" else 2
+    units = spec.n1 + (spec.width if spec.layers == 3 else 0)
+    per_body = getattr(config.method_spec.gradient, "per_task_body", False)
+    per_task = n * n_params * 4 * (t.inner_steps + 1) if per_body else 3 * n * spec.width
+    return {
+        "problem": (3 * p.d * p.k + 6 * n_params) * 8,
+        "train_tasks": copies * samples * (p.d + 1) * 8,
+        "working": (6 * samples * units * (t.inner_steps + 1) + per_task) * 8,
+        "test_tasks": (min(te.tasks, TEST_CHUNK) * te.m_test * (p.d + 3 * spec.width) + EVAL_INPUTS
+                       * (p.d + spec.width + te.tasks) + PROBE_INPUTS * (p.d + spec.width)) * 8,
+        "history": ((t.steps // t.log_every + 2) * (8 + 2 * spec.width)) * 130,
+    }

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from scipy.linalg import subspace_angles
 
-from metarep.methods import METHODS, get_method
+from metarep.config import TrainConfig, validate
+from metarep.engine import run
+from metarep.methods import get_method, registered
 from metarep.methods.moments import moment_matrix, moments_fit
 from metarep.problem import make_problem, sample_tasks
 
@@ -58,12 +60,26 @@ def test_reference_points():
     assert get_method("none").default_adapt == get_method("moments").default_adapt == "lstsq"
 
 
-def test_registry_shapes():
-    assert set(METHODS) >= {"fo-anil", "anil", "fo-maml", "maml", "burer-monteiro", "moments", "oracle", "none"}
-    for m in METHODS.values():
-        assert m.cost
-        assert (m.fit is None) == m.iterative
-        if m.name in ("fo-anil", "anil", "fo-maml", "maml"):
-            assert m.hyper == ("alpha", "inner_steps")
-    assert METHODS["fo-maml"].population_gradient is not None
-    assert METHODS["anil"].population_gradient is None and METHODS["maml"].population_gradient is None
+def test_every_declaration_is_consistent_with_its_functions():
+    """What a method declares must match what its functions can do (the config and the engine
+    read only the declaration)."""
+    for m in registered():
+        assert m.cost and m.summary
+        assert m.iterative != (m.fit is not None), m.name
+        assert m.default_adapt in m.adapt_rules, m.name
+        assert not (m.infinite_tasks and m.per_task_state), m.name
+        assert not m.population_batch or m.infinite_tasks, m.name
+        for key in m.train_keys:
+            assert key in TrainConfig.model_fields, (m.name, key)
+        for key in m.Hyper.model_fields:
+            assert key not in TrainConfig.model_fields, (m.name, key)    # its own table, not [train]
+
+
+def test_direct_methods_take_no_steps():
+    direct = [m.name for m in registered("linear") if not m.iterative]
+    assert direct
+    for name in direct:
+        config = validate({"method": {"name": name}, "problem": {"d": 4, "k": 2}, "model": {"width": 2},
+                           "train": {"tasks": 20, "steps": 50}, "test": {"tasks": 10}})
+        _, state, summary = run(config)
+        assert state.step == 0 and len(state.history) == 1 and summary["status"] == "completed"

@@ -17,7 +17,7 @@ from metarep.config import load
 from metarep.engine import build, run
 from metarep.execute import execute_run
 from metarep.results import Results, comparable, read_csv
-from metarep.sweep import (
+from metarep.sweeps import (
     SEED_RULE,
     TEST_SEED_OFFSET,
     Axis,

@@ -1,4 +1,4 @@
-"""`metarep.sweep.run_grid`: the sweep from Python. A dict config and a grid of lists give the
+"""`metarep.sweeps.run_grid`: the sweep from Python. A dict config and a grid of lists give the
 results table as a DataFrame (the rows of results.csv), continue like the CLI, and refuse bad
 input before writing anything."""
 
@@ -12,7 +12,7 @@ import pytest
 from metarep.cli import main
 from metarep.config import ConfigError
 from metarep.results import read_csv
-from metarep.sweep import SweepError, command_line, read_spec, run_grid
+from metarep.sweeps import SweepError, command_line, read_spec, run_grid
 
 CONFIG = {
     "problem": {"d": 5, "k": 2},

@@ -14,7 +14,7 @@ from pathlib import Path
 from metarep.cli import main
 from metarep.engine import run
 from metarep.results import Results, comparable, row_from_summary
-from metarep.sweep import plan
+from metarep.sweeps import plan
 
 TINY = """
 [problem]

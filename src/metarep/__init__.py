@@ -31,6 +31,6 @@ def sweep(config, grid=None, *, seeds=None, backend: str = "local", workers: int
     (a dict, a TOML path or a Config) into `out`, each run in its own directory; returns the
     results table (one row per run, results.csv's columns) as a pandas DataFrame. Running it
     again on the same `out` skips what is complete and resumes the rest, as `metarep sweep` does."""
-    from metarep.sweep import run_grid
+    from metarep.sweeps import run_grid
 
     return run_grid(config, grid or {}, seeds=seeds, backend=backend, workers=workers, out=out, progress=progress)

@@ -10,7 +10,7 @@ Two backends compute it:
 - ``numba``: one pass over the tasks. Each task's rows are read once: a row's residual and
   its contribution to G are formed while the row is in L1, so the whole call reads X once
   (the floor for this memory-bound kernel). Blocks of tasks are taken one at a time by
-  `threads.count()` threads (`run_compiled`), or by the calling thread alone for calls too
+  `threads.count()` threads (`run_units`), or by the calling thread alone for calls too
   small to gain from threads. Every task is computed by one thread with the same code, so
   results do not depend on the number of threads.
 - ``numpy``: a pure-NumPy fallback that walks the tasks in chunks small enough for their
@@ -35,6 +35,7 @@ import contextlib
 import contextvars
 import functools
 import os
+import queue
 import sys
 import threading
 from collections.abc import Iterator
@@ -45,7 +46,7 @@ from metarep import threads
 
 __all__ = ["available_backends", "backend", "clear_buffers", "default_backend", "numba_prediction_gradient",
            "numpy_prediction_gradient", "prediction_gradient", "prediction_gradient_reference", "recycled_empty",
-           "retain_freed_memory", "run_compiled", "use"]
+           "retain_freed_memory", "run_units", "use"]
 
 ENV_VAR = "METAREP_KERNEL"
 _BACKENDS = ("numba", "numpy")
@@ -279,29 +280,71 @@ def numpy_prediction_gradient(X, theta, y=None, *, chunk: int | None = None, thr
 # ----------------------------------------------------------------------------------------
 
 # Below this many bytes of task data a compiled kernel runs on the calling thread alone: waking
-# the workers and joining them costs more than they save (measured with
-# benchmarks/kernel_timing.py --threshold, docs/performance.md).
+# a helper costs more than it saves (measured with benchmarks/kernel_timing.py --threshold,
+# docs/performance.md).
 PARALLEL_MIN_BYTES = 1 << 20
 
-# Parallel launches are serialised: numba's workqueue threading layer must not be entered by
-# two Python threads at once. Serial launches need no lock.
-launch_lock = threading.Lock()
+
+class _Helpers:
+    """Threads that run kernels beside the caller. Idle ones sleep on a queue (no spinning),
+    so they cost nothing while this process, or any other, needs the cores."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue | None = None
+        self._started = 0
+        self._pid: int | None = None
+
+    def submit(self, fn, count: int) -> None:
+        """Run `fn()` on `count` helpers, starting more threads when fewer are idle."""
+        with self._lock:
+            if self._queue is None or self._pid != os.getpid():     # none yet, or a forked child
+                self._queue, self._started, self._pid = queue.SimpleQueue(), 0, os.getpid()
+            while self._started < count:
+                threading.Thread(target=self._serve, args=(self._queue,), daemon=True,
+                                 name=f"metarep-kernel-{self._started}").start()
+                self._started += 1
+            jobs = self._queue
+        for _ in range(count):
+            jobs.put(fn)
+
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue) -> None:
+        while True:
+            jobs.get()()
 
 
-def run_compiled(parallel, serial, nbytes: int, *args) -> None:
-    """Run a compiled kernel pair of `metarep._compiled` on `args`: `serial(*args)` on this
-    thread when the call reads fewer than PARALLEL_MIN_BYTES or `threads.count()` is 1, else
-    `parallel(*args, counter, workers)` on that many numba threads."""
-    workers = threads.count() if nbytes >= PARALLEL_MIN_BYTES else 1
-    if workers > 1:
-        workers = threads.numba_threads(workers)
-    if workers == 1:
-        serial(*args)
+_helpers = _Helpers()
+
+
+def run_units(kernel, units: int, nbytes: int, *args) -> None:
+    """Run a unit kernel of `metarep._compiled` (it takes units of work from a shared counter
+    until none is left) on `args`: on the calling thread alone when the call reads fewer than
+    PARALLEL_MIN_BYTES, else on `threads.count()` threads, the caller among them.
+
+    The caller never waits for a helper that has not started (it finds no unit left when it
+    does), only for units a helper has taken and not yet finished."""
+    workers = min(threads.count(), units) if nbytes >= PARALLEL_MIN_BYTES else 1
+    counter = np.zeros(2, np.int64)
+    if workers <= 1:
+        kernel(*args, counter)
         return
-    import numba
-    with launch_lock:
-        numba.set_num_threads(workers)       # this thread's setting, for this launch
-        parallel(*args, np.zeros(1, np.int64), workers)
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def helper():
+        try:
+            if kernel(*args, counter):
+                done.set()
+        except BaseException as exc:   # surfaced in the caller, which would wait forever
+            failed.append(exc)
+            done.set()
+
+    _helpers.submit(helper, workers - 1)
+    if not kernel(*args, counter):
+        done.wait()
+    if failed:
+        raise failed[0]
 
 
 @contextlib.contextmanager
@@ -351,7 +394,7 @@ def numba_prediction_gradient(X, theta, y=None):
         return numpy_prediction_gradient(X, theta, y)
     if not _numba_importable():
         raise ImportError("the numba kernel needs numba: pip install 'metarep[fast]'")
-    from metarep._compiled import prediction_gradient_parallel, prediction_gradient_serial
+    from metarep._compiled import gradient_units, prediction_gradient_units
     theta2 = np.ascontiguousarray(theta.reshape(-1, d), dtype=np.float64)
     if y is None:
         y_arr = np.empty((0, 0), X.dtype)
@@ -361,8 +404,8 @@ def numba_prediction_gradient(X, theta, y=None):
         y_arr = np.ascontiguousarray(y, dtype=np.float64)
     G = _POOL.empty((N, d), dt)
     loss = _POOL.empty((N,), dt)
-    run_compiled(prediction_gradient_parallel, prediction_gradient_serial, X.nbytes,
-                 X, theta2, theta.ndim == 1, y_arr, y is not None, G, loss)
+    run_units(prediction_gradient_units, gradient_units(X), X.nbytes, X, theta2, theta.ndim == 1, y_arr,
+              y is not None, G, loss)
     return G, loss
 
 

@@ -22,7 +22,7 @@ or the call's `backend=`):
   `cross` formed by another, while the block is still in cache: the task data are read from
   memory once (exact ANIL reads a block's inner rows a second time, from cache). Partial sums
   are kept per fixed group of blocks, the groups are taken one at a time by `threads.count()`
-  threads (or the calling thread alone for small calls, `kernels.run_compiled`) and added in
+  threads (or the calling thread alone for small calls, `kernels.run_units`) and added in
   group order, so results do not depend on the number of threads. Needs SciPy (numba's matrix
   products call its BLAS).
 - ``numpy``: the same quantities from `linear.prediction_gradient` and (N, d) x (d, d) products.
@@ -98,16 +98,16 @@ def numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None, q=0.0) -> On
             or not all(a.flags.c_contiguous and a.dtype == X_in.dtype for a in arrays)):
         return numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P, q, backend="numba")
     # imported on first use: importing numba takes a while, and the NumPy path does not need it
-    from metarep._compiled import ONE_STEP_BLOCK, one_step_parallel, one_step_serial
+    from metarep._compiled import ONE_STEP_BLOCK, one_step_units
     # the work within a task and the block products run in the data's precision (float32 data:
     # single-precision arithmetic and BLAS); the sums across tasks are float64
     as_data = lambda a: np.ascontiguousarray(a, dtype=X_in.dtype)
     groups = min(_GROUPS, (N + ONE_STEP_BLOCK - 1) // ONE_STEP_BLOCK)
     g_out_g, h_g = np.empty((groups, d)), np.empty((groups if P is not None else 0, d))
     cross_g, loss_g = np.empty((groups, d, d)), np.empty(groups)
-    kernels.run_compiled(one_step_parallel, one_step_serial, X_in.nbytes + X_out.nbytes,
-                         X_in, y_in, X_out, y_out, as_data(theta), as_data(M), as_data(M if P is None else P),
-                         P is not None, float(q), X_in.dtype.type(0), g_out_g, cross_g, h_g, loss_g)
+    kernels.run_units(one_step_units, groups, X_in.nbytes + X_out.nbytes,
+                      X_in, y_in, X_out, y_out, as_data(theta), as_data(M), as_data(M if P is None else P),
+                      P is not None, float(q), X_in.dtype.type(0), g_out_g, cross_g, h_g, loss_g)
     dt = np.result_type(X_in, theta)
     cast = lambda a: (a / N).astype(dt, copy=False)
     h = cast(h_g.sum(axis=0)) if P is not None else None

@@ -41,7 +41,7 @@ def sweep(config_path, grid, seeds, backend, workers, overrides, out, no_figures
     (and OUT/results.csv). Exit status: 0 when every run completed or diverged, 1 when some
     failed, 2 for a sweep that cannot start (nothing is written then), 130 when interrupted.
     """
-    from metarep import sweep as sweeps
+    from metarep import sweeps
     from metarep.cli import stop_on_signals
 
     try:

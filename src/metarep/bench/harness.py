@@ -663,11 +663,9 @@ def table_rows(result: BenchResult) -> list[list[str]]:
 
 
 def markdown_table(header, rows) -> str:
-    widths = [max(len(str(h)), *(len(str(row[i])) for row in rows)) if rows else len(str(h))
-              for i, h in enumerate(header)]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-                     + [line(r) for r in rows])
+    from metarep.tables import markdown_table as table
+
+    return table(header, [[str(c) for c in row] for row in rows])
 
 
 def format_report(result: BenchResult) -> str:

@@ -61,7 +61,7 @@ def _header(directory: Path, spec: dict | None, rows: list[dict]) -> list[str]:
 
 
 def _what_was_run(directory: Path, spec: dict) -> list[str]:
-    from metarep.sweep import command_line, format_seeds, format_value
+    from metarep.sweeps import command_line, format_seeds, format_value
 
     info = spec.get("sweep", {})
     sets = info.get("set", [])

@@ -8,8 +8,6 @@ optional tables that are not part of the config: a metadata table ([row] or [stu
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import time
@@ -21,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from metarep import threads
+from metarep import tables, threads
+from metarep.atomic import atomic_write
 from metarep.config import SECTIONS, Config, ConfigError, read_toml, validate
 from metarep.engine import evaluate_final, run_summary, train
 from metarep.models import linear_batch
-from metarep.store import atomic_write
+from metarep.results import mean_std  # noqa: F401 - re-exported for the reproductions
 
 ENV_EXPERIMENTS = "METAREP_EXPERIMENTS"
 TEST_SEED_OFFSET = 1000
@@ -184,18 +183,8 @@ def population_batch(configs: Sequence[Config], *, points: Iterable[int] | None 
 # ----------------------------------------------------------------------------------------
 
 def csv_bytes(rows: Sequence[dict], columns: Sequence[str] | None = None) -> bytes:
-    """Rows as CSV; floats with repr precision, None as an empty cell."""
-    columns = list(columns or (list(rows[0]) if rows else []))
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        cells = []
-        for c in columns:
-            v = row.get(c)
-            cells.append("" if v is None else repr(float(v)) if isinstance(v, (float, np.floating)) else v)
-        writer.writerow(cells)
-    return out.getvalue().encode()
+    """Rows as CSV (metarep.tables.csv_text); columns default to the first row's keys."""
+    return tables.csv_text(rows, list(columns or (list(rows[0]) if rows else []))).encode()
 
 
 def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str] | None = None) -> None:
@@ -207,29 +196,13 @@ def write_text(path: Path, text: str) -> None:
 
 
 def fmt(x, digits: int = 3) -> str:
-    """A number for a table: significant digits, 'nan' and '-' for missing."""
-    if x is None:
-        return "-"
-    x = float(x)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.{digits}g}"
+    """A number for a table (metarep.tables.fmt, 3 digits, "-" for missing; integers too as floats)."""
+    return tables.fmt(None if x is None else float(x), digits, missing="-")
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (nan for fewer than two values) of the finite values."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
-        return float("nan"), float("nan")
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
+    """metarep.tables.markdown_table of cells already written as text, and a blank line after."""
+    return tables.markdown_table(header, [[str(c) for c in row] for row in rows]) + "\n"
 
 
 def machine_line(workers: int) -> str:

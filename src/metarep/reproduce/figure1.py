@@ -80,7 +80,7 @@ def late_slope(steps, values, *, start_fraction: float = 0.1) -> float:
 def draw(curves: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from metarep.plots import save_figure
+    from metarep.plots import draw_lemma2, save_figure
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -101,13 +101,8 @@ def draw(curves: list[dict], path: Path) -> None:
         if level is not None:
             levels.setdefault(round(level, 12), (level, curve["m_in"], c))
         if np.isfinite(curve["m_in"]) and curve["method"] == "fo-anil" and curve["regime"] == "population":
-            perp0 = curve["history"][0]["perp_norm"]
-            keep = (steps > 0) & (asym <= 1.5 * perp0)
-            axes[1].plot(steps[keep], asym[keep], ls="--", color="k", lw=1,
-                         label=r"Lemma 2: $\sqrt{m_{in}/(\alpha^2\beta\sigma^2 t)}$")
-            keep = steps > 0
-            axes[1].plot(steps[keep], bound[keep], ls=":", color="k", lw=1,
-                         label="Lemma 2 bound iterated from $t=0$")
+            draw_lemma2(axes[1], steps[steps > 0], curve["history"][0]["perp_norm"], alpha=curve["alpha"],
+                        beta=curve["beta"], noise_std=curve["noise_std"], m_in=curve["m_in"])
     for level, m_in, c in levels.values():
         name = r"\infty" if not np.isfinite(m_in) else f"{m_in:g}"
         axes[0].axhline(level, ls=":", color=c, lw=1.2,

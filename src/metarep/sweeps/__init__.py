@@ -17,8 +17,8 @@ each run's directory), `backends` (a local process pool, Ray), `run` (running an
 sweep; `run_grid` from Python).
 """
 
-from metarep.sweep.backends import BACKENDS, one_line, run_local, run_one, run_ray
-from metarep.sweep.directory import (
+from metarep.sweeps.backends import BACKENDS, one_line, run_local, run_one, run_ray
+from metarep.sweeps.directory import (
     BASE_FILE,
     LOCK_FILE,
     RESULTS_CSV,
@@ -28,7 +28,7 @@ from metarep.sweep.directory import (
     check_out,
     read_spec,
 )
-from metarep.sweep.grid import (
+from metarep.sweeps.grid import (
     SEED_KEYS,
     SEED_RULE,
     TEST_SEED_OFFSET,
@@ -43,8 +43,8 @@ from metarep.sweep.grid import (
     parse_seeds,
     split_values,
 )
-from metarep.sweep.plan import PlannedRun, Sweep, command_line, plan, run_hash, run_id_for
-from metarep.sweep.run import SweepOutcome, run_grid, run_sweep
+from metarep.sweeps.plan import PlannedRun, Sweep, command_line, plan, run_hash, run_id_for
+from metarep.sweeps.run import SweepOutcome, run_grid, run_sweep
 
 __all__ = [
     "BACKENDS", "BASE_FILE", "LOCK_FILE", "RESULTS_CSV", "RESULTS_DB", "RUNS_DIR", "SEED_KEYS", "SEED_RULE",

@@ -77,7 +77,9 @@ def make_axis(key: str, values: Sequence[Any], shown: Sequence[str] | None = Non
 
 def split_values(text: str) -> list[str]:
     """Split a --grid value list at the commas outside brackets, braces and quotes."""
-    parts, depth, quote, current = [], 0, "", []
+    parts: list[str] = []
+    current: list[str] = []
+    depth, quote = 0, ""
     for ch in text:
         if quote:
             if ch == quote:

@@ -15,7 +15,7 @@ import tomli_w
 
 from metarep.config import Config, ConfigError, apply_overrides, read_toml, validate
 from metarep.store import config_hash
-from metarep.sweep.grid import (
+from metarep.sweeps.grid import (
     SEED_KEYS,
     SEED_RULE,
     Axis,
@@ -56,7 +56,7 @@ class Sweep:
     """A validated sweep: the base config data, the grid, the seeds and every run it expands to.
 
     `config_path` is the file the base config came from, None for one given as data (the sweep
-    directory then keeps it, see metarep.sweep.directory)."""
+    directory then keeps it, see metarep.sweeps.directory)."""
 
     config_path: str | None
     sets: list[str]

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from metarep import progress as progress_display
 from metarep import threads
 from metarep.results import Results, failed_row, row_from_summary
-from metarep.sweep.backends import BACKENDS, Task, import_ray
-from metarep.sweep.directory import (
+from metarep.sweeps.backends import BACKENDS, Task, import_ray
+from metarep.sweeps.directory import (
     RESULTS_CSV,
     RESULTS_DB,
     RUNS_DIR,
@@ -26,8 +26,8 @@ from metarep.sweep.directory import (
     prepare_run_dir,
     write_spec,
 )
-from metarep.sweep.grid import SweepError
-from metarep.sweep.plan import ConfigSource, PlannedRun, Sweep, plan
+from metarep.sweeps.grid import SweepError
+from metarep.sweeps.plan import ConfigSource, PlannedRun, Sweep, plan
 
 if TYPE_CHECKING:
     import pandas

@@ -17,8 +17,8 @@ import tomli_w
 
 from metarep import store
 from metarep.config import Config, ConfigError, read_toml, validate
-from metarep.sweep.grid import SweepError
-from metarep.sweep.plan import Sweep
+from metarep.sweeps.grid import SweepError
+from metarep.sweeps.plan import Sweep
 
 SPEC_FILE = "sweep.toml"
 BASE_FILE = "base.toml"  # the base config of a sweep given as data, so that its command line runs

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from metarep import threads
-from metarep.sweep.grid import SweepError
-from metarep.sweep.plan import PlannedRun
+from metarep.sweeps.grid import SweepError
+from metarep.sweeps.plan import PlannedRun
 
 Task = tuple[PlannedRun, Path]
 OnResult = Callable[[PlannedRun, dict], None]
@@ -54,7 +54,7 @@ def run_one(run_dir: str, figure: bool = True) -> dict[str, Any]:
         from metarep.execute import execute_run
 
         result = execute_run(None, [], None, resume=Path(run_dir), figure=figure, should_stop=_should_stop)
-        out = {"status": result.status, "summary": result.summary, "message": result.message}
+        out: dict[str, Any] = {"status": result.status, "summary": result.summary, "message": result.message}
     except Exception as err:  # noqa: BLE001 - any error of one run is recorded, the sweep goes on
         out = _failed(err)
     out["wall_s"] = time.perf_counter() - start

@@ -1,0 +1,57 @@
+"""The exact infinite-task FO-ANIL step of one run (MATH 4), as array code that NumPy runs as
+it is and numba compiles unchanged (`metarep._compiled.population_units`): the one fast form
+of the population step, used by `metarep.population` for single runs and batches alike.
+
+With g = B^T B* mu*, e = B^T E[v] = B^T B w - g (E[v] = B w - B* mu*), E[w_i] = w - alpha e,
+c = (tr V + sigma^2) / m_in with tr V = |E[v]|^2 + tr Sigma*, and T = B^T B* Sigma* B*^T B,
+MATH 4's moments of the adapted heads regroup to
+
+    E[w_i w_i^T] = E[w_i] E[w_i]^T + alpha^2 ( e e^T / m_in + (1 + 1/m_in) T + c B^T B ),
+    B* E[w*_i w_i^T] = B* mu* (w - alpha B^T B w)^T + alpha B* M* B*^T B,
+
+so that the gradient and the expected outer loss are
+
+    grad_w = B^T B E[w_i] - g,
+    grad_B = B E[w_i w_i^T] - B* E[w*_i w_i^T],
+    risk   = <B^T B, E[w_i w_i^T]> - 2 (w - alpha B^T B w) . g - 2 alpha <M*, B*^T B B^T B*> + tr M*,
+    loss   = (risk + sigma^2) / 2.
+
+Per run this costs two d x k' x k' products (B^T B and B E[w_i w_i^T]) and O(d k' k) more.
+tests/population_reference.py writes MATH 4 as stated (explicit d x d matrices) and the tests
+check this form against it, and against Monte Carlo and finite-task gradients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def run_step(B, w, alpha, inv_m, beta, has_beta, Bs, mu, Sig, M, b, BsM, tr_sig, tr_m, s2,
+             out_B, out_w):  # pragma: no cover - also compiled
+    """One run: B (d, k'), w (k',), float scalars alpha, inv_m = 1/m_in, beta; the problem's
+    B* (d, k), mu* (k,), Sigma* (k, k), M* = Sigma* + mu* mu*^T, b = B* mu* (d,), BsM = B* M*
+    (d, k), tr Sigma*, tr M* and sigma^2. Writes the new B and w (has_beta: theta - beta grad)
+    or the gradient (not has_beta) into out_B (d, k'), out_w (k',); returns the loss."""
+    BtB = np.dot(B.T, B)                            # (k', k')
+    BsTB = np.dot(Bs.T, B)                          # (k, k') = (B^T B*)^T
+    g = np.dot(mu, BsTB)                            # B^T B* mu*
+    BtBw = np.dot(BtB, w)
+    e = BtBw - g
+    ev = np.dot(B, w) - b                           # E[v]
+    c = (np.dot(ev, ev) + tr_sig + s2) * inv_m
+    mean = w - alpha * e                            # E[w_i]
+    shrunk = w - alpha * BtBw
+    a2 = alpha * alpha
+    second = (a2 * (1.0 + inv_m)) * np.dot(BsTB.T, np.dot(Sig, BsTB))
+    second += np.outer(mean, mean) + (a2 * inv_m) * np.outer(e, e) + (a2 * c) * BtB
+    grad_w = np.dot(BtB, mean) - g
+    risk = (np.sum(BtB * second) - 2.0 * np.dot(shrunk, g) - 2.0 * alpha * np.sum(M * np.dot(BsTB, BsTB.T))
+            + tr_m)
+    grad_B = np.dot(B, second) - np.outer(b, shrunk) - alpha * np.dot(BsM, BsTB)
+    if has_beta:
+        out_B[:] = B - beta * grad_B
+        out_w[:] = w - beta * grad_w
+    else:
+        out_B[:] = grad_B
+        out_w[:] = grad_w
+    return 0.5 * (risk + s2)

@@ -1,0 +1,259 @@
+"""Study `adapt`: how many gradient steps should a new task take at test time, and how do they
+compare with ridge / least squares on the learned features? (The paper leaves it open.)
+
+Settings: experiments/studies/adapt.toml ([study]: the trained models, the test-time rules, the
+reference rows, seeds). Each model is trained once per seed and evaluated with every rule on the
+same test tasks. Writes adapt.md, adapt.csv, adapt_summary.json and adapt.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from metarep.config import validate
+from metarep.reproduce.common import (
+    batchable,
+    deep_merge,
+    fmt,
+    load_study,
+    machine_line,
+    markdown_table,
+    mean_std,
+    parallel_map,
+    population_batch,
+    with_seed,
+    write_csv,
+    write_text,
+)
+from metarep.reproduce.jobs import run_config_job
+from metarep.reproduce.studies import page
+
+NAME = "adapt"
+HELP = "Excess risk against test-time gradient steps, and ridge / least squares on the learned features."
+COLUMNS = ("model", "label", "rule", "param", "seeds", "excess_risk_mean", "excess_risk_std", "excess_risk_se_mean",
+           "perp_norm_mean")
+SECTIONS = ("problem", "model", "method", "train", "test")
+
+
+@dataclass(frozen=True)
+class Design:
+    data: dict
+    seeds: list[int]
+    models: list[dict]           # key, label and config overrides of each trained model
+    rules: list[dict]            # rule, param and the [test] keys of each test-time rule
+    references: list[dict]       # rows evaluated once with their own rule (e.g. the oracle)
+
+    def config(self, over: dict, seed: int) -> dict:
+        return with_seed(deep_merge(self.data, {k: v for k, v in over.items() if k in SECTIONS}), seed)
+
+
+def design(data: dict, study: dict) -> Design:
+    rules = [{"rule": "gradient", "param": int(s), "test": {"adapt": "gradient", "adapt_steps": int(s)}}
+             for s in study["gradient_steps"]]
+    rules += [{"rule": "ridge", "param": float(lam), "test": {"adapt": "ridge", "ridge": float(lam)}}
+              for lam in study["ridge"]]
+    rules += [{"rule": "lstsq", "param": None, "test": {"adapt": "lstsq"}}]
+    return Design(data, list(range(int(study.get("seeds", 3)))), list(study["models"]), rules,
+                  list(study.get("references", [])))
+
+
+def plan(d: Design) -> tuple[list[dict], list[float]]:
+    """A model whose seeds can advance together is one batched job; any other, one job per seed."""
+    jobs, costs = [], []
+    for model in d.models:
+        configs = [d.config(model, s) for s in d.seeds]
+        if batchable(validate(configs[0])):
+            jobs.append({"kind": "adapt", "model": model["key"], "configs": configs, "batch": True, "rules": d.rules,
+                         "tag": model["key"]})
+            costs.append(1.0)
+        else:
+            for s, c in zip(d.seeds, configs):
+                jobs.append({"kind": "adapt", "model": model["key"], "configs": [c], "batch": False,
+                             "rules": d.rules, "tag": f"{model['key']} seed {s}"})
+                costs.append(10.0)
+    for ref in d.references:
+        for s in d.seeds:
+            jobs.append({"kind": "run", "model": ref["key"], "config": d.config(ref, s), "tag": f"{ref['key']} seed {s}"})
+            costs.append(0.0)
+    return jobs, costs
+
+
+def work(job: dict) -> list[dict]:
+    return [run_config_job(job)] if job["kind"] == "run" else adapt_job(job)
+
+
+def adapt_job(job: dict) -> list[dict]:
+    """Train one model (a population batch over seeds, or one finite run), then evaluate it with
+    every test-time rule of the study on the same test tasks."""
+    from metarep.engine import build, train
+
+    configs = [validate(c) for c in job["configs"]]
+    if job["batch"]:
+        trained = [(exp, state) for exp, state, _ in population_batch(configs, evaluate_test=False)]
+    else:
+        trained = []
+        for c in configs:
+            exp = build(c)
+            trained.append((exp, train(exp, exp.initial_state())))
+    rows = []
+    for (exp, state), data in zip(trained, job["configs"]):
+        for rule in job["rules"]:
+            item = {"model": job["model"], "seed": exp.config.problem.seed, "rule": rule["rule"],
+                    "param": rule["param"], "status": state.status, "excess_risk": None, "excess_risk_se": None,
+                    "perp_norm": state.history[-1]["perp_norm"]}
+            if state.status == "completed":
+                ruled = dataclasses.replace(exp, config=validate(deep_merge(data, {"test": rule["test"]})))
+                r = ruled.evaluate(state.params)
+                item.update(excess_risk=r["excess_risk"], excess_risk_se=r["excess_risk_se"])
+            rows.append(item)
+    return rows
+
+
+def aggregate(d: Design, jobs: list[dict], results: list[list[dict]]) -> list[dict]:
+    flat = [r for job, batch in zip(jobs, results) if job["kind"] == "adapt" for r in batch]
+    rows = []
+    for model in d.models:
+        for rule in d.rules:
+            mine = [r for r in flat if r["model"] == model["key"] and r["rule"] == rule["rule"]
+                    and r["param"] == rule["param"] and r["status"] == "completed"]
+            risk = mean_std([r["excess_risk"] for r in mine])
+            rows.append({"model": model["key"], "label": model.get("label", model["key"]), "rule": rule["rule"],
+                         "param": rule["param"], "seeds": len(mine), "excess_risk_mean": risk[0],
+                         "excess_risk_std": risk[1],
+                         "excess_risk_se_mean": mean_std([r["excess_risk_se"] for r in mine])[0],
+                         "perp_norm_mean": mean_std([r["perp_norm"] for r in mine])[0]})
+    for ref in d.references:
+        mine = [b[0] for job, b in zip(jobs, results) if job["kind"] == "run" and job["model"] == ref["key"]]
+        risk = mean_std([r["excess_risk"] for r in mine if r["status"] == "completed"])
+        rows.append({"model": ref["key"], "label": ref.get("label", ref["key"]), "rule": "reference", "param": None,
+                     "seeds": len(mine), "excess_risk_mean": risk[0], "excess_risk_std": risk[1]})
+    return rows
+
+
+def _rule_name(r: dict) -> str:
+    return "least squares" if r["rule"] == "lstsq" else f"ridge {r['param']:g}" if r["rule"] == "ridge" else \
+        f"{r['param']} gradient steps"
+
+
+def summarize(d: Design, rows: list[dict]) -> dict:
+    """adapt_summary.json: per model the one-step risk, the best number of steps and the best
+    closed-form head; the reference rows."""
+    models = {}
+    for model in d.models:
+        mine = [r for r in rows if r["model"] == model["key"] and np.isfinite(r["excess_risk_mean"])]
+        grad = [r for r in mine if r["rule"] == "gradient"]
+        closed = [r for r in mine if r["rule"] in ("ridge", "lstsq")]
+        if not grad:
+            continue
+        one = next((r for r in grad if r["param"] == 1), grad[0])
+        best = min(grad, key=lambda r: r["excess_risk_mean"])
+        best_closed = min(closed, key=lambda r: r["excess_risk_mean"], default=None)
+        models[model["key"]] = {
+            "label": model.get("label", model["key"]), "one_step": one["excess_risk_mean"],
+            "best_steps": best["param"], "best_steps_risk": best["excess_risk_mean"],
+            "most_steps": grad[-1]["param"], "most_steps_risk": grad[-1]["excess_risk_mean"],
+            "best_closed_form": _rule_name(best_closed) if best_closed else None,
+            "best_closed_form_risk": best_closed["excess_risk_mean"] if best_closed else None}
+    refs = {r["model"]: r["excess_risk_mean"] for r in rows if r["rule"] == "reference"}
+    return {"seeds": len(d.seeds), "models": models, "references": refs}
+
+
+def findings(summary: dict) -> list[str]:
+    notes = []
+    refs = "; ".join(f"{k}: {fmt(v)}" for k, v in summary["references"].items())
+    for m in summary["models"].values():
+        line = (f"{m['label']}: one step gives {fmt(m['one_step'])}; the best number of steps is {m['best_steps']} "
+                f"({fmt(m['best_steps_risk'])}); {m['most_steps']} steps give {fmt(m['most_steps_risk'])}")
+        if m["best_closed_form"]:
+            line += f"; the best closed-form head ({m['best_closed_form']}) gives {fmt(m['best_closed_form_risk'])}"
+        if m["most_steps_risk"] > 100 * m["one_step"]:
+            line += (f"; with {m['most_steps']} steps of size alpha the head iteration diverges on some test tasks "
+                     "(the mean is dominated by them)")
+        notes.append(line + (f". (References: {refs}.)" if refs else "."))
+    return notes
+
+
+def render(d: Design, rows: list[dict], notes: list[str], *, quick: bool, wall: float, machine: str) -> str:
+    cfg = validate(with_seed(d.data, 0))
+    body = [[r["label"], r["rule"] if r["rule"] == "reference" else _rule_name(r),
+             f"{fmt(r['excess_risk_mean'])} +- {fmt(r['excess_risk_std'], 2)}"] for r in rows]
+    lines = page.header("Test-time adaptation: gradient steps, ridge and least squares", NAME, quick=quick,
+                        wall=wall, machine=machine) + [
+        f"Table setting (d = {cfg.problem.d}, k' = {cfg.model.width}, m_test = {cfg.test.m_test}, "
+        f"{cfg.test.tasks} test tasks per seed, {len(d.seeds)} seeds); gradient steps of size alpha = "
+        f"{cfg.test_alpha} on the head from the learned w; ridge / least squares on the features X B.", "",
+        markdown_table(["model", "rule", "excess risk"], body)]
+    return "\n".join(lines + page.findings_block(notes))
+
+
+def draw(d: Design, rows: list[dict], out: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.4))
+    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    base = [r["excess_risk_mean"] for r in rows if r["rule"] == "gradient" and r["param"] in (0, 1)]
+    cap = 10 * max([x for x in base if np.isfinite(x)], default=10.0)
+    for i, model in enumerate(d.models):
+        _draw_model(ax, ax2, [r for r in rows if r["model"] == model["key"]], model.get("label", model["key"]),
+                    f"C{i}", cap, i)
+    for j, r in enumerate(r for r in rows if r["rule"] == "reference"):
+        for a in (ax, ax2):
+            a.axhline(r["excess_risk_mean"], ls=":", c="gray" if j == 0 else f"C{j + 5}", label=r["label"])
+    for a in (ax, ax2):
+        a.set(yscale="log", ylabel="test excess risk")
+    ax.set_xscale("symlog", linthresh=1, linscale=0.5)
+    ticks = sorted({r["param"] for r in d.rules if r["rule"] == "gradient"})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set(xlabel="gradient steps on the head at test time (step alpha)", title="gradient adaptation")
+    ax.set_xlim(left=0)
+    ax.set_ylim(top=cap * 1.5)
+    closed = [r for r in d.rules if r["rule"] in ("ridge", "lstsq")]
+    ax2.set_xticks(range(len(closed)), [_rule_name(r) for r in closed], rotation=30)
+    ax2.set(title="closed-form heads on X B")
+    ax.legend(fontsize=8)
+    page.save_png(fig, out, NAME)
+
+
+def _draw_model(ax, ax2, mine: list[dict], label: str, color: str, cap: float, i: int) -> None:
+    """One model's gradient-step curve (values above `cap` drawn as arrows at the cap) and its
+    closed-form heads."""
+    grad = [r for r in mine if r["rule"] == "gradient"]
+    xs = np.array([r["param"] for r in grad], dtype=float)
+    ys = np.array([r["excess_risk_mean"] for r in grad], dtype=float)
+    err = np.array([page.finite_or_zero(r["excess_risk_std"]) for r in grad])
+    inside = np.isfinite(ys) & (ys <= cap)
+    ax.errorbar(xs[inside], ys[inside], yerr=err[inside], marker="o", ms=4, capsize=2, color=color, label=label)
+    for x, y in zip(xs[~inside], ys[~inside]):
+        ax.plot([x], [cap], marker="^", color=color)
+        ax.annotate(f"{y:.2g}", (x, cap), textcoords="offset points", xytext=(-28, -12 - 9 * i), fontsize=7,
+                    color=color)
+    closed = [r for r in mine if r["rule"] in ("ridge", "lstsq")]
+    ax2.plot(range(len(closed)), [r["excess_risk_mean"] for r in closed], marker="s", color=color, label=label)
+
+
+def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
+        echo: Callable[[str], None] = print) -> dict:
+    start = time.perf_counter()
+    machine = machine_line(workers)
+    d = design(*load_study(NAME, quick=quick, experiments=experiments))
+    jobs, costs = plan(d)
+    echo(f"{NAME}: {len(d.models)} trained models x {len(d.seeds)} seeds x {len(d.rules)} test rules")
+    results = parallel_map(work, jobs, workers=workers, costs=costs, on_done=page.echo_done(echo, jobs, NAME))
+    rows = aggregate(d, jobs, results)
+    summary = summarize(d, rows)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / f"{NAME}.csv", rows, COLUMNS)
+    draw(d, rows, out)
+    wall = time.perf_counter() - start
+    page.write_summary(out, NAME, {**summary, "wall_s": wall})
+    text = render(d, rows, findings(summary), quick=quick, wall=wall, machine=machine)
+    write_text(out / f"{NAME}.md", text)
+    echo(text)
+    return {"rows": rows, "summary": summary, "wall_s": wall}

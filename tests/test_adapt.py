@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
 
-from metarep.adapt import (bayes_heads, excess_risk, expected_excess_risk_one_step, fit_heads, gradient_heads,
-                           ridge_heads)
+from metarep.adapt import (
+    bayes_heads,
+    excess_risk,
+    expected_excess_risk_one_step,
+    fit_heads,
+    gradient_heads,
+    ridge_heads,
+)
 from metarep.problem import sample_tasks
 
 

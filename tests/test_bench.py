@@ -10,8 +10,7 @@ import pytest
 
 from metarep.bench import contenders as contenders_mod
 from metarep.bench.bandwidth import measure_read_bandwidth
-from metarep.bench.harness import (TABLE_COLUMNS, TOLERANCE, BenchConfig, agreement, format_report,
-                                   run_benchmark)
+from metarep.bench.harness import TABLE_COLUMNS, TOLERANCE, BenchConfig, agreement, format_report, run_benchmark
 from metarep.bench.machine import machine_info
 from metarep.bench.scale import measure_step_memory, task_data_bytes, tasks_per_gb
 from metarep.methods.anil import anil_gradient
@@ -200,7 +199,7 @@ def test_memory_arithmetic():
 def test_step_working_memory_is_a_few_N_d_plus_k_floats(method, bound):
     r = measure_step_memory(method, n_tasks=400, m_in=10, m_out=5, d=20, width=20)
     unit = 400 * (20 + 20) * 8
-    assert 0 < r["working_bytes_cold"] and 0 < r["working_bytes_warm"]
+    assert r["working_bytes_cold"] > 0 and r["working_bytes_warm"] > 0
     assert r["working_in_N_d_plus_k"] < bound and r["working_bytes_warm"] / unit < bound
 
 

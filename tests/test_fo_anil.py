@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from conftest import naive_fo_anil
 
+from conftest import naive_fo_anil
 from metarep.methods.fo_anil import fo_anil_gradient
 from metarep.params import Params
 from metarep.problem import sample_tasks

@@ -86,7 +86,7 @@ def test_head_solve_is_the_minimiser():
     least-squares heads (zero loss, orthogonal to the null space of X_i B)."""
     _, tasks, params = _setup(d=12, width=10, m_in=5, m_out=3)
     for lam in (0.1, 0.0):
-        W = bm.ridge_heads(params.B, tasks, lam=lam)
+        W = bm.training_task_heads(params.B, tasks, lam=lam)
         grads, value = bm.bm_gradient(Params(params.B, W), tasks, lam=lam)
         assert np.abs(grads.w).max() < 1e-10
     X, _ = tasks.pooled()

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from metarep.linear import prediction_gradient
-from metarep.methods.fo_maml import (fo_maml_gradient, fo_maml_population_gradient,
-                                     fo_maml_population_moments)
+from metarep.methods.fo_maml import fo_maml_gradient, fo_maml_population_gradient, fo_maml_population_moments
 from metarep.params import Params
 from metarep.problem import make_problem, sample_tasks
 

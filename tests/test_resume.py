@@ -15,8 +15,8 @@ import pytest
 from metarep import store
 from metarep.cli import main
 from metarep.config import ConfigError, load, validate
-from metarep.execute import execute_run
 from metarep.engine import build, train
+from metarep.execute import execute_run
 
 CONFIG = """[problem]
 d = 5

@@ -49,7 +49,7 @@ def test_same_seeds_give_identical_results(example, tmp_path):
 
 def test_divergence_is_recorded_with_advice(example, tmp_path, capsys):
     out = tmp_path / "d"
-    assert main(["run", str(example), *SMALL, "--set", "train.beta=200", "--out", str(out)]) == 0
+    assert main(["run", str(example), *SMALL, "--set", "train.beta=200", "--out", str(out)]) == 3
     s = json.loads((out / "summary.json").read_text())
     assert s["status"] == "diverged" and s["diverged_step"] >= 1
     assert "lower train.beta" in s["message"] and "lower train.beta" in capsys.readouterr().err

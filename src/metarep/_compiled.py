@@ -1,8 +1,8 @@
 """The numba-compiled kernels over tasks, in a module of their own: they are defined at module
 level so that numba's on-disk cache finds them again in a new process, and importing this
 module (hence numba) happens only when a compiled kernel is first used. What each computes,
-and why it is written so, is documented where it is called: `kernels.prediction_gradient` and
-`one_step.one_step_sums`.
+and why it is written so, is documented where it is called: `kernels.prediction_gradient`,
+`one_step.one_step_sums` and `population_formula.run_step`.
 
 Each kernel works through fixed units of work (blocks of tasks, groups of blocks), taking the
 next unit from a shared counter (`fetch_add`) until none is left; `kernels.run_units` runs it on
@@ -21,6 +21,8 @@ import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
+
+from metarep.population_formula import run_step
 
 # Tasks per unit of the prediction-gradient kernel, and per block of the one-step kernel
 # (a block's inner rows, 64 x 20 x 50 doubles in the paper's setting, stay in cache between
@@ -173,4 +175,31 @@ def one_step_units(X_in, y_in, X_out, y_out, theta, M, P, second_order, q, zero,
                         g_out_g, cross_g, h_g, loss_g, acc)
         last = fetch_add(counter, 1) == ngroups - 1
         grp = fetch_add(counter, 0)
+    return last
+
+
+# ----------------------------------------------------------------------------------------
+# The population step: a unit is a block of RUN_BLOCK runs
+# ----------------------------------------------------------------------------------------
+
+RUN_BLOCK = 4
+
+population_run = numba.njit(**KERNEL)(run_step)
+
+
+@numba.njit(**KERNEL)
+def population_units(B, w, alpha, inv_m, beta, has_beta, Bs, mu, Sig, M, b, BsM, tr_sig, tr_m, s2,
+                     out_B, out_w, loss, counter):  # pragma: no cover - compiled
+    """`population_formula.run_step` for the blocks of runs this thread takes from `counter`:
+    B (S, d, k'), w (S, k'), alpha, inv_m, beta (S,); out_B, out_w, loss like B, w, alpha."""
+    S = B.shape[0]
+    nunits = (S + RUN_BLOCK - 1) // RUN_BLOCK
+    last = False
+    u = fetch_add(counter, 0)
+    while u < nunits:
+        for s in range(u * RUN_BLOCK, min(u * RUN_BLOCK + RUN_BLOCK, S)):
+            loss[s] = population_run(B[s], w[s], alpha[s], inv_m[s], beta[s] if has_beta else 0.0, has_beta,
+                                     Bs, mu, Sig, M, b, BsM, tr_sig, tr_m, s2, out_B[s], out_w[s])
+        last = fetch_add(counter, 1) == nunits - 1
+        u = fetch_add(counter, 0)
     return last

@@ -25,7 +25,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from metarep import engine, store
-from metarep.config import Config, ConfigError, load as load_config, validate
+from metarep.config import Config, ConfigError, validate
+from metarep.config import load as load_config
 from metarep.resources import check_memory
 
 ConfigLike = Mapping[str, Any] | str | PathLike | Config
@@ -97,7 +98,8 @@ class Result:
 
     def __repr__(self) -> str:
         s = self.summary
-        return f"Result({s['method']}, {s['status']}, {s['steps']} steps{', ' + str(self.run_dir) if self.run_dir else ''})"
+        where = f", {self.run_dir}" if self.run_dir else ""
+        return f"Result({s['method']}, {s['status']}, {s['steps']} steps{where})"
 
 
 def _split_arrays(arrays: Mapping[str, np.ndarray]) -> tuple[dict, GroundTruth | None]:

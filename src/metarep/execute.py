@@ -16,17 +16,18 @@ checkpoint (resume), or summary.json (done). Every write is atomic.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from metarep import store
 from metarep.config import Config, ConfigError, load
+from metarep.engine import build, evaluate_final, run_summary, train
 from metarep.progress import progress as progress_display
 from metarep.resources import check_memory
-from metarep.engine import build, evaluate_final, run_summary, train
 
 # A run checkpoints at least this often (wall time), whatever train.checkpoint_every says.
 CHECKPOINT_SECONDS = 60.0
@@ -52,8 +53,9 @@ def execute_run(config_path: Path | None, overrides: list[str], out: Path | None
     if resume is not None:
         return _resume(Path(resume), progress=progress, should_stop=should_stop, figure=figure,
                        checkpoint_seconds=checkpoint_seconds)
+    assert config_path is not None
     config = load(config_path, overrides)
-    run_dir = prepare_out(out, Path(config_path), force) if prepare_out else Path(out)
+    run_dir = prepare_out(out, Path(config_path), force) if prepare_out else Path(out or "runs")
     return execute_config(config, run_dir, progress=progress, should_stop=should_stop, figure=figure,
                           checkpoint_seconds=checkpoint_seconds)
 
@@ -83,10 +85,8 @@ def execute_config(config: Config, run_dir: Path, *, progress: bool = False,
 
 
 def _remove_if_empty(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         path.rmdir()
-    except OSError:
-        pass
 
 
 def _resume(run_dir: Path, *, progress, should_stop, figure, checkpoint_seconds) -> RunResult:

@@ -317,14 +317,15 @@ class _Helpers:
 _helpers = _Helpers()
 
 
-def run_units(kernel, units: int, nbytes: int, *args) -> None:
+def run_units(kernel, units: int, parallel: bool, *args) -> None:
     """Run a unit kernel of `metarep._compiled` (it takes units of work from a shared counter
-    until none is left) on `args`: on the calling thread alone when the call reads fewer than
-    PARALLEL_MIN_BYTES, else on `threads.count()` threads, the caller among them.
+    until none is left) on `args`: on `threads.count()` threads, the caller among them, when
+    `parallel` (the caller's measured threshold, e.g. PARALLEL_MIN_BYTES), else on the
+    calling thread alone.
 
     The caller never waits for a helper that has not started (it finds no unit left when it
     does), only for units a helper has taken and not yet finished."""
-    workers = min(threads.count(), units) if nbytes >= PARALLEL_MIN_BYTES else 1
+    workers = min(threads.count(), units) if parallel else 1
     counter = np.zeros(2, np.int64)
     if workers <= 1:
         kernel(*args, counter)
@@ -404,8 +405,8 @@ def numba_prediction_gradient(X, theta, y=None):
         y_arr = np.ascontiguousarray(y, dtype=np.float64)
     G = _POOL.empty((N, d), dt)
     loss = _POOL.empty((N,), dt)
-    run_units(prediction_gradient_units, gradient_units(X), X.nbytes, X, theta2, theta.ndim == 1, y_arr,
-              y is not None, G, loss)
+    run_units(prediction_gradient_units, gradient_units(X), X.nbytes >= PARALLEL_MIN_BYTES,
+              X, theta2, theta.ndim == 1, y_arr, y is not None, G, loss)
     return G, loss
 
 

@@ -105,7 +105,7 @@ def numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None, q=0.0) -> On
     groups = min(_GROUPS, (N + ONE_STEP_BLOCK - 1) // ONE_STEP_BLOCK)
     g_out_g, h_g = np.empty((groups, d)), np.empty((groups if P is not None else 0, d))
     cross_g, loss_g = np.empty((groups, d, d)), np.empty(groups)
-    kernels.run_units(one_step_units, groups, X_in.nbytes + X_out.nbytes,
+    kernels.run_units(one_step_units, groups, X_in.nbytes + X_out.nbytes >= kernels.PARALLEL_MIN_BYTES,
                       X_in, y_in, X_out, y_out, as_data(theta), as_data(M), as_data(M if P is None else P),
                       P is not None, float(q), X_in.dtype.type(0), g_out_g, cross_g, h_g, loss_g)
     dt = np.result_type(X_in, theta)

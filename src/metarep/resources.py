@@ -139,7 +139,7 @@ def check_memory(config: Config, *, fraction: float = 0.8) -> int:
     parts = estimate_bytes(config)
     need, have = sum(parts.values()), available_bytes()
     if need > fraction * have:
-        biggest = max(parts, key=parts.get)
+        biggest = max(parts, key=lambda name: parts[name])
         raise ResourceError(f"the run needs about {_gib(need)} ({biggest} {_gib(parts[biggest])}) but "
                             f"{_gib(have)} is available: {ADVICE[biggest]}")
     return need

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from metarep import seeds
-from metarep.adapt import expected_excess_risk_one_step, excess_risk, fit_heads, summarize
+from metarep.adapt import excess_risk, expected_excess_risk_one_step, fit_heads, summarize
 from metarep.problem import Problem, make_problem, sample_tasks
 from metarep.tasks import Tasks
 
@@ -24,8 +24,11 @@ class TaskSource(Protocol):
     d: the input dimension; needs_rng: whether `training_tasks` draws from the run's task stream
     (whose state is checkpointed)."""
 
-    truth: Problem | None
-    regime: str
+    @property
+    def truth(self) -> Problem | None: ...
+
+    @property
+    def regime(self) -> str: ...
 
     @property
     def d(self) -> int: ...

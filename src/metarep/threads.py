@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib.util
 import math
 import os
@@ -97,9 +98,10 @@ def cgroup_cpus() -> float | None:
     return min(quotas) if quotas else None
 
 
+@functools.lru_cache(maxsize=1)
 def available() -> int:
     """CPUs this process may use: its affinity mask, capped by its cgroup CPU quota (rounded up)
-    and by $METAREP_THREADS."""
+    and by $METAREP_THREADS; looked up once (`available.cache_clear()` looks again)."""
     n = _affinity()
     quota = cgroup_cpus()
     if quota is not None:

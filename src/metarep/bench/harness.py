@@ -32,8 +32,8 @@ import gc
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -91,7 +91,7 @@ class BenchConfig:
     pop_batch: int | None = None                    # seeds along the leading axis (256; quick 16)
     pop_batch_steps: int | None = None              # steps of the batched run (200; quick 20)
 
-    def resolved(self) -> "BenchConfig":
+    def resolved(self) -> BenchConfig:
         """A copy with every None repetition field set for the mode, after validation."""
         q = self.quick
         defaults = {"repeats": 3 if q else 20, "loop_repeats": 1 if q else 3, "warmup": 1 if q else 2,

@@ -162,7 +162,7 @@ class OtherLoad:
         self.other_seconds: float | None = None   # CPU seconds used by other processes
         self.wall = 0.0
 
-    def __enter__(self) -> "OtherLoad":
+    def __enter__(self) -> OtherLoad:
         import time
 
         self._wall = time.perf_counter()

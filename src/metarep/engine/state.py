@@ -40,7 +40,7 @@ class TrainState:
 LOSS_NOT_FINITE = "the loss became non-finite"
 
 
-def params_runaway(params, threshold: float, runs: int | None = None) -> np.ndarray:
+def params_runaway(params, threshold: float | np.ndarray, runs: int | None = None) -> np.ndarray:
     """Whether the parameters are non-finite or exceed `threshold` in absolute value: a bool, or
     one per run along the leading axis when `runs` is given."""
     shape = (1 if runs is None else runs, -1)

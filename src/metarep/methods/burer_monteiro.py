@@ -87,7 +87,7 @@ def bm_gradient(params: Params, tasks, *, lam: float = 0.0) -> tuple[Params, flo
     return Params(grad_B, grad_W), float(loss.mean()) + _penalty(B, W, lam)
 
 
-def ridge_heads(B: np.ndarray, tasks, *, lam: float) -> np.ndarray:
+def training_task_heads(B: np.ndarray, tasks, *, lam: float) -> np.ndarray:
     """argmin_w L(B, w; all samples of task i) + lam/2 |w|^2 for every task: (N, k'), by the same
     batched solve as a test-time ridge head (minimum-norm least squares when lam = 0)."""
     F = np.concatenate([tasks.X_in @ B, tasks.X_out @ B], axis=1)   # features only: no copy of X
@@ -97,7 +97,7 @@ def ridge_heads(B: np.ndarray, tasks, *, lam: float) -> np.ndarray:
 
 def bm_step(params: Params, tasks, *, beta: float, lam: float = 0.0, solver: str = "gd") -> tuple[Params, float]:
     """One step. "gd": (B, W) <- (B, W) - beta bm_gradient, returning F at the old point.
-    "alternating": W <- ridge_heads(B), then B <- B - beta dF/dB at the new heads, returning F
+    "alternating": W <- training_task_heads(B), then B <- B - beta dF/dB at the new heads, returning F
     after the head solve (the B step then lowers F further for beta small enough)."""
     if solver == "gd":
         grads, value = bm_gradient(params, tasks, lam=lam)
@@ -105,7 +105,7 @@ def bm_step(params: Params, tasks, *, beta: float, lam: float = 0.0, solver: str
     if solver == "alternating":
         _check(params, tasks)
         B = params.B
-        W = ridge_heads(B, tasks, lam=lam).astype(params.w.dtype, copy=False)
+        W = training_task_heads(B, tasks, lam=lam).astype(params.w.dtype, copy=False)
         grads, value = bm_gradient(Params(B, W), tasks, lam=lam)
         return Params(B - beta * grads.B, W), value
     raise ValueError(f"method.solver must be one of {', '.join(SOLVERS)}, got {solver!r}")

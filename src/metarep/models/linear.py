@@ -58,7 +58,7 @@ class LinearExperiment:
         if self.method.init is not None:
             params = self.method.init(params, self._first_tasks())
         stream = seeds.rng(t.seed, "online_tasks").bit_generator.state if self.source.needs_rng else None
-        return TrainState(params, rng_state=stream)
+        return TrainState(params, rng_state=dict(stream) if stream is not None else None)
 
     def _first_tasks(self):
         """The tasks a direct fit or per-task state starts from (a draw of its own when online)."""
@@ -68,6 +68,7 @@ class LinearExperiment:
         """One outer step from `params`: the new parameters and the loss at the old ones."""
         t = self.config.train
         if self.regime == "population":
+            assert self.method.population_gradient is not None
             grads, loss = self.method.population_gradient(params, self.problem, alpha=t.alpha,
                                                           m_in=_inf_as_float(t.m_in))
             return sgd_update(params, grads, t.beta), float(loss)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -68,30 +66,26 @@ def figure1(obj, quick, workers, out):
     run_figure(out, quick=quick, workers=workers, experiments=obj["experiments"], echo=click.echo)
 
 
-# The studies and further reproductions: (command, module). A module provides
-# run(out, *, quick, workers, experiments, echo) and HELP; adding one is one line here.
+# The studies and further reproductions: (command, module, help). A module provides
+# run(out, *, quick, workers, experiments, echo); adding one is one line here.
 STUDIES = (
-    ("tasks", "metarep.reproduce.studies.tasks"),
-    ("adapt", "metarep.reproduce.studies.adapt"),
-    ("moments", "metarep.reproduce.studies.moments"),
-    ("rates", "metarep.reproduce.studies.rates"),
+    ("tasks", "metarep.reproduce.studies.tasks",
+     "FO-ANIL with N training tasks against infinite tasks, trained until perp_norm settles."),
+    ("adapt", "metarep.reproduce.studies.adapt",
+     "Excess risk against test-time gradient steps, and ridge / least squares on the learned features."),
+    ("moments", "metarep.reproduce.studies.moments",
+     "Non-zero head mean and non-diagonal Sigma*: do the tracked limits still hold?"),
+    ("rates", "metarep.reproduce.studies.rates",
+     "Unlearning rate of perp_norm^2 against alpha, beta, m_in, next to Lemma 2."),
 )
 
 
 def study_module(name: str):
-    return importlib.import_module(dict(STUDIES)[name])
+    return importlib.import_module(next(module for n, module, _ in STUDIES if n == name))
 
 
-def _help(module: str) -> str:
-    """The study's HELP, read from its source without importing it (the CLI starts fast)."""
-    spec = importlib.util.find_spec(module)
-    source = Path(spec.origin).read_text() if spec and spec.origin else ""
-    found = re.search(r'^HELP = "(.*)"$', source, re.M)
-    return found.group(1) if found else module
-
-
-def _study(name: str, module: str):
-    @reproduce.command(name=name, help=_help(module))
+def _study(name: str, doc: str):
+    @reproduce.command(name=name, help=doc)
     @QUICK
     @WORKERS
     @_out(name)
@@ -102,8 +96,8 @@ def _study(name: str, module: str):
     return command
 
 
-for _name, _module in STUDIES:
-    _study(_name, _module)
+for _name, _, _doc in STUDIES:
+    _study(_name, _doc)
 
 
 @reproduce.command(name="all")
@@ -120,5 +114,5 @@ def all_(obj, seeds, quick, workers, out):
     exp = obj["experiments"]
     run_table(out, seeds=seeds or (2 if quick else 5), quick=quick, workers=workers, experiments=exp, echo=click.echo)
     run_figure(out, quick=quick, workers=workers, experiments=exp, echo=click.echo)
-    for name, _ in STUDIES:
+    for name, _, _ in STUDIES:
         study_module(name).run(out, quick=quick, workers=workers, experiments=exp, echo=click.echo)

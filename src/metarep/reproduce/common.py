@@ -215,9 +215,9 @@ def machine_line(workers: int) -> str:
 
 
 def adapt_description(config: Config) -> str:
-    """What a run adapts on a new task, in words."""
+    """What a run adapts on a new task, in words (the features: the method's declaration)."""
     rule, te = config.adapt_rule, config.test
-    on = "raw x" if config.train.method == "none" else "X B*" if rule == "bayes" else "X B"
+    on = "X B*" if rule == "bayes" else config.method_spec.features
     if rule == "gradient":
         steps = te.adapt_steps
         return f"head: {steps} gradient step{'s' if steps != 1 else ''} of size {config.test_alpha:g} from w"

@@ -39,23 +39,24 @@ PANELS = (("align_norm", r"$\|B_\star^\top B_t\|_2$"), ("perp_norm", r"$\|P_\per
 
 def trace_job(job: dict) -> dict:
     """Train one curve, measuring at log-spaced steps; return its history and theory inputs."""
-    from metarep.runner import build
+    from metarep.engine import build
 
     config = validate(job["config"])
     exp = build(config)
     state = trace(exp, log_points(config.train.steps, job["points"]))
     t, p = config.train, exp.problem
     return {"key": job["key"], "label": job["label"], "history": state.history, "status": state.status,
-            "message": state.message, "method": t.method, "regime": exp.regime, "alpha": t.alpha, "beta": t.beta,
+            "message": state.message, "theory": config.method_spec.theory, "regime": exp.regime, "alpha": t.alpha,
+            "beta": t.beta,
             "m_in": float("inf") if t.m_in == "inf" else float(t.m_in), "noise_std": p.noise_std,
             "Sigma_star": p.Sigma_star.tolist(), "steps": t.steps}
 
 
 def _theory(curve: dict) -> tuple[float | None, np.ndarray, np.ndarray]:
-    """sqrt(lambda_max(Lambda*)) (FO-ANIL curves only), and the Lemma 2 bound iterated from the
+    """sqrt(lambda_max(Lambda*)) (methods whose curve the theory describes), and the Lemma 2 bound iterated from the
     curve's initial perp_norm^2 and its asymptote m_in / (alpha^2 beta sigma^2 t), at the curve's steps."""
     steps = np.array([r["step"] for r in curve["history"]], dtype=float)
-    if curve["method"] != "fo-anil":
+    if not curve["theory"]:
         return None, np.full(steps.shape, np.nan), np.full(steps.shape, np.nan)
     a, b, s, m = curve["alpha"], curve["beta"], curve["noise_std"], curve["m_in"]
     lam = lambda_star(np.array(curve["Sigma_star"]), s, a, m)
@@ -100,7 +101,7 @@ def draw(curves: list[dict], path: Path) -> None:
                                                                             else f" ({curve['status']})"))
         if level is not None:
             levels.setdefault(round(level, 12), (level, curve["m_in"], c))
-        if np.isfinite(curve["m_in"]) and curve["method"] == "fo-anil" and curve["regime"] == "population":
+        if np.isfinite(curve["m_in"]) and curve["theory"] and curve["regime"] == "population":
             draw_lemma2(axes[1], steps[steps > 0], curve["history"][0]["perp_norm"], alpha=curve["alpha"],
                         beta=curve["beta"], noise_std=curve["noise_std"], m_in=curve["m_in"])
     for level, m_in, c in levels.values():

@@ -40,7 +40,8 @@ from metarep.reproduce.studies import page
 NAME = "realdata"
 HELP = "Test MSE on held-out schools against m_test: meta-learning next to pooled and per-school ridge."
 COLUMNS = ("dataset", "rule", "m_test", "splits", "completed", "mse", "mse_se", "heldout_tasks")
-RUN_COLUMNS = ("dataset", "split", "method", "status", "loss", "effective_rank", "rank", "d", "width",
+RUN_COLUMNS = ("dataset", "split", "method", "status", "loss", "effective_rank", "effective_rank_0", "rank", "d",
+               "width",
                "train_tasks", "heldout_tasks", "cpu_s", "message")
 
 
@@ -82,7 +83,7 @@ def job_config(d: Design, dataset: str, split: int, entry: dict) -> dict:
     settings = d.settings.get(dataset, {})
     width = settings.get("moments_width" if entry.get("moments_width") else "width")
     over = {"data": {"dataset": dataset, "seed": split}, "method": dict(entry["method"]),
-            "test": {"m_test": max(d.m_test)}}
+            "train": dict(entry.get("train", {})), "test": {"m_test": max(d.m_test)}}
     if width is not None:
         over["model"] = {"width": width}
     return deep_merge(d.data, over)
@@ -113,8 +114,10 @@ def work(job: dict) -> dict:
     exp, state, summary = run(config)
     data = exp.source.data
     sv = summary["final"]["singular_values"]
+    sv0 = [v for k, v in state.history[0].items() if k.startswith("sv_")] if state.history else sv
     out = {"status": state.status, "message": state.message, "loss": summary["final"].get("loss"),
-           "effective_rank": effective_rank(sv), "rank": int(numerical_rank(np.array(sv))) if sv else 0,
+           "effective_rank": effective_rank(sv), "effective_rank_0": effective_rank(sv0),
+           "rank": int(numerical_rank(np.array(sv))) if sv else 0,
            "d": data.d, "width": state.params.B.shape[1], "train_tasks": data.train.n_tasks, "scores": {}}
     if state.status == "completed":
         B, w = state.params.B, shared_head(state.params)
@@ -175,6 +178,11 @@ def verdict(row: dict, key: str) -> str:
     return "better" if diff < -2 * se else "worse" if diff > 2 * se else "tied"
 
 
+def _versus(row: dict, key: str, reference: str) -> str:
+    word = verdict(row, key)
+    return f"{word} than {reference}" if word in ("better", "worse") else f"{word} with {reference}"
+
+
 def findings(d: Design, rows: list[dict], runs: list[dict]) -> list[str]:
     """Per dataset: the best rule at the smallest and largest m_test, how the meta-learning
     rules compare with pooled and with none (paired, two standard errors), and the effective
@@ -187,13 +195,15 @@ def findings(d: Design, rows: list[dict], runs: list[dict]) -> list[str]:
             if at:
                 notes.append(f"{dataset}, m_test = {m}: lowest MSE {at[0]['rule']} {fmt(at[0]['mse'])} "
                              f"± {fmt(at[0]['mse_se'], 2)}; " + "; ".join(
-                                 f"{r['rule']} " + ", ".join(f"{verdict(r, key)} than {ref}"
-                                                             for key, ref in d.references.items())
+                                 f"{r['rule']} " + ", ".join(_versus(r, key, ref) for key, ref in d.references.items())
                                  for r in at if r["rule"] in d.meta))
-        for method in dict.fromkeys(r["method"] for r in runs if r["dataset"] == dataset):
+        learned = [m for m in dict.fromkeys(r["method"] for r in runs) if get_method(m).fixed_width is None]
+        for method in learned:
             ranks = [r for r in runs if r["dataset"] == dataset and r["method"] == method and "effective_rank" in r]
-            notes.append(f"{dataset}: {method}'s B (width {ranks[0]['width']}, d = {ranks[0]['d']}) has effective "
-                         f"rank {fmt(np.mean([r['effective_rank'] for r in ranks]))} (mean over splits)")
+            if ranks:
+                notes.append(f"{dataset}: {method}'s B (width {ranks[0]['width']}, d = {ranks[0]['d']}) has "
+                             f"effective rank {fmt(np.mean([r['effective_rank'] for r in ranks]))}, from "
+                             f"{fmt(np.mean([r['effective_rank_0'] for r in ranks]))} at step 0 (means over splits)")
     return notes
 
 

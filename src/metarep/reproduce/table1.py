@@ -4,7 +4,7 @@ Rows are experiments/table1/NN_<row>.toml on top of experiments/table1/base.toml
 runs S seeds; seed s fixes B* (problem.seed = s), the initialisation and training tasks
 (train.seed = s) and the test tasks (test.seed = 1000 + s), so rows are compared pairwise.
 Exact infinite-task FO-ANIL rows advance all their seeds in one batched population run; every
-other (row, seed) is one runner.run, spread over worker processes.
+other (row, seed) is one engine.run, spread over worker processes.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import tomli_w
 
+from metarep.atomic import atomic_write
 from metarep.config import ConfigError, validate
-from metarep.methods import get_method
 from metarep.metrics import numerical_rank
 from metarep.reproduce.common import (
     adapt_description,
     batchable,
     compose,
+    deep_merge,
     experiments_dir,
     fmt,
     machine_line,
@@ -36,10 +37,8 @@ from metarep.reproduce.common import (
     write_csv,
     write_text,
 )
-from metarep.store import atomic_write
 
 COARSE_TOL = 0.1         # a second, coarser rank threshold: 1/t unlearning makes the 1e-2 one slow to reach
-PAPER = {"fo_anil_inf_tasks": "0.77 +- 0.01", "fo_anil_inf_samples": "1.78 +- 0.02"}
 ROW_FILE = re.compile(r"^(\d+)_(\w+)\.toml$")
 CSV_COLUMNS = ("row", "label", "method", "training", "tasks", "m_in", "m_out", "steps", "width", "test_adapt",
                "seeds", "completed", "excess_risk_mean", "excess_risk_std", "excess_risk_se_mean",
@@ -55,11 +54,13 @@ class Row:
     label: str
     training: str
     note: str
+    paper: str          # the paper's value for this row, quoted beside ours
     data: dict          # config data without seeds
 
 
-def load_rows(*, quick: bool, experiments=None, only: tuple[str, ...] = ()) -> list[Row]:
-    """The rows of experiments/table1, in file order; each validated once (seed 0)."""
+def load_rows(*, quick: bool, experiments=None, only: tuple[str, ...] = (), steps: int | None = None) -> list[Row]:
+    """The rows of experiments/table1, in file order; each validated once (seed 0). With `steps`,
+    every iterative row trains that many outer steps (equal training)."""
     folder = experiments_dir(experiments) / "table1"
     base = folder / "base.toml"
     if not base.exists():
@@ -73,10 +74,14 @@ def load_rows(*, quick: bool, experiments=None, only: tuple[str, ...] = ()) -> l
         data, meta = compose([base, path], quick=quick)
         info = meta.get("row", {})
         try:
-            validate(with_seed(data, 0))
+            config = validate(with_seed(data, 0))
+            if steps is not None and config.method_spec.iterative:
+                data = deep_merge(data, {"train": {"steps": steps, "log_every": max(1, steps // 50)}})
+                validate(with_seed(data, 0))
         except ConfigError as err:
             raise ConfigError(f"{path.name}: {err}") from None
-        rows.append(Row(key, info.get("label", key), info.get("training", ""), info.get("note", ""), data))
+        rows.append(Row(key, info.get("label", key), info.get("training", ""), info.get("note", ""),
+                        info.get("paper", ""), data))
     if only and {r.key for r in rows} != set(only):
         missing = sorted(set(only) - {r.key for r in rows})
         raise ConfigError(f"unknown table1 row(s) {', '.join(missing)}; known: "
@@ -102,24 +107,21 @@ def run_job(job: dict) -> list[dict]:
         runs = population_batch(configs)
         cpu = (time.perf_counter() - start) / len(runs)
         return [_result(job["row"], s, summ, cpu) for s, (_, _, summ) in zip(job["seeds"], runs)]
-    from metarep.runner import run
+    from metarep.engine import run
 
     _, _, summ = run(configs[0])
     return [_result(job["row"], job["seeds"][0], summ, time.perf_counter() - start)]
 
 
-_METHOD_COST = {"fo-anil": 1.0, "anil": 2.3, "fo-maml": 2.8, "maml": 3.5, "burer-monteiro": 1.3}
-
-
 def _cost(config) -> float:
-    """A rough relative cost (for scheduling the longest jobs first)."""
-    t, d = config.train, config.problem.d
-    if config.train.method in ("oracle", "none", "moments"):
+    """A rough relative cost (for scheduling the longest jobs first; direct fits go first)."""
+    t, d, method = config.train, config.problem.d, config.method_spec
+    if not method.iterative:
         return 1e6
     if t.tasks == "inf":
         return 0.5 * t.steps * d * config.model.width ** 2
     n = t.batch_tasks if t.tasks == "online" else t.tasks
-    return _METHOD_COST.get(t.method, 2.0) * t.steps * n * (t.m_in + t.m_out) * d
+    return method.relative_cost * t.steps * n * (t.m_in + t.m_out) * d
 
 
 def plan(rows: list[Row], seeds: list[int]) -> tuple[list[dict], list[float]]:
@@ -138,9 +140,8 @@ def plan(rows: list[Row], seeds: list[int]) -> tuple[list[dict], list[float]]:
 
 
 def training_text(config) -> str:
+    """The training regime in words (a row's [row] training, e.g. "none", takes precedence)."""
     t = config.train
-    if t.method in ("oracle", "none"):
-        return "none"
     if t.tasks == "inf":
         return "inf tasks, inf samples" if t.m_in == "inf" else f"inf tasks (exact), m_in {t.m_in}"
     if t.tasks == "online":
@@ -148,35 +149,40 @@ def training_text(config) -> str:
     return f"N = {t.tasks}, m_in {t.m_in} + m_out {t.m_out}"
 
 
-def aggregate(rows: list[Row], results: list[dict]) -> list[dict]:
-    table = []
-    for row in rows:
-        cfg = validate(with_seed(row.data, 0))
-        mine = [r for r in results if r["row"] == row.key]
-        done = [r for r in mine if r["status"] == "completed"]
-        risk, risk_std = mean_std([r["excess_risk"] for r in done])
-        perp, perp_std = mean_std([r["perp_norm"] for r in done])
-        ranks = [r["rank"] for r in done]
-        ranks10 = [r["rank_10"] for r in done]
-        t = cfg.train
-        table.append({
-            "row": row.key, "label": row.label, "method": t.method, "training": row.training or training_text(cfg),
-            "tasks": t.tasks, "m_in": t.m_in, "m_out": t.m_out,
-            "steps": t.steps if get_method(t.method).iterative else 0,
-            "width": {"oracle": cfg.problem.k, "none": cfg.problem.d}.get(t.method, cfg.model.width),
-            "test_adapt": adapt_description(cfg),
-            "seeds": len(mine), "completed": len(done), "excess_risk_mean": risk, "excess_risk_std": risk_std,
+def _stats(done: list[dict]) -> dict:
+    """Mean (and spread) over the completed seeds of one row."""
+    risk, risk_std = mean_std([r["excess_risk"] for r in done])
+    perp, perp_std = mean_std([r["perp_norm"] for r in done])
+    ranks, ranks10 = [r["rank"] for r in done], [r["rank_10"] for r in done]
+    return {"excess_risk_mean": risk, "excess_risk_std": risk_std,
             "excess_risk_se_mean": mean_std([r["excess_risk_se"] for r in done])[0],
             "perp_norm_mean": perp, "perp_norm_std": perp_std,
             "align_norm_mean": mean_std([r["align_norm"] for r in done])[0],
             "mean_norm_mean": mean_std([r["mean_norm"] for r in done])[0],
             "lambda_rel_err_mean": mean_std([r["lambda_rel_err"] for r in done])[0],
-            "rank_min": min(ranks) if ranks else None, "rank_max": max(ranks) if ranks else None,
+            "rank_min": min(ranks, default=None), "rank_max": max(ranks, default=None),
             "rank_rel_tol": done[0]["rank_rel_tol"] if done else None,
-            "rank_10_min": min(ranks10) if ranks10 else None, "rank_10_max": max(ranks10) if ranks10 else None,
-            "cpu_s": float(sum(r["cpu_s"] for r in mine)), "note": row.note,
-            "messages": sorted({r["message"] for r in mine if r["status"] != "completed"}),
-        })
+            "rank_10_min": min(ranks10, default=None), "rank_10_max": max(ranks10, default=None)}
+
+
+def _describe(row: Row) -> dict:
+    """What a row is, from its config and the method's declaration."""
+    cfg = validate(with_seed(row.data, 0))
+    t, p, method = cfg.train, cfg.problem, cfg.method_spec
+    return {"row": row.key, "label": row.label, "method": cfg.method.name,
+            "training": row.training or training_text(cfg), "tasks": t.tasks, "m_in": t.m_in, "m_out": t.m_out,
+            "steps": t.steps if method.iterative else 0, "width": method.width(p.d, p.k, cfg.model.width),
+            "test_adapt": adapt_description(cfg), "note": row.note, "paper": row.paper}
+
+
+def aggregate(rows: list[Row], results: list[dict]) -> list[dict]:
+    table = []
+    for row in rows:
+        mine = [r for r in results if r["row"] == row.key]
+        done = [r for r in mine if r["status"] == "completed"]
+        table.append({**_describe(row), "seeds": len(mine), "completed": len(done), **_stats(done),
+                      "cpu_s": float(sum(r["cpu_s"] for r in mine)),
+                      "messages": sorted({r["message"] for r in mine if r["status"] != "completed"})})
     return table
 
 
@@ -192,54 +198,64 @@ def paired(results: list[dict], a: str, b: str) -> tuple[float, float, int] | No
     return mean, std, len(common)
 
 
-def findings(table: list[dict], results: list[dict]) -> list[str]:
-    """Sentences computed from the numbers (nothing here is assumed)."""
+def _strength(mean: float, std: float, n: int) -> str:
+    if n > 1 and np.isfinite(std) and std > 0:
+        sig = abs(mean) / (std / np.sqrt(n))
+        return "consistently" if sig > 3 else "but not consistently across seeds" if sig < 2 else "mostly"
+    return "(one seed)"
+
+
+def _horizon(ra: dict, rb: dict) -> str:
+    sa, sb = ra["steps"], rb["steps"]
+    if not (sa and sb):
+        return ""
+    return f", both after {sa} training steps" if sa == sb else f", after {sa} vs {sb} training steps"
+
+
+def compare(by: dict, results: list[dict], a: str, b: str, what: str) -> str | None:
+    """The paired comparison of rows a and b, as a sentence (None if either is missing)."""
+    p = paired(results, a, b) if a in by and b in by else None
+    if p is None:
+        return None
+    mean, std, n = p
+    ra, rb = by[a], by[b]
+    verb = "lower" if mean < 0 else "higher"
+    return (f"{what}: {ra['label']} has {verb} test excess risk than {rb['label']} "
+            f"({fmt(ra['excess_risk_mean'])} vs {fmt(rb['excess_risk_mean'])}; paired difference {fmt(mean)} +- "
+            f"{fmt(std)} over {n} seeds, {_strength(mean, std, n)}{_horizon(ra, rb)}).")
+
+
+def _unlearning(a: dict, b: dict) -> str:
+    return (f"Unlearning: final perp_norm {fmt(a['perp_norm_mean'])} with m_in = {a['m_in']} against "
+            f"{fmt(b['perp_norm_mean'])} with m_in = {b['m_in']} (rank of B at tolerance {a['rank_rel_tol']}: "
+            f"{_span(a['rank_min'], a['rank_max'])} vs {_span(b['rank_min'], b['rank_max'])}; at "
+            f"{COARSE_TOL}: {_span(a['rank_10_min'], a['rank_10_max'])} vs "
+            f"{_span(b['rank_10_min'], b['rank_10_max'])}).")
+
+
+def _lowest(table: list[dict], key: str) -> str:
+    done = [r for r in table if r["completed"]]
+    best = min(done, key=lambda r: r["excess_risk_mean"])
+    ref = next(r for r in table if r["row"] == key)
+    if best["row"] == key:
+        return f"{ref['label']} has the lowest risk, {fmt(ref['excess_risk_mean'])}."
+    return (f"Lowest mean risk: {best['label']} ({fmt(best['excess_risk_mean'])}), below {ref['label']}'s "
+            f"{fmt(ref['excess_risk_mean'])}: check the settings.")
+
+
+def findings(table: list[dict], results: list[dict], spec: dict) -> list[str]:
+    """Sentences computed from the numbers; `spec` (base.toml's [table]) names the rows compared."""
     by = {r["row"]: r for r in table}
-    out = []
-
-    def cmp(a, b, what):
-        if a not in by or b not in by:
-            return
-        p = paired(results, a, b)
-        if p is None:
-            return
-        mean, std, n = p
-        ra, rb = by[a]["excess_risk_mean"], by[b]["excess_risk_mean"]
-        if n > 1 and np.isfinite(std) and std > 0:
-            sig = abs(mean) / (std / np.sqrt(n))
-            strength = "consistently" if sig > 3 else "but not consistently across seeds" if sig < 2 else "mostly"
-        else:
-            strength = "(one seed)"
-        verb = "lower" if mean < 0 else "higher"
-        sa, sb = by[a]["steps"], by[b]["steps"]
-        steps = f", after {sa} vs {sb} training steps" if sa and sb and sa != sb else ""
-        out.append(f"{what}: {by[a]['label']} has {verb} test excess risk than {by[b]['label']} "
-                   f"({fmt(ra)} vs {fmt(rb)}; paired difference {fmt(mean)} +- {fmt(std)} over {n} seeds, "
-                   f"{strength}{steps}).")
-
-    cmp("fo_anil_inf_tasks", "fo_anil_inf_samples", "Infinite tasks vs infinite samples (the paper: 0.77 vs 1.78)")
-    cmp("fo_anil", "burer_monteiro", "FO-ANIL vs Burer-Monteiro at k' = d (the paper: FO-ANIL lower)")
-    cmp("fo_anil", "fo_anil_inf_tasks", "Finite vs infinite tasks")
-    if "fo_anil_inf_tasks" in by and "fo_anil_inf_samples" in by:
-        a, b = by["fo_anil_inf_tasks"], by["fo_anil_inf_samples"]
-        out.append(f"Unlearning: final perp_norm {fmt(a['perp_norm_mean'])} with m_in = {a['m_in']} against "
-                   f"{fmt(b['perp_norm_mean'])} with m_in = inf (rank of B at tolerance {a['rank_rel_tol']}: "
-                   f"{_span(a['rank_min'], a['rank_max'])} vs {_span(b['rank_min'], b['rank_max'])}; at "
-                   f"{COARSE_TOL}: {_span(a['rank_10_min'], a['rank_10_max'])} vs "
-                   f"{_span(b['rank_10_min'], b['rank_10_max'])}).")
-    if "oracle" in by:
-        done = [r for r in table if r["completed"]]
-        best = min(done, key=lambda r: r["excess_risk_mean"])
-        o = by["oracle"]
-        if best["row"] == "oracle":
-            out.append(f"The oracle (known B*, Bayes head) has the lowest risk, {fmt(o['excess_risk_mean'])}.")
-        else:
-            out.append(f"Lowest mean risk: {best['label']} ({fmt(best['excess_risk_mean'])}), below the oracle's "
-                       f"{fmt(o['excess_risk_mean'])}: check the settings.")
-    bad = [r for r in table if r["completed"] < r["seeds"]]
-    for r in bad:
-        out.append(f"{r['label']}: {r['seeds'] - r['completed']} of {r['seeds']} seeds did not complete "
-                   f"({'; '.join(r['messages'])}).")
+    out = [s for c in spec.get("compare", []) if (s := compare(by, results, c["a"], c["b"], c["what"]))]
+    pair = spec.get("unlearning", [])
+    if len(pair) == 2 and all(k in by for k in pair):
+        out.append(_unlearning(by[pair[0]], by[pair[1]]))
+    if spec.get("lowest") in by and any(r["completed"] for r in table):
+        out.append(_lowest(table, spec["lowest"]))
+    for r in table:
+        if r["completed"] < r["seeds"]:
+            out.append(f"{r['label']}: {r['seeds'] - r['completed']} of {r['seeds']} seeds did not complete "
+                       f"({'; '.join(r['messages'])}).")
     return out
 
 
@@ -247,25 +263,20 @@ def _span(lo, hi) -> str:
     return "-" if lo is None else str(lo) if lo == hi else f"{lo}-{hi}"
 
 
-def render_markdown(table, results, *, base: dict, seeds, quick: bool, wall_s: float, machine: str,
-                    command: str) -> str:
+def _setting(base: dict, seeds: list[int], steps: int | None) -> str:
     p, m, t, te = base["problem"], base.get("model", {}), base["train"], base.get("test", {})
-    lines = [f"# Table 1: test excess risk after adaptation{' (quick run)' if quick else ''}", "",
-             f"`{command}`: wall time **{wall_s:.1f} s** ({machine}).", "",
-             f"Setting (MATH.md 7; base config `experiments/table1/base.toml`): d = {p['d']}, k = {p['k']}, "
-             f"sigma = {p['noise_std']}, Sigma* = diag({', '.join(fmt(x) for x in np.atleast_1d(p['task_cov']))}), "
-             f"k' = {m.get('width')}, N = {t['tasks']}, m_in = {t['m_in']}, m_out = {t['m_out']}, "
-             f"alpha = {t['alpha']}, beta = {t['beta']}, init_scale = {m.get('init_scale')}, "
-             f"m_test = {te.get('m_test')}, {te.get('tasks')} test tasks per seed; "
-             f"{len(seeds)} seeds ({seeds[0]}..{seeds[-1]}: problem.seed = train.seed = s, test.seed = 1000 + s).",
-             "",
-             "Excess risk: mean +- standard deviation over seeds of each seed's mean over its test tasks "
-             "(same B* and same test tasks for every row of a seed). perp_norm = ||P_perp B||_2 at the end "
-             "(mean over seeds).",
-             ""]
-    tol = next((r["rank_rel_tol"] for r in table if r["rank_rel_tol"] is not None), None)
-    header = ["row", "training", "steps", "test-time adaptation", "excess risk", "perp_norm",
-              f"rank (tol {tol:g})" if tol else "rank", f"rank (tol {COARSE_TOL:g})", "paper"]
+    equal = (f" Equal training: every iterative row trains {steps} outer steps (`--steps {steps}`)."
+             if steps is not None else "")
+    return (f"Setting (MATH.md 7; base config `experiments/table1/base.toml`): d = {p['d']}, k = {p['k']}, "
+            f"sigma = {p['noise_std']}, Sigma* = diag({', '.join(fmt(x) for x in np.atleast_1d(p['task_cov']))}), "
+            f"k' = {m.get('width')}, N = {t['tasks']}, m_in = {t['m_in']}, m_out = {t['m_out']}, "
+            f"alpha = {t['alpha']}, beta = {t['beta']}, init_scale = {m.get('init_scale')}, "
+            f"m_test = {te.get('m_test')}, {te.get('tasks')} test tasks per seed; "
+            f"{len(seeds)} seeds ({seeds[0]}..{seeds[-1]}: problem.seed = train.seed = s, test.seed = 1000 + s)."
+            + equal)
+
+
+def _table_body(table: list[dict]) -> list[list]:
     body = []
     for r in table:
         risk = f"{fmt(r['excess_risk_mean'])} +- {fmt(r['excess_risk_std'], 2)}" if r["completed"] else "diverged"
@@ -273,39 +284,65 @@ def render_markdown(table, results, *, base: dict, seeds, quick: bool, wall_s: f
             risk += f" ({r['completed']}/{r['seeds']} seeds)"
         body.append([r["label"], r["training"], r["steps"] or "-", r["test_adapt"], risk,
                      f"{fmt(r['perp_norm_mean'])}", _span(r["rank_min"], r["rank_max"]),
-                     _span(r["rank_10_min"], r["rank_10_max"]), PAPER.get(r["row"], "")])
-    lines.append(markdown_table(header, body))
+                     _span(r["rank_10_min"], r["rank_10_max"]), r["paper"]])
+    return body
+
+
+def render_markdown(table, notes: list[str], *, base: dict, seeds, quick: bool, wall_s: float, machine: str,
+                    command: str, steps: int | None = None) -> str:
+    lines = [f"# Table 1: test excess risk after adaptation{' (quick run)' if quick else ''}", "",
+             f"`{command}`: wall time **{wall_s:.1f} s** ({machine}).", "", _setting(base, seeds, steps), "",
+             "Excess risk: mean +- standard deviation over seeds of each seed's mean over its test tasks "
+             "(same B* and same test tasks for every row of a seed). perp_norm = ||P_perp B||_2 at the end "
+             "(mean over seeds).", "", "![table1](table1.png)", ""]
+    tol = next((r["rank_rel_tol"] for r in table if r["rank_rel_tol"] is not None), None)
+    header = ["row", "training", "steps", "test-time adaptation", "excess risk", "perp_norm",
+              f"rank (tol {tol:g})" if tol else "rank", f"rank (tol {COARSE_TOL:g})", "paper"]
+    lines.append(markdown_table(header, _table_body(table)))
     lines += ["The two rank columns count singular values of B above 1e-2 and 1e-1 of the largest (min-max over "
               "seeds). The `paper` column quotes the paper's values for its own (partly "
               "unstated) settings; nothing here was tuned toward them.", "", "## Findings (measured)", ""]
-    lines += [f"- {s}" for s in findings(table, results)]
-    notes = [f"- **{r['label']}**: {r['note']}" for r in table if r["note"]]
-    if notes:
-        lines += ["", "## Rows", ""] + notes
+    lines += [f"- {s}" for s in notes]
+    row_notes = [f"- **{r['label']}**: {r['note']}" for r in table if r["note"]]
+    if row_notes:
+        lines += ["", "## Rows", ""] + row_notes
     lines += ["", "The config of every (row, seed) is in `configs/`; `metarep run configs/<row>_seed<s>.toml` "
               "reruns that entry alone.", ""]
     return "\n".join(lines)
 
 
-def table1(out: Path, *, seeds: int = 5, quick: bool = False, workers: int = 2, experiments=None,
-           only: tuple[str, ...] = (), echo: Callable[[str], None] = print, command: str = "") -> dict:
-    """Run the table and write out/table1.md, table1.csv, table1_seeds.csv and configs/."""
-    start = time.perf_counter()
-    machine = machine_line(workers)
-    if seeds < 1:
-        raise ConfigError("--seeds must be at least 1")
-    rows = load_rows(quick=quick, experiments=experiments, only=only)
-    seed_list = list(range(seeds))
-    out = Path(out)
+def draw(table: list[dict], path: Path) -> None:
+    """Excess risk of every row (mean +- std over seeds), the paper's value where it gives one."""
+    from matplotlib.figure import Figure
+
+    from metarep.plots import save_figure
+
+    done = [r for r in table if r["completed"]]
+    fig = Figure(figsize=(9, 0.45 * len(done) + 1.2))
+    ax = fig.subplots()
+    y = np.arange(len(done))[::-1]
+    ax.barh(y, [r["excess_risk_mean"] for r in done], xerr=[r["excess_risk_std"] or 0.0 for r in done],
+            color="C0", capsize=3, label="measured (mean +- std over seeds)")
+    paper = [(yi, float(r["paper"].split()[0])) for yi, r in zip(y, done) if r["paper"]]
+    if paper:
+        ax.plot([v for _, v in paper], [yi for yi, _ in paper], "k^", label="the paper's value")
+    ax.set_yticks(y, [f"{r['label']} ({r['steps']} steps)" if r["steps"] else r["label"] for r in done], fontsize=8)
+    ax.set(xlabel="test excess risk", title="Table 1: test excess risk after adaptation")
+    ax.legend(fontsize=8)
+    save_figure(fig, path, formats=("png",))
+
+
+def _write_configs(out: Path, rows: list[Row], seeds: list[int], quick: bool) -> None:
     (out / "configs").mkdir(parents=True, exist_ok=True)
     for row in rows:
-        for s in seed_list:
+        for s in seeds:
             cfg = validate(with_seed(row.data, s))
             header = (f"# table1 row {row.key!r} ({row.label}), seed {s}"
                       f"{', quick mode' if quick else ''}.\n# `metarep run` on this file reruns this entry.\n")
             atomic_write(out / "configs" / f"{row.key}_seed{s}.toml", (header + tomli_w.dumps(cfg.to_dict())).encode())
-    jobs, costs = plan(rows, seed_list)
-    echo(f"table1: {len(rows)} rows x {seeds} seeds as {len(jobs)} jobs on {workers} worker(s)")
+
+
+def _progress(jobs: list[dict], echo: Callable[[str], None]):
     done = [0]
 
     def progress(i, result, seconds):
@@ -315,18 +352,39 @@ def table1(out: Path, *, seeds: int = 5, quick: bool = False, workers: int = 2, 
         echo(f"  [{done[0]}/{len(jobs)}] {job['row']} seed{'s' if len(job['seeds']) > 1 else ''} "
              f"{','.join(map(str, job['seeds']))}: {status} in {seconds:.1f} s")
 
-    results = [r for batch in parallel_map(run_job, jobs, workers=workers, costs=costs, on_done=progress)
+    return progress
+
+
+def table1(out: Path, *, seeds: int = 5, quick: bool = False, workers: int = 2, experiments=None,
+           only: tuple[str, ...] = (), echo: Callable[[str], None] = print, command: str = "",
+           steps: int | None = None) -> dict:
+    """Run the table and write out/table1.md, table1.csv, table1_seeds.csv, table1.png and configs/.
+    With `steps`, every iterative row trains that many outer steps."""
+    start = time.perf_counter()
+    machine = machine_line(workers)
+    if seeds < 1:
+        raise ConfigError("--seeds must be at least 1")
+    rows = load_rows(quick=quick, experiments=experiments, only=only, steps=steps)
+    seed_list = list(range(seeds))
+    out = Path(out)
+    _write_configs(out, rows, seed_list, quick)
+    jobs, costs = plan(rows, seed_list)
+    echo(f"table1: {len(rows)} rows x {seeds} seeds as {len(jobs)} jobs on {workers} worker(s)")
+    results = [r for batch in parallel_map(run_job, jobs, workers=workers, costs=costs, on_done=_progress(jobs, echo))
                for r in batch]
     results.sort(key=lambda r: ([row.key for row in rows].index(r["row"]), r["seed"]))
     table = aggregate(rows, results)
     wall = time.perf_counter() - start
-    base, _ = compose([experiments_dir(experiments) / "table1" / "base.toml"], quick=quick)
-    command = command or f"metarep reproduce table1 --seeds {seeds}{' --quick' if quick else ''} --workers {workers}"
-    text = render_markdown(table, results, base=base, seeds=seed_list, quick=quick, wall_s=wall, machine=machine,
-                           command=command)
+    base, meta = compose([experiments_dir(experiments) / "table1" / "base.toml"], quick=quick)
+    command = command or (f"metarep reproduce table1 --seeds {seeds}{' --quick' if quick else ''}"
+                          f"{f' --steps {steps}' if steps is not None else ''} --workers {workers}")
+    text = render_markdown(table, findings(table, results, meta.get("table", {})), base=base, seeds=seed_list,
+                           quick=quick, wall_s=wall, machine=machine, command=command, steps=steps)
     write_text(out / "table1.md", text)
     write_csv(out / "table1.csv", table, CSV_COLUMNS)
     write_csv(out / "table1_seeds.csv", results, SEED_COLUMNS)
+    draw(table, out / "table1.png")
     echo(text)
-    echo(f"table1: wall time {wall:.1f} s; wrote {out / 'table1.md'}, table1.csv, table1_seeds.csv, configs/")
+    echo(f"table1: wall time {wall:.1f} s; wrote {out / 'table1.md'}, table1.csv, table1_seeds.csv, table1.png, "
+         "configs/")
     return {"table": table, "results": results, "wall_s": wall}

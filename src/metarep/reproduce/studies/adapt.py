@@ -35,7 +35,6 @@ from metarep.reproduce.jobs import run_config_job
 from metarep.reproduce.studies import page
 
 NAME = "adapt"
-HELP = "Excess risk against test-time gradient steps, and ridge / least squares on the learned features."
 COLUMNS = ("model", "label", "rule", "param", "seeds", "excess_risk_mean", "excess_risk_std", "excess_risk_se_mean",
            "perp_norm_mean")
 SECTIONS = ("problem", "model", "method", "train", "test")

@@ -36,7 +36,6 @@ from metarep.reproduce.jobs import curve, final_numbers
 from metarep.reproduce.studies import page
 
 NAME = "moments"
-HELP = "Non-zero head mean and non-diagonal Sigma*: do the tracked limits still hold?"
 LAMBDA_TOL = 0.05          # "Lambda_t -> Lambda*" holds when the final relative error is below this
 MONOTONE_FROM = 100        # perp_norm is checked to be non-increasing from this step on
 

@@ -34,7 +34,6 @@ from metarep.reproduce.studies import page
 from metarep.theory import lemma2_asymptote, lemma2_rate
 
 NAME = "rates"
-HELP = "Unlearning rate of perp_norm^2 against alpha, beta, m_in, next to Lemma 2."
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ from metarep.reproduce.jobs import METRICS, population_job, run_config_job, trac
 from metarep.reproduce.studies import page
 
 NAME = "tasks"
-HELP = "FO-ANIL with N training tasks against infinite tasks, trained until perp_norm settles."
 COLUMNS = ("N", "steps", "seeds", "completed", "perp_final_mean", "perp_final_std", "settle_change_max", "settled",
            "trend", "perp_min_mean", "t_min_median", "t_depart_median", "inf_perp_at_T", "perp_over_inf",
            "excess_risk_mean", "excess_risk_std", "inf_excess_risk_at_T", "align_final_mean", "lambda_rel_err_mean")
@@ -101,7 +100,7 @@ def plan(d: Design) -> tuple[list[dict], list[float]]:
                          "tag": f"N={n} seed {s}"})
             costs.append(4e-7 * n * T + 2e-5 * T)
     for T in sorted(set(d.steps.values())):
-        points = d.all_points() if T == d.horizon else d.grid(T)
+        points = d.all_points() if d.horizon == T else d.grid(T)
         jobs.append({"kind": "population", "N": "inf", "steps": T, "configs": [d.config("inf", T, s) for s in d.seeds],
                      "points": points, "tag": f"infinite tasks, {T} steps"})
         costs.append(1e-4 * T)
@@ -277,9 +276,9 @@ def findings(d: Design, rows: list[dict], summary: dict) -> list[str]:
     if departed:
         notes.append("Each finite-N curve follows the infinite-task curve of its seed, then leaves it (first step "
                      f"more than {fmt(100 * d.depart_tol, 2)}% above it, median over seeds): "
-                     + ", ".join(f"step {int(r['t_depart_median'])} (N = {r['N']})" for r in departed)
-                     + f"; it reaches its minimum ({', '.join(fmt(r['perp_min_mean']) for r in departed)}) "
-                       f"and rises back to its plateau.")
+                     + ", ".join(f"step {int(r['t_depart_median'])} (N = {r['N']})" for r in departed) + "; its "
+                     "minimum (mean over seeds, median step): "
+                     + ", ".join(f"{fmt(r['perp_min_mean'])} at {int(r['t_min_median'])}" for r in departed) + ".")
     risky = [r for r in fin if r["excess_risk_mean"] is not None]
     if risky:
         refs = "; ".join(f"{k} {fmt(v)}" for k, v in summary["references"].items())
@@ -298,7 +297,7 @@ def render(d: Design, rows: list[dict], notes: list[str], *, quick: bool, wall: 
     p, t = cfg.problem, cfg.train
     body = [[r["N"], r.get("steps") or "-", f"{r['completed']}/{r['seeds']}",
              f"{fmt(r.get('perp_final_mean'))} +- {fmt(r.get('perp_final_std'), 2)}" if r.get("perp_final_mean")
-             is not None else "-", fmt(r.get("settle_change_max")), "yes" if r.get("settled") else "no",
+             is not None else "-", fmt(r.get("settle_change_max")), _yes_no(r),
              fmt(r.get("inf_perp_at_T")), fmt(r.get("t_depart_median")),
              f"{fmt(r['excess_risk_mean'])} +- {fmt(r['excess_risk_std'], 2)}", fmt(r.get("inf_excess_risk_at_T"))]
             for r in rows]
@@ -315,6 +314,10 @@ def render(d: Design, rows: list[dict], notes: list[str], *, quick: bool, wall: 
                         "departs", "excess risk", "inf tasks risk at T"], body),
         "Curves: `tasks_curves.csv`; fit and headline numbers: `tasks_summary.json`.", ""]
     return "\n".join(lines + page.findings_block(notes))
+
+
+def _yes_no(row: dict) -> str:
+    return "-" if not isinstance(row["N"], int) else "yes" if row["settled"] else "no"
 
 
 def draw(d: Design, rows: list[dict], curves: list[dict], fit: dict, out: Path) -> None:

@@ -4,6 +4,7 @@
     python benchmarks/kernel_timing.py --backend numpy --backend numba
     python benchmarks/kernel_timing.py --skip-population --repeats 5
     python benchmarks/kernel_timing.py --retain-memory      # with the glibc allocator setting
+    python benchmarks/kernel_timing.py --threshold          # one thread against all, by size
 
 Paper setting: N = 5000 tasks, m_in = 20, m_out = 10, d = k' = 50, float64 (61.2 MB of task
 data). For each backend it reports the kernel alone on X_in and X_out, the task sums of the
@@ -11,7 +12,12 @@ one-inner-step pass (`metarep.one_step`: the NumPy composition, and with numba t
 for FO-ANIL and exact ANIL, and the FO-ANIL, exact ANIL and FO-MAML gradients per step (FO-MAML
 also through the general inner loop that the one-step pass replaces), as the minimum and the
 median over blocks of steps, with the effective bandwidth (task bytes / time). The population part times
-`population_step` for one run (d = k' = 50) and for a batch of runs along a leading axis.
+`population_step` for one run (d = k' = 50) and for a batch of runs along a leading axis (it does
+not use the kernel backend: timed once).
+
+`--threshold` times the kernels and the population step on one thread and on all threads,
+interleaved, over a range of sizes: where threads start to pay is what sets
+`kernels.PARALLEL_MIN_BYTES` and `population.PARALLEL_MIN_RUNS`.
 
 Timing on a shared machine is noisy: before each block the script waits (up to --max-wait
 seconds) until the cores have been nearly idle for half a second, and it prints the idle
@@ -77,7 +83,12 @@ def time_backend(name: str, tasks, params, args) -> None:
     from metarep.methods.fo_anil import fo_anil_gradient
     from metarep.methods.fo_maml import fo_maml_gradient
     from metarep.methods.inner import meta_gradient
-    kernels.set_backend(name)
+    with kernels.use(name):
+        _time_backend(name, tasks, params, args, anil_gradient, fo_anil_gradient, fo_maml_gradient, meta_gradient)
+
+
+def _time_backend(name, tasks, params, args, anil_gradient, fo_anil_gradient, fo_maml_gradient, meta_gradient):
+    from metarep import kernels
     rng = np.random.default_rng(1)
     N, d = tasks.n_tasks, tasks.d
     theta = rng.standard_normal((N, d))
@@ -125,12 +136,10 @@ def time_one_step_sums(name: str, tasks, params, args) -> None:
                       f"median {med * 1e3:6.2f} ms (busy <= {busy:.2f})")
 
 
-def time_population(name: str, args) -> None:
-    from metarep import kernels
+def time_population(args) -> None:
     from metarep.params import Params
     from metarep.population import population_step
     from metarep.problem import make_problem
-    kernels.set_backend(name)
     rng = np.random.default_rng(2)
     problem = make_problem(50, 5, task_cov=np.arange(1.0, 6.0), noise_std=2.0, rng=rng)
     S = args.batch
@@ -148,11 +157,71 @@ def time_population(name: str, args) -> None:
     first = time.perf_counter() - t0
     loS, medS, busyS = blocks(one, repeats=args.repeats, per_block=max(5, 2000 // S),
                               max_wait=args.max_wait)
-    print(f"  {name:5s} population, one run: min {lo1 * 1e6:6.1f} us/step (median {med1 * 1e6:6.1f}); "
+    print(f"  population, one run: min {lo1 * 1e6:6.1f} us/step (median {med1 * 1e6:6.1f}); "
           f"1e5 steps in {lo1 * 1e5:5.2f} s (busy <= {busy1:.2f})")
-    print(f"  {name:5s} population, {S} runs batched: min {loS * 1e6:7.1f} us/step = {loS / S * 1e6:5.2f} us per run-step "
+    print(f"  population, {S} runs batched: min {loS * 1e6:7.1f} us/step = {loS / S * 1e6:5.2f} us per run-step "
           f"(median {medS / S * 1e6:5.2f}); throughput {lo1 * S / loS:4.1f}x one run at a time "
           f"(first batched call {first:.2f} s; busy <= {busyS:.2f})")
+
+
+def interleaved(fns: dict, *, repeats: int, min_block: float = 0.05) -> dict:
+    """Median seconds per call of each function, timed in interleaved blocks."""
+    per = {}
+    for key, fn in fns.items():
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        per[key] = max(1, int(min_block / max(time.perf_counter() - t0, 1e-7)))
+    times: dict = {key: [] for key in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(per[key]):
+                fn()
+            times[key].append((time.perf_counter() - t0) / per[key])
+    return {key: float(np.median(v)) for key, v in times.items()}
+
+
+def time_thresholds(args) -> None:
+    """One thread against `threads.count()` threads (the size thresholds switched off), by size."""
+    from metarep import kernels, one_step, population, threads
+    from metarep.params import Params
+    from metarep.population import population_step
+    from metarep.problem import make_problem, sample_tasks
+    kernels.PARALLEL_MIN_BYTES, population.PARALLEL_MIN_RUNS = 0, 1
+    rng = np.random.default_rng(3)
+    print(f"  one thread vs {threads.count()} threads (median of {args.repeats} interleaved blocks; "
+          f"load average {os.getloadavg()[0]:.2f})")
+    for d, m in ((20, 10), (50, 20)):
+        problem = make_problem(d, 3, rng=rng)
+        for N in (16, 64, 256, 1024, 4096):
+            t = sample_tasks(problem, N, m, m, rng)
+            theta, M = rng.standard_normal(d) / d, -0.1 * np.eye(d)
+
+            def sums(t=t, theta=theta, M=M):
+                with kernels.use("numba"):
+                    one_step.one_step_sums(t.X_in, t.y_in, t.X_out, t.y_out, theta, M)
+
+            def one(fn=sums):
+                with threads.limited(1):
+                    fn()
+            r = interleaved({"1": one, "all": sums}, repeats=args.repeats)
+            nbytes = t.X_in.nbytes + t.X_out.nbytes
+            print(f"  one-step sums d={d} m={m} N={N:5d} ({nbytes / 1e6:6.2f} MB): 1 thread {r['1'] * 1e6:8.1f} us, "
+                  f"all {r['all'] * 1e6:8.1f} us, ratio {r['all'] / r['1']:.2f}")
+    problem = make_problem(50, 5, rng=rng)
+    for S in (2, 4, 8, 16, 32, 64):
+        p = Params(rng.standard_normal((S, 50, 50)) / 7, np.zeros((S, 50)))
+
+        def step(p=p):
+            population_step(p, problem, alpha=0.1, beta=0.05, m_in=20)
+
+        def step1(fn=step):
+            with threads.limited(1):
+                fn()
+        r = interleaved({"1": step1, "all": step}, repeats=args.repeats)
+        print(f"  population d=k'=50 S={S:3d}: 1 thread {r['1'] * 1e6:8.1f} us, all {r['all'] * 1e6:8.1f} us, "
+              f"ratio {r['all'] / r['1']:.2f}")
 
 
 def main() -> None:
@@ -164,6 +233,8 @@ def main() -> None:
     parser.add_argument("--max-wait", type=float, default=60.0, help="seconds to wait for idle cores per block")
     parser.add_argument("--skip-population", action="store_true")
     parser.add_argument("--skip-step", action="store_true")
+    parser.add_argument("--threshold", action="store_true",
+                        help="time one thread against all threads by problem size (sets the parallel thresholds)")
     parser.add_argument("--retain-memory", action="store_true",
                         help="call metarep.kernels.retain_freed_memory() first (glibc allocator setting)")
     args = parser.parse_args()
@@ -182,8 +253,9 @@ def main() -> None:
             time_backend(name, tasks, params, args)
         del tasks
     if not args.skip_population:
-        for name in args.backend or [kernels.backend()]:
-            time_population(name, args)
+        time_population(args)
+    if args.threshold:
+        time_thresholds(args)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,12 @@ import pytest
 
 from metarep.bench import contenders as contenders_mod
 from metarep.bench.bandwidth import measure_read_bandwidth
-from metarep.bench.harness import TABLE_COLUMNS, TOLERANCE, BenchConfig, agreement, format_report, run_benchmark
+from metarep.bench.harness import TOLERANCE, BenchConfig, Row, agreement, run_benchmark
+from metarep.bench.load import cpu_load
 from metarep.bench.machine import machine_info
+from metarep.bench.report import TABLE_COLUMNS, format_report
 from metarep.bench.scale import measure_step_memory, task_data_bytes, tasks_per_gb
+from metarep.bench.targets import TARGET_THREADS_RATIO, evaluate_targets
 from metarep.methods.anil import anil_gradient
 from metarep.methods.fo_anil import fo_anil_gradient
 from metarep.params import Params
@@ -55,11 +58,12 @@ def test_quick_report_has_every_column_and_the_targets(quick_result):
     header = next(line for line in text.splitlines() if line.startswith("| method"))
     for col in TABLE_COLUMNS:
         assert col in header
-    for word in ("## Machine", "cores", "read bandwidth", "## Population", "## Targets", "PASS" if "PASS" in text
-                 else "FAIL"):
+    for word in ("## Machine", "cores", "read bandwidth", "## Population", "## Targets"):
         assert word in text
-    assert len(quick_result.targets) == 7
-    assert all(t.status in ("PASS", "FAIL", "n/a") for t in quick_result.targets)
+    assert len(quick_result.targets) == 8
+    for t in quick_result.targets:
+        assert t.status in ("PASS", "FAIL", "n/a")
+        assert f"| {t.name} " in text and f"| {t.status} " in text
     pop = quick_result.population
     assert pop["finite"] and pop["batch_error"] < 1e-10 and pop["extrapolated"]
     assert pop["gemm_gflops"] > 0 and pop["batch_speedup_ceiling"] > 0 and "ceiling" in text
@@ -206,12 +210,59 @@ def test_step_working_memory_is_a_few_N_d_plus_k_floats(method, bound):
 def test_reference_follows_the_active_kernel_backend():
     from metarep import kernels
 
-    previous = kernels.set_backend("numpy")
-    try:
+    with kernels.use("numpy"):
         res = run_benchmark(_tiny(methods=("anil",), dtypes=("float64",), contenders=("numpy_loop",),
                                   population=False, bandwidth=False))
-    finally:
-        kernels.set_backend(previous)
     assert res.reference == "metarep[numpy]"
-    assert [r.contender for r in res.rows] == ["metarep[numpy]", "numpy_loop"]
+    assert [r.contender for r in res.rows] == ["metarep[numpy]", "metarep[numpy]/1thread", "numpy_loop"]
     assert all(r.status == "ok" and r.error <= TOLERANCE["float64"] for r in res.rows)
+
+
+def _timed_row(contender: str, ms: float, method: str = "fo-anil") -> Row:
+    return Row(method, "float64", contender, "ok", times=[ms / 1e3], task_bytes=10**8, n_tasks=1000)
+
+
+def _target(targets, start: str):
+    return next(t for t in targets if t.name.startswith(start))
+
+
+@pytest.mark.parametrize("ms,status", [(10.0, "PASS"), (10.0 * TARGET_THREADS_RATIO - 0.01, "PASS"),
+                                       (10.0 * TARGET_THREADS_RATIO + 0.01, "FAIL")])
+def test_threads_target_compares_the_default_with_the_best_alternative(ms, status):
+    """metarep's default must be within TARGET_THREADS_RATIO of the faster of its one-thread
+    path (10 ms here) and the NumPy backend (12 ms)."""
+    rows = [_timed_row("metarep[numba]", ms), _timed_row("metarep[numba]/1thread", 10.0),
+            _timed_row("metarep[numpy]", 12.0)]
+    target = _target(evaluate_targets(rows, "metarep[numba]", None, None, load=2), "FO-ANIL float64, 2 CPU-bound")
+    assert target.status == status and target.measured == f"{ms / 10.0:.2f}x metarep[numba]/1thread"
+    rows[1].times = []                                             # the one-thread path not timed
+    target = _target(evaluate_targets(rows, "metarep[numba]", None, None), "FO-ANIL float64, 0 CPU-bound")
+    assert target.measured == f"{ms / 12.0:.2f}x metarep[numpy]"
+    assert _target(evaluate_targets(rows[:1], "metarep[numba]", None, None), "FO-ANIL float64, 0").status == "n/a"
+
+
+def test_speed_bandwidth_and_population_targets_pass_and_fail_where_they_should():
+    rows = [_timed_row("metarep[numba]", 10.0), _timed_row("numpy_batched", 29.0), _timed_row("torch_func", 10.5)]
+    targets = evaluate_targets(rows, "metarep[numba]", 2e10, None, busy_threshold=0.2)
+    assert _target(targets, "FO-ANIL float64: metarep[numba] vs plain vectorised NumPy").status == "FAIL"  # 2.9x < 3x
+    assert _target(targets, "FO-ANIL float64: metarep[numba] vs torch.func").status == "PASS"           # 1.05x > 1x
+    assert _target(targets, "FO-ANIL float64: metarep[numba] vs jax").status == "n/a"                   # not run
+    assert _target(targets, "FO-ANIL float64: metarep[numba] effective").status == "PASS"   # 10 GB/s of 20
+    assert _target(evaluate_targets(rows, "metarep[numba]", 2.1e10, None), "FO-ANIL float64: metarep[numba] effective"
+                   ).status == "FAIL"                                                      # 10 GB/s of 21
+    pop = {"d": 50, "width": 50, "seconds_for_target": 9.9, "extrapolated": False, "steps": 10**5, "batch": 256,
+           "batch_speedup": 19.9, "batch_speedup_ceiling": 30.0}
+    targets = evaluate_targets(rows, "metarep[numba]", None, pop)
+    assert _target(targets, "population: 100,000 steps").status == "PASS"
+    assert _target(targets, "population: 256 runs").status == "FAIL"
+    rows[0].other_cores = 0.5
+    assert "(busy)" in _target(evaluate_targets(rows, "metarep[numba]", None, None, busy_threshold=0.2),
+                               "FO-ANIL float64: metarep[numba] vs torch.func").measured
+
+
+def test_cpu_load_runs_and_ends_its_processes():
+    with cpu_load(2) as procs:
+        assert len(procs) == 2 and all(p.poll() is None for p in procs)
+    assert all(p.poll() is not None for p in procs)
+    with pytest.raises(ValueError, match="load"):
+        BenchConfig(load=-1).validate()

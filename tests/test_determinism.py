@@ -1,5 +1,5 @@
 """Determinism: the same config and seeds give bit-identical results, across processes and
-across thread counts (BLAS, OpenMP, numba); the numpy and numba kernels agree to ~1e-12."""
+across thread counts (BLAS, OpenMP, metarep's kernels); the numpy and numba kernels agree to ~1e-12."""
 
 from __future__ import annotations
 
@@ -15,16 +15,19 @@ from metarep import kernels
 from metarep.config import validate
 from metarep.runner import run
 
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "METAREP_THREADS")
 
 # Runs every regime with every available kernel in one process and prints a digest of each
-# result: the parameters' bytes, the metric rows and the summary.
+# result: the parameters' bytes, the metric rows and the summary. Every kernel call is spread
+# over the threads, however small.
 SCRIPT = """
 import hashlib, json, sys
 import numpy as np
-from metarep import kernels
+from metarep import kernels, threads
 from metarep.config import validate
 from metarep.runner import run
+
+kernels.PARALLEL_MIN_BYTES = 0
 
 out = {}
 for tasks in (200, "online", "inf"):
@@ -34,24 +37,22 @@ for tasks in (200, "online", "inf"):
                       "log_every": 4, "seed": 5},
             "test": {"m_test": 8, "tasks": 300}}
     for backend in kernels.available_backends():
-        kernels.set_backend(backend)
-        _, state, summary = run(validate(data))
+        with kernels.use(backend):
+            _, state, summary = run(validate(data))
         h = hashlib.sha256()
         for a in state.params:
             h.update(np.ascontiguousarray(a).tobytes())
         h.update(repr(state.history).encode())
         h.update(json.dumps(summary, sort_keys=True).encode())
         out[f"{tasks}-{backend}"] = h.hexdigest()
-if "numba" in kernels.available_backends():
-    import numba
-    out["numba threads"] = numba.get_num_threads()
+out["threads"] = threads.count()
 json.dump(out, sys.stdout)
 """
 
 
 def test_bit_identical_across_thread_counts_and_processes():
-    """1 vs 2 threads for BLAS/OpenMP/numba, in separate processes: every regime, every kernel
-    (the numba kernel splits the 200 tasks over its threads; the numpy one calls BLAS)."""
+    """1 vs 2 threads for BLAS/OpenMP and metarep's kernels, in separate processes: every regime,
+    every kernel (the numba kernels split the 200 tasks over their threads; the numpy one calls BLAS)."""
     procs = {threads: subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        env=dict(os.environ, **{var: str(threads) for var in THREAD_VARS}))
              for threads in (1, 2)}
@@ -60,7 +61,7 @@ def test_bit_identical_across_thread_counts_and_processes():
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()
         digests[threads] = json.loads(out)
-    threads = {n: d.pop("numba threads", n) for n, d in digests.items()}
+    threads = {n: d.pop("threads") for n, d in digests.items()}
     assert threads == {1: 1, 2: 2}
     assert len(digests[1]) >= 3 and digests[1] == digests[2]
 
@@ -71,14 +72,10 @@ def test_numpy_and_numba_kernels_agree_to_rounding():
     config = validate({"problem": {"d": 24, "k": 3, "task_cov": [1.0, 2.0, 0.5]}, "model": {"width": 16},
                        "train": {"tasks": 200, "m_in": 8, "m_out": 6, "steps": 25, "beta": 0.1},
                        "test": {"tasks": 100}})
-    previous = kernels.backend()
-    try:
-        results = {}
-        for name in ("numpy", "numba"):
-            kernels.set_backend(name)
+    results = {}
+    for name in ("numpy", "numba"):
+        with kernels.use(name):
             results[name] = run(config)[1].params
-    finally:
-        kernels.set_backend(previous)
     for a, b in zip(results["numpy"], results["numba"]):
         assert np.abs(a - b).max() <= 1e-11 * np.abs(a).max()
 
@@ -95,6 +92,7 @@ def test_same_seeds_same_results_in_process_every_regime():
 
 
 def test_different_seeds_give_different_results():
-    base = {"problem": {"d": 6, "k": 2}, "train": {"tasks": "online", "batch_tasks": 10, "steps": 5}, "test": {"tasks": 20}}
+    base = {"problem": {"d": 6, "k": 2}, "train": {"tasks": "online", "batch_tasks": 10, "steps": 5},
+            "test": {"tasks": 20}}
     other = {**base, "train": {**base["train"], "seed": 1}}
     assert not np.array_equal(run(validate(base))[1].params.B, run(validate(other))[1].params.B)

@@ -1,11 +1,13 @@
 """The prediction-gradient kernel backends against the plain NumPy reference."""
 
 import importlib.util
+import threading
+import time
 
 import numpy as np
 import pytest
 
-from metarep import kernels
+from metarep import kernels, threads
 from metarep.linear import prediction_gradient_reference
 
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
@@ -30,13 +32,6 @@ def random_inputs(rng, N, m, d, theta_2d, with_y, dtype=np.float64):
     return X, theta, y
 
 
-@pytest.fixture
-def restore_backend():
-    previous = kernels.backend()
-    yield
-    kernels.set_backend(previous)
-
-
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("theta_2d", [False, True])
@@ -52,13 +47,20 @@ def test_backend_equals_reference(name, shape, theta_2d, with_y, rng):
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-def test_dispatch_uses_the_selected_backend(name, rng, restore_backend):
-    kernels.set_backend(name)
-    assert kernels.backend() == name
+def test_dispatch_uses_the_selected_backend(name, rng, monkeypatch):
+    seen = []
+    for backend in ("numba", "numpy"):
+        monkeypatch.setattr(kernels, f"{backend}_prediction_gradient",
+                            lambda *a, backend=backend: seen.append(backend))
     X, theta, y = random_inputs(rng, 12, 6, 4, True, True)
-    G, loss = kernels.prediction_gradient(X, theta, y)
-    G_ref, loss_ref = prediction_gradient_reference(X, theta, y)
-    assert rel_err(G, G_ref) < 1e-12 and rel_err(loss, loss_ref) < 1e-12
+    with kernels.use(name) as active:
+        assert active == name and kernels.backend() == name
+        kernels.prediction_gradient(X, theta, y)
+    other = "numpy" if name == "numba" else "numba"
+    with kernels.use(other):
+        kernels.prediction_gradient(X, theta, y, backend=name)      # the call's choice wins
+    assert seen == [name, name]
+    assert kernels.backend() == kernels.default_backend()           # the block ended with it
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -148,27 +150,68 @@ def test_numpy_chunks_and_threads_do_not_change_results(theta_2d, with_y, rng):
     G_ref, loss_ref = prediction_gradient_reference(X, theta, y)
     assert rel_err(G0, G_ref) < 1e-12 and rel_err(loss0, loss_ref) < 1e-12
     for chunk in (1, 7, 64):
-        for threads in (False, True):
-            G, loss = kernels.numpy_prediction_gradient(X, theta, y, chunk=chunk, threads=threads)
+        for spread in (False, True):
+            G, loss = kernels.numpy_prediction_gradient(X, theta, y, chunk=chunk, threads=spread)
             assert rel_err(G, G0) < 1e-12 and rel_err(loss, loss0) < 1e-12
 
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
 @pytest.mark.parametrize("theta_2d", [False, True])
-def test_numba_results_do_not_depend_on_the_thread_count(theta_2d, rng):
-    import numba
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("numba runs a single thread here")
+def test_numba_results_do_not_depend_on_the_thread_count(theta_2d, rng, monkeypatch):
     X, theta, y = random_inputs(rng, 517, 20, 50, theta_2d, True)
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        G1, loss1 = (a.copy() for a in kernels.numba_prediction_gradient(X, theta, y))
-        numba.set_num_threads(2)
-        G2, loss2 = kernels.numba_prediction_gradient(X, theta, y)
-    finally:
-        numba.set_num_threads(before)
-    assert np.array_equal(G1, G2) and np.array_equal(loss1, loss2)
+    assert X.nbytes >= kernels.PARALLEL_MIN_BYTES                   # large enough for threads
+    monkeypatch.setattr(threads, "available", lambda: 3)           # even where fewer cores are free
+    out = []
+    for n in (1, 2, 3):
+        with threads.limited(n):
+            out.append(tuple(a.copy() for a in kernels.numba_prediction_gradient(X, theta, y)))
+    for G, loss in out[1:]:
+        assert np.array_equal(G, out[0][0]) and np.array_equal(loss, out[0][1])
+
+
+def fake_unit_kernel(units, seconds, fail_on=None):
+    """A stand-in for a compiled unit kernel: takes units from the counter (under a lock, where the
+    compiled ones use an atomic add), records which thread did each, sleeps on the first."""
+    lock, done_by = threading.Lock(), {}
+
+    def kernel(counter):
+        last = False
+        while True:
+            with lock:
+                u = int(counter[0])
+                counter[0] += 1
+            if u >= units:
+                return last
+            if u == fail_on:
+                raise RuntimeError("unit failed")
+            time.sleep(seconds if u == 0 else 0.0)
+            with lock:
+                done_by[u] = threading.get_ident()
+                counter[1] += 1
+                last = counter[1] == units
+    return kernel, done_by
+
+
+def test_run_units_shares_units_between_the_caller_and_helpers(monkeypatch):
+    monkeypatch.setattr(threads, "available", lambda: 2)
+    kernel, done_by = fake_unit_kernel(40, 0.2)
+    kernels.run_units(kernel, 40, True)
+    assert sorted(done_by) == list(range(40))                      # every unit once, all finished
+    assert len(set(done_by.values())) == 2                         # the second thread took some
+    kernel, done_by = fake_unit_kernel(40, 0.0)
+    kernels.run_units(kernel, 40, False)                           # below the threshold: the caller alone
+    assert set(done_by.values()) == {threading.get_ident()}
+    with threads.limited(1):
+        kernel, done_by = fake_unit_kernel(40, 0.0)
+        kernels.run_units(kernel, 40, True)
+    assert set(done_by.values()) == {threading.get_ident()}
+
+
+def test_run_units_raises_what_a_helper_raised(monkeypatch):
+    monkeypatch.setattr(threads, "available", lambda: 2)
+    kernel, _ = fake_unit_kernel(4, 0.2, fail_on=1)               # the caller sleeps on unit 0
+    with pytest.raises(RuntimeError, match="unit failed"):
+        kernels.run_units(kernel, 4, True)
 
 
 def test_edge_cases_match_the_reference(rng):
@@ -187,32 +230,49 @@ def test_edge_cases_match_the_reference(rng):
             fn(np.zeros((2, 3, 4)), np.zeros(4), np.zeros((2, 4)))
 
 
-def test_backend_selection(restore_backend, monkeypatch):
-    monkeypatch.setenv(kernels.ENV_VAR, "numpy")
-    monkeypatch.setattr(kernels, "_active", None)
-    assert kernels.backend() == "numpy"
-    monkeypatch.setenv(kernels.ENV_VAR, "NumPy ")
-    monkeypatch.setattr(kernels, "_active", None)
-    assert kernels.backend() == "numpy"
+@pytest.fixture
+def fresh_default():
+    """The default backend read again from the environment, and forgotten afterwards."""
+    kernels.default_backend.cache_clear()
+    yield
+    kernels.default_backend.cache_clear()
+
+
+def test_backend_selection(fresh_default, monkeypatch):
+    for value, want in (("numpy", "numpy"), ("NumPy ", "numpy")):
+        monkeypatch.setenv(kernels.ENV_VAR, value)
+        kernels.default_backend.cache_clear()
+        assert kernels.backend() == want
     monkeypatch.setenv(kernels.ENV_VAR, "fortran")
-    monkeypatch.setattr(kernels, "_active", None)
+    kernels.default_backend.cache_clear()
     with pytest.raises(ValueError, match=kernels.ENV_VAR):
         kernels.backend()
     monkeypatch.delenv(kernels.ENV_VAR)
-    monkeypatch.setattr(kernels, "_active", None)
+    kernels.default_backend.cache_clear()
     assert kernels.backend() == ("numba" if HAVE_NUMBA else "numpy")
     assert kernels.backend() in kernels.available_backends()
-    with pytest.raises(ValueError):
-        kernels.set_backend("cuda")
-    previous = kernels.set_backend("numpy")
-    assert previous in kernels.available_backends()
-    assert kernels.backend() == "numpy"
+    monkeypatch.setenv(kernels.ENV_VAR, "numpy")                   # read once: a later change is not seen
+    assert kernels.backend() == ("numba" if HAVE_NUMBA else "numpy")
+    with pytest.raises(ValueError), kernels.use("cuda"):
+        pass
+    with kernels.use("numpy"):
+        with kernels.use(None):                                    # None: the default, inside any block
+            assert kernels.backend() == kernels.default_backend()
+        assert kernels.backend() == "numpy"
 
 
-def test_numba_requested_but_missing(restore_backend, monkeypatch):
+def test_a_backend_chosen_in_a_block_stays_in_its_thread():
+    seen = []
+    with kernels.use("numpy"):
+        worker = threading.Thread(target=lambda: seen.append(kernels.backend()))
+        worker.start()
+        worker.join()
+    assert seen == [kernels.default_backend()]
+
+
+def test_numba_requested_but_missing(fresh_default, monkeypatch):
     monkeypatch.setattr(kernels, "_numba_importable", lambda: False)
-    with pytest.raises(ImportError, match="numba"):
-        kernels.set_backend("numba")
-    monkeypatch.setattr(kernels, "_active", None)
+    with pytest.raises(ImportError, match="numba"), kernels.use("numba"):
+        pass
     monkeypatch.delenv(kernels.ENV_VAR, raising=False)
     assert kernels.backend() == "numpy"

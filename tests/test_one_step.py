@@ -5,7 +5,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from metarep import kernels, one_step
+from metarep import kernels, one_step, threads
 
 HAVE_FUSED = one_step.numba_available()
 needs_fused = pytest.mark.skipif(not HAVE_FUSED, reason="numba and scipy not installed")
@@ -77,21 +77,16 @@ def test_float32_data_bounded_error(rng):
 
 
 @needs_fused
-def test_results_do_not_depend_on_the_thread_count(rng):
-    import numba
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("numba runs a single thread here")
+def test_results_do_not_depend_on_the_thread_count(rng, monkeypatch):
     case = random_case(rng, 64 * 33 + 7, 20, 10, 50)
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = one_step.numba_one_step_sums(*case)
-        numba.set_num_threads(2)
-        two = one_step.numba_one_step_sums(*case)
-    finally:
-        numba.set_num_threads(before)
-    for a, b in zip(one, two):
-        assert np.array_equal(a, b)
+    monkeypatch.setattr(threads, "available", lambda: 3)           # even where fewer cores are free
+    out = []
+    for n in (1, 2, 3):
+        with threads.limited(n):
+            out.append(one_step.numba_one_step_sums(*case))
+    for other in out[1:]:
+        for a, b in zip(out[0], other):
+            assert np.array_equal(a, b)
 
 
 @needs_fused
@@ -104,25 +99,23 @@ def test_inputs_the_fused_pass_does_not_take_fall_back(rng, monkeypatch):
     assert all(rel_err(a, b) < 1e-12 for a, b in zip(out, ref))
     monkeypatch.setattr(one_step, "_MAX_D", 5)        # too wide for the fused pass's partial sums
     calls = []
-    monkeypatch.setattr(one_step, "_get_numba_kernel", lambda: calls.append(1))
+    monkeypatch.setattr(kernels, "run_units", lambda kernel, *a: calls.append(kernel.__name__))
     out = one_step.numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P)
-    assert not calls and all(rel_err(a, b) < 1e-12 for a, b in zip(out, ref))
+    assert "one_step_units" not in calls and all(rel_err(a, b) < 1e-12 for a, b in zip(out, ref))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba not installed")
 def test_dispatch_follows_the_kernel_backend(rng, monkeypatch):
     seen = []
-    monkeypatch.setattr(one_step, "numba_one_step_sums", lambda *a: seen.append("numba"))
-    monkeypatch.setattr(one_step, "numpy_one_step_sums", lambda *a: seen.append("numpy"))
+    monkeypatch.setattr(one_step, "numba_one_step_sums", lambda *a, **k: seen.append("numba"))
+    monkeypatch.setattr(one_step, "numpy_one_step_sums", lambda *a, **k: seen.append("numpy"))
     monkeypatch.setattr(one_step, "numba_available", lambda: True)
-    previous = kernels.backend()
-    try:
-        for name in ("numba", "numpy"):
-            kernels.set_backend(name)
-            one_step.one_step_sums(*random_case(rng, 3, 2, 2, 3))
-    finally:
-        kernels.set_backend(previous)
-    assert seen == ["numba", "numpy"]
+    case = random_case(rng, 3, 2, 2, 3)
+    for name in ("numba", "numpy"):
+        with kernels.use(name):
+            one_step.one_step_sums(*case)
+        one_step.one_step_sums(*case, backend=name)
+    assert seen == ["numba", "numba", "numpy", "numpy"]
 
 
 def test_the_pass_applies_to_one_inner_step_and_wide_representations():

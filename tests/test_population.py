@@ -7,6 +7,7 @@ from metarep.params import Params
 from metarep.population import fo_anil_population_gradient, population_step
 from metarep.problem import make_problem, sample_tasks
 from metarep.theory import lambda_star
+from population_reference import math4_one
 
 
 def per_task_fo_anil_terms(B, w, tasks, alpha):
@@ -50,6 +51,13 @@ def max_z(problem, params, alpha, m_in, mc):
 def test_population_gradient_matches_monte_carlo(mc_setup):
     problem, params, alpha, m_in, mc = mc_setup
     assert max_z(problem, params, alpha, m_in, mc) < 5.0
+
+
+def test_the_readable_reference_matches_monte_carlo(mc_setup):
+    """tests/population_reference.py, which the fast step is checked against, is itself right."""
+    problem, params, alpha, m_in, (mean_B, se_B, mean_w, se_w) = mc_setup
+    ref = math4_one(params.B, params.w, problem, alpha, 0.0, m_in)
+    assert max(np.abs((ref["grad_B"] - mean_B) / se_B).max(), np.abs((ref["grad_w"] - mean_w) / se_w).max()) < 5.0
 
 
 def test_monte_carlo_check_detects_a_wrong_sample_size(mc_setup):

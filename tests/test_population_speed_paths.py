@@ -1,60 +1,20 @@
-"""The fast population paths (one run, stacked NumPy, compiled batch) against a direct
-transcription of the MATH 4 formulas, with explicit d x d matrices V and A, run by run."""
+"""The one fast population step (`metarep.population_formula.run_step`, compiled by numba or run
+as NumPy, one run or a batch, on any number of threads) against the readable reference that
+writes MATH 4 as stated (tests/population_reference.py), run by run."""
 
 import importlib.util
 
 import numpy as np
 import pytest
 
-from metarep import kernels, population
+from metarep import kernels, population, threads
 from metarep.params import Params
-from metarep.population import (
-    fo_anil_head_moments,
-    fo_anil_population_gradient,
-    population_step,
-)
+from metarep.population import fo_anil_population_gradient, population_step
 from metarep.problem import make_problem
+from population_reference import math4, math4_one
 
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 PATHS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed"))]
-
-
-def math4_one(B, w, problem, alpha, beta, m_in):
-    """One run of MATH 4, written as stated there: moments, gradient, loss and step."""
-    Bs, mu, Sig, s2 = problem.B_star, problem.mu_star, problem.Sigma_star, problem.noise_std**2
-    d = B.shape[0]
-    M = Sig + np.outer(mu, mu)
-    inv_m = 0.0 if np.isinf(m_in) else 1.0 / m_in
-    Ev = B @ w - Bs @ mu
-    V = (np.outer(B @ w, B @ w) - np.outer(B @ w, Bs @ mu) - np.outer(Bs @ mu, B @ w) + Bs @ M @ Bs.T)
-    A = (1 + inv_m) * V + (np.trace(V) + s2) * inv_m * np.eye(d)
-    mean = w - alpha * B.T @ Ev
-    cross = np.outer(mu, w) - alpha * np.outer(mu, w) @ B.T @ B + alpha * M @ Bs.T @ B
-    second = (np.outer(w, w) - alpha * (np.outer(w, Ev) @ B + B.T @ np.outer(Ev, w))
-              + alpha**2 * B.T @ A @ B)
-    grad_w = B.T @ (B @ mean - Bs @ mu)
-    grad_B = B @ second - Bs @ cross
-    # E||B w_i - B* w*||^2 = tr(B E[w_i w_i^T] B^T) - 2 tr(B* E[w* w_i^T] B^T) + tr M*
-    risk = np.trace(B @ second @ B.T) - 2 * np.trace(Bs @ cross @ B.T) + np.trace(M)
-    loss = 0.5 * (risk + s2)
-    return {"mean": mean, "second": second, "cross": cross, "grad_B": grad_B, "grad_w": grad_w,
-            "loss": loss, "B": B - beta * grad_B, "w": w - beta * grad_w}
-
-
-def math4(B, w, problem, alpha, beta, m_in):
-    """math4_one over the broadcast batch shape of all inputs."""
-    alpha, beta = np.asarray(alpha, float), np.asarray(beta, float)
-    m = np.asarray(float(m_in) if isinstance(m_in, str) else m_in, float)
-    full = np.broadcast_shapes(B.shape[:-2], w.shape[:-1], alpha.shape, beta.shape, m.shape)
-    Bf = np.broadcast_to(B, full + B.shape[-2:])
-    wf = np.broadcast_to(w, full + w.shape[-1:])
-    af, bf, mf = (np.broadcast_to(a, full) for a in (alpha, beta, m))
-    out = {}
-    for idx in np.ndindex(*full):
-        r = math4_one(Bf[idx], wf[idx], problem, af[idx], bf[idx], mf[idx])
-        for key, val in r.items():
-            out.setdefault(key, np.empty(full + np.shape(val)))[idx] = val
-    return out
 
 
 def close(a, b, tol=1e-12):
@@ -74,14 +34,12 @@ def problem():
 
 @pytest.fixture
 def use_path(monkeypatch):
-    """Select the batched path: 'numba' sends every batch to the compiled kernel, 'numpy' none."""
-    previous = kernels.backend()
-
+    """Select how the formula runs: 'numba' compiled (every batch spread over threads), 'numpy'
+    as plain NumPy, the path of installs without numba."""
     def select(name):
-        kernels.set_backend(name)
-        monkeypatch.setattr(population, "_NUMBA_MIN_BATCH", 2)
-    yield select
-    kernels.set_backend(previous)
+        monkeypatch.setattr(population, "_HAVE_NUMBA", name == "numba")
+        monkeypatch.setattr(population, "PARALLEL_MIN_RUNS", 2)
+    return select
 
 
 # (B batch, w batch, alpha, beta, m_in): per-run hyper-parameters, inf, broadcasting in every direction
@@ -139,19 +97,6 @@ def test_step_and_gradient_match_math4(problem, use_path, path, case):
     assert close(gloss, cut(ref["loss"], np.shape(gloss), 0))
 
 
-@pytest.mark.parametrize("m_in", [3.0, np.inf])
-def test_head_moments_match_math4(problem, m_in):
-    rng = np.random.default_rng(11)
-    B = rng.standard_normal((3, problem.d, 5))
-    w = rng.standard_normal((3, 5))
-    alpha = np.array([0.1, 0.25, 0.4])
-    mean, second, cross, BtBs, BtB = fo_anil_head_moments(B, w, problem, alpha, m_in)
-    for s in range(3):
-        ref = math4_one(B[s], w[s], problem, alpha[s], 0.0, m_in)
-        assert close(mean[s], ref["mean"]) and close(second[s], ref["second"]) and close(cross[s], ref["cross"])
-        assert close(BtBs[s], B[s].T @ problem.B_star) and close(BtB[s], B[s].T @ B[s])
-
-
 @pytest.mark.parametrize("path", PATHS)
 def test_batched_paths_equal_one_run_at_a_time(problem, use_path, path):
     """The paper's widths (k' = d) with many runs: every batched run equals the same run alone."""
@@ -187,6 +132,35 @@ def test_numba_and_numpy_batches_agree(problem, use_path):
     use_path("numba")
     b, lb = population_step(Params(B, w), problem, **kw)
     assert close(a.B, b.B, 1e-13) and close(a.w, b.w, 1e-13) and close(la, lb, 1e-13)
+
+
+def test_the_kernel_backend_plays_no_part(problem):
+    """Population runs are identical, bit for bit, under both kernel backends."""
+    rng = np.random.default_rng(4)
+    params = Params(rng.standard_normal((20, problem.d, 6)), rng.standard_normal((20, 6)))
+    out = {}
+    for name in kernels.available_backends():
+        with kernels.use(name):
+            new, loss = population_step(params, problem, alpha=0.2, beta=0.1, m_in=5)
+        out[name] = (new.B, new.w, loss)
+    for B, w, loss in out.values():
+        assert np.array_equal(B, out["numpy"][0]) and np.array_equal(w, out["numpy"][1])
+        assert np.array_equal(loss, out["numpy"][2])
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_bit_identical_across_thread_counts(problem, use_path, path):
+    use_path(path)
+    rng = np.random.default_rng(6)
+    params = Params(rng.standard_normal((37, problem.d, 6)), rng.standard_normal((37, 6)))
+    alpha = rng.uniform(0.1, 0.3, 37)
+    runs = []
+    for n in (1, 2, 3):
+        with threads.limited(n):
+            new, loss = population_step(params, problem, alpha=alpha, beta=0.1, m_in=5)
+        runs.append((new.B.copy(), new.w.copy(), loss.copy()))
+    for B, w, loss in runs[1:]:
+        assert np.array_equal(B, runs[0][0]) and np.array_equal(w, runs[0][1]) and np.array_equal(loss, runs[0][2])
 
 
 def test_non_finite_parameters_stay_non_finite(problem, use_path):

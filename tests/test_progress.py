@@ -71,3 +71,19 @@ def test_a_bar_on_a_terminal(enabled):
         assert "\r" in text and "%|" in text and "/4" in text  # a tqdm bar, redrawn in place
     else:
         assert text == ""
+
+
+def test_no_repeated_last_line_and_messages_are_not_progress(monkeypatch):
+    monkeypatch.setattr(progress_module.time, "monotonic", Clock(5.0))
+    stream = io.StringIO()
+    with progress(4, 0, True, stream=stream) as bar:
+        bar.write("failed: a run")
+        for _ in range(4):
+            bar.update(1)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "failed: a run"
+    assert [line.split(",")[0] for line in lines[1:]] == ["2/4 steps (50%)", "4/4 steps (100%)"]
+    stream = io.StringIO()
+    with progress(4, 0, True, stream=stream) as bar:
+        bar.write("only a message")
+    assert stream.getvalue() == "only a message\n"

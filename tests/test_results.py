@@ -33,7 +33,8 @@ def test_record_is_keyed_by_run_id(tmp_path):
     assert rows[1]["train.m_in"] == "inf" and rows[1]["problem.task_cov"] == "[1.0,2.0]"
     assert rows[1]["align_norm"] == 1.0 / 3 and rows[1]["mean_norm"] == 1e-17 and rows[1]["wall_s"] == 1.5
     assert list(rows[0]) == ["run_id", *KEYS, "seed", "status", "steps", "perp_norm", "align_norm", "mean_norm",
-                             "lambda_rel_err", "rank", "excess_risk", "excess_risk_se", "message", "wall_s"]
+                             "lambda_rel_err", "rank", "excess_risk", "excess_risk_se", "mse", "mse_se", "message",
+                             "wall_s"]
 
 
 def test_diverged_and_failed_rows(tmp_path):

@@ -326,3 +326,16 @@ def test_an_interrupted_run_continues_from_its_checkpoint(tiny, local_sweep, tmp
     assert [r["wall_s"] for r in after][:2] == [r["wall_s"] for r in rows][:2]  # only that run was redone
     np.testing.assert_array_equal(np.load(run_dir / "params.npz")["B"],
                                   np.load(local_sweep / "runs" / rows[2]["run_id"] / "params.npz")["B"])
+
+
+def test_a_pool_worker_gets_its_share_of_the_cpus():
+    """The local pool's initializer caps each worker's kernels at threads.share(W), not the machine."""
+    import subprocess
+
+    code = ("import multiprocessing as mp, signal\n"
+            "from metarep import threads\n"
+            "from metarep.sweeps import backends\n"
+            "backends._init_worker(mp.get_context('spawn').Event(), 4)\n"
+            "print(threads.count(), threads.share(4), signal.getsignal(signal.SIGINT) is signal.SIG_IGN)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [out[1], out[1], "True"] and int(out[0]) >= 1

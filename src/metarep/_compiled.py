@@ -16,6 +16,8 @@ that finished the last unit.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -34,11 +36,11 @@ ONE_STEP_BLOCK = 64
 # NaN and inf semantics so a diverging run is still detected.
 FASTMATH = {"reassoc", "contract"}
 
-KERNEL = {"cache": True, "fastmath": FASTMATH, "error_model": "numpy", "nogil": True, "boundscheck": False}
+KERNEL: dict[str, Any] = {"cache": True, "fastmath": FASTMATH, "error_model": "numpy", "nogil": True,
+                          "boundscheck": False}
 
 
-@intrinsic
-def fetch_add(typingctx, counter, index):
+def _fetch_add(typingctx, counter, index):
     """counter[index] += 1 atomically (an int64 array); returns the value before."""
     if not (isinstance(counter, types.Array) and counter.dtype == types.int64
             and isinstance(index, types.Integer)):
@@ -51,6 +53,9 @@ def fetch_add(typingctx, counter, index):
                                   "seq_cst")
 
     return types.int64(counter, index), codegen
+
+
+fetch_add: Any = intrinsic(_fetch_add)
 
 
 @numba.njit(fastmath=FASTMATH, boundscheck=False, cache=True)

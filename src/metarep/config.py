@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from metarep.data.config import DataConfig, check_table_config
+from metarep.data.config import DataConfig, check_table_config, drop_synthetic_keys
 from metarep.methods import NoHyper, get_method
 from metarep.models import NoOptions, get_arch
 from metarep.problem import as_covariance, as_mean
@@ -241,8 +241,9 @@ class Config(Section):
     def _consistent(self):
         _check_regime(self)
         _check_method(self)
-        _check_limit(self.problem, self.train)
-        if self.data.source != "synthetic":
+        if self.data.source == "synthetic":
+            _check_limit(self.problem, self.train)
+        else:
             check_table_config(self)
         return self
 
@@ -273,6 +274,8 @@ class Config(Section):
         dumped["method"] = {"name": self.method.name, **self.method.hyper.model_dump()}
         if self.data.source == "synthetic":  # the default source writes no [data] table
             del dumped["data"]
+        else:
+            drop_synthetic_keys(dumped)
         return {name: {k: v for k, v in section.items() if v is not None} for name, section in dumped.items()}
 
 

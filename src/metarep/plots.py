@@ -21,7 +21,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, Symmetri
 
 from metarep.atomic import atomic_write
 from metarep.config import Config, validate
-from metarep.results import PM, curves, grid_keys_of
+from metarep.results import PM, curves, grid_keys_of, test_score
 from metarep.tables import fmt
 from metarep.theory import lemma2_asymptote, lemma2_perp_sq
 
@@ -59,10 +59,10 @@ def tick_text(value: float, _pos: Any = None) -> str:
 
 
 def _readable_log(axis: Axis, low: float, high: float) -> None:
-    """Major ticks at powers of ten; over little more than a decade, 2 and 5 labelled too."""
+    """Major ticks at powers of ten; over two decades or less, 2 and 5 labelled too."""
     axis.set_major_locator(LogLocator(base=10, numticks=12))
     axis.set_major_formatter(FuncFormatter(tick_text))
-    if low > 0 and high / low < 10 ** 1.5:
+    if low > 0 and high / low < 10 ** 2.2:
         axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0), numticks=12))
         axis.set_minor_formatter(FuncFormatter(tick_text))
     else:
@@ -123,6 +123,8 @@ def run_title(config: Config | Mapping[str, Any], summary: Mapping[str, Any] | N
     """"fo-anil: d = 20, k = 3, k' = 20, N = inf, m_in = 10" (and the status unless completed)."""
     c = _as_config(config)
     p, t = c.problem, c.train
+    if c.data.source != "synthetic":
+        return _table_title(c, summary)
     width = c.method_spec.width(p.d, p.k, c.model.width)
     tasks = f"online ({t.batch_tasks} per step)" if t.tasks == "online" else t.tasks
     title = f"{c.method.name}: d = {p.d}, k = {p.k}, k' = {width}, N = {tasks}, m_in = {t.m_in}"
@@ -130,6 +132,17 @@ def run_title(config: Config | Mapping[str, Any], summary: Mapping[str, Any] | N
     if status and status != "completed":
         title += f" ({status})"
     return title
+
+
+def _table_title(c: Config, summary: Mapping[str, Any] | None) -> str:
+    """"fo-anil on exam: d = 11, k' = 5, 50 training tasks, m_in = 10" (what the data gave, where known)."""
+    data = ((summary or {}).get("test") or {}).get("data") or {}
+    d = data.get("d", "?")
+    width = c.method_spec.width(d, 0, c.model.width) if isinstance(d, int) else c.model.width
+    title = (f"{c.method.name} on {c.data.dataset or c.data.path}: d = {d}, k' = {width}, "
+             f"{data.get('train_tasks', '?')} training tasks, m_in = {c.train.m_in}")
+    status = (summary or {}).get("status")
+    return title + (f" ({status})" if status and status != "completed" else "")
 
 
 def _theory_lines(ax: Axes, c: Config, history: list[dict], summary: Mapping[str, Any]) -> None:
@@ -147,10 +160,30 @@ def _theory_lines(ax: Axes, c: Config, history: list[dict], summary: Mapping[str
                     noise_std=c.problem.noise_std, m_in=m_in)
 
 
-def _draw(ax: Axes, steps: list[int], values: Sequence[float | None], **style: Any) -> None:
+def _draw(ax: Axes, steps: list[int], values: Sequence[float | None], **style: Any) -> bool:
+    """Plot the positive values (a log axis shows no others); False when there is none."""
     xs, ys = _positive(steps, values)
     if xs:
         ax.plot(xs, ys, marker="o" if len(xs) == 1 else None, **style)
+    return bool(xs)
+
+
+def _norms_panel(ax: Axes, c: Config, history: list[dict], summary: Mapping[str, Any]) -> None:
+    """The tracked norms of the history, and the theory's lines where they apply."""
+    steps = [row["step"] for row in history]
+    never = [key for key, label in NORMS if history and key in history[0]
+             and not _draw(ax, steps, [row[key] for row in history], label=label)]
+    _theory_lines(ax, c, history, summary)
+    # a metric with no positive value (mean_norm when mu* = 0 and w_0 = 0) cannot be drawn on a log axis
+    ax.set(ylabel="norm, relative error",
+           title="tracked norms" + (f" ({', '.join(never)}: no positive value, not drawn)" if never else ""))
+
+
+def _singular_values_panel(ax: Axes, history: list[dict]) -> None:
+    steps = [row["step"] for row in history]
+    for key in [k for k in (history[0] if history else {}) if k.startswith("sv_")]:
+        _draw(ax, steps, [row[key] for row in history], c="C0", lw=1)
+    ax.set(ylabel="singular values of B", title="singular values of B (no B* to compare with)")
 
 
 def metrics_figure(history: list[dict], summary: Mapping[str, Any], config: Config | Mapping[str, Any]) -> Figure:
@@ -164,19 +197,16 @@ def metrics_figure(history: list[dict], summary: Mapping[str, Any], config: Conf
     c = _as_config(config)
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     ax, ax_loss = fig.subplots(1, 2)
-    steps = [row["step"] for row in history]
-    for key, label in NORMS:
-        if history and key in history[0]:
-            _draw(ax, steps, [row[key] for row in history], label=label)
-    _theory_lines(ax, c, history, summary)
-    _draw(ax_loss, steps, [row.get("loss") for row in history])
-    ax.set(ylabel="norm, relative error", title="tracked norms")
+    _norms_panel(ax, c, history, summary)
+    if not ax.lines:  # no ground truth (real data): the singular values of B instead
+        _singular_values_panel(ax, history)
+    _draw(ax_loss, [row["step"] for row in history], [row.get("loss") for row in history])
     ax_loss.set(ylabel="training (outer) loss", title="training loss")
     for axis in (ax, ax_loss):
         step_axis(axis)
         if axis.lines:
             log_values(axis)
-    if ax.lines:
+    if any(not line.get_label().startswith("_") for line in ax.lines):
         ax.legend(fontsize=8)
     fig.suptitle(run_title(c, summary))
     return fig
@@ -189,12 +219,14 @@ def summary_figure(columns: list[str], rows: list[dict]) -> Figure | None:
     """Test excess risk and final perp_norm (mean +- sd over seeds) against the first grid key,
     one line per combination of the other keys; None without a grid or a completed run."""
     keys = grid_keys_of(columns)
-    if not keys or not any(r["status"] == "completed" and r.get("excess_risk") is not None for r in rows):
+    score = test_score(rows)
+    if not keys or not any(r["status"] == "completed" and r.get(score) is not None for r in rows):
         return None
     replicated = len({r.get("seed") for r in rows if r["status"] == "completed"}) > 1
     fig = Figure(figsize=(10, 3.8), layout="constrained")
-    for ax, metric, title in zip(fig.subplots(1, 2), ("excess_risk", "perp_norm"),
-                                 ("test excess risk", r"final $\|P_\perp B\|_2$")):
+    panels = (("excess_risk", "test excess risk"), ("perp_norm", r"final $\|P_\perp B\|_2$")) \
+        if score == "excess_risk" else (("mse", "test MSE (held-out tasks)"), ("rank", "final rank of B"))
+    for ax, (metric, title) in zip(fig.subplots(1, 2), panels):
         x_key, xs, lines = curves(columns, rows, metric)
         position = {x: i for i, x in enumerate(xs)}
         for i, line in enumerate(lines):
@@ -203,6 +235,6 @@ def summary_figure(columns: list[str], rows: list[dict]) -> Figure | None:
                         label=line.label or None)
         ax.set_xticks(range(len(xs)), [fmt(x) for x in xs])
         ax.set(xlabel=x_key, ylabel=title, title=title + (f", mean {PM} sd over seeds" if replicated else ""))
-        if metric == "excess_risk" and len(keys) > 1:
+        if metric == score and len(keys) > 1:
             ax.legend(fontsize=7)
     return fig

@@ -16,6 +16,7 @@ the batch shape of the inputs it depends on (new w does not depend on m_in, the 
 from __future__ import annotations
 
 import importlib.util
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -145,11 +146,11 @@ def _advance(params: Params, problem, alpha, m_in, beta):
         beta = np.asarray(beta, dtype=np.float64)
         shapes.append(beta.shape)
     full = np.broadcast_shapes(*shapes)
-    S = int(np.prod(full))
+    S = math.prod(full)
     d, kp = B.shape[-2:]
-    flat = [_flat(B, full, S, (d, kp)), _flat(w, full, S, (kp,)), _flat(alpha, full, S, ()),
-            _flat(inv_m, full, S, ())]
-    nB, nw, loss = _run(*flat, _consts(problem), None if beta is None else _flat(beta, full, S, ()))
+    nB, nw, loss = _run(_flat(B, full, S, (d, kp)), _flat(w, full, S, (kp,)), _flat(alpha, full, S, ()),
+                        _flat(inv_m, full, S, ()), _consts(problem),
+                        None if beta is None else _flat(beta, full, S, ()))
     return (nB.reshape(full + (d, kp)), nw.reshape(full + (kp,)), loss.reshape(full)), full
 
 
@@ -179,8 +180,9 @@ def fo_anil_population_gradient(params: Params, problem, *, alpha, m_in):
     return Params(grad_B, grad_w), loss
 
 
-def population_step(params: Params, problem, *, alpha, beta, m_in) -> tuple[Params, np.ndarray]:
-    """One exact infinite-task FO-ANIL step; beta may be batched like alpha."""
+def population_step(params: Params, problem, *, alpha, beta, m_in) -> tuple[Params, np.ndarray | float]:
+    """One exact infinite-task FO-ANIL step; beta may be batched like alpha. The loss has the
+    batch shape of B, w, alpha and m_in (a float unbatched)."""
     (B, w, loss), full = _advance(params, problem, alpha, m_in, beta)
     if not full:
         return Params(B, w), float(loss)

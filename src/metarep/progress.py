@@ -38,7 +38,8 @@ class LineProgress:
         self.unit, self.desc, self.stream, self.interval = unit, desc, stream, interval
         self.clock = clock or time.monotonic
         self.start = self.last = self.clock()
-        self.lines = 0
+        self.lines = 0  # progress lines written
+        self.written = initial  # the count the last line showed
 
     def line(self, now: float) -> str:
         elapsed = now - self.start
@@ -55,16 +56,19 @@ class LineProgress:
         self.n += n
         now = self.clock()
         if now - self.last >= self.interval:
-            self.last = now
-            self.write(self.line(now))
+            self._emit(now)
+
+    def _emit(self, now: float) -> None:
+        self.last, self.written = now, self.n
+        self.lines += 1
+        self.write(self.line(now))
 
     def write(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
-        self.lines += 1
 
     def close(self) -> None:
-        if self.lines:
-            self.write(self.line(self.clock()))
+        if self.lines and self.n != self.written:
+            self._emit(self.clock())
 
 
 class _Bar:

@@ -31,7 +31,7 @@ from metarep.atomic import atomic_write
 from metarep.tables import csv_text, fmt
 
 METRICS = ("perp_norm", "align_norm", "mean_norm", "lambda_rel_err", "rank")
-TEST_METRICS = ("excess_risk", "excess_risk_se")
+TEST_METRICS = ("excess_risk", "excess_risk_se", "mse", "mse_se")  # mse: held-out real tasks
 STATUSES = ("completed", "diverged", "failed")
 SUMMARY_METRICS = ("excess_risk", "perp_norm", "align_norm", "mean_norm", "lambda_rel_err")
 PM = "±"
@@ -39,7 +39,7 @@ PM = "±"
 FIXED = (("run_id", "TEXT PRIMARY KEY"), ("idx", "INTEGER NOT NULL"), ("seed", "INTEGER"),
          ("status", "TEXT NOT NULL"), ("steps", "INTEGER"), ("perp_norm", "REAL"), ("align_norm", "REAL"),
          ("mean_norm", "REAL"), ("lambda_rel_err", "REAL"), ("rank", "INTEGER"), ("excess_risk", "REAL"),
-         ("excess_risk_se", "REAL"), ("message", "TEXT"), ("wall_s", "REAL"))
+         ("excess_risk_se", "REAL"), ("mse", "REAL"), ("mse_se", "REAL"), ("message", "TEXT"), ("wall_s", "REAL"))
 NOT_COMPARED = ("wall_s",)
 GRID_KEY = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 BUSY_TIMEOUT_MS = 30_000
@@ -330,15 +330,23 @@ def aggregate(columns: list[str], rows: list[dict[str, Any]]) -> tuple[list[str]
     return headers, table
 
 
+def test_score(rows: list[dict[str, Any]]) -> str:
+    """The test column runs are compared by: "excess_risk" (synthetic tasks), or "mse" when
+    only held-out real tasks were scored."""
+    has = {key: any(r.get(key) is not None for r in rows) for key in ("excess_risk", "mse")}
+    return "mse" if has["mse"] and not has["excess_risk"] else "excess_risk"
+
+
 def best_point(columns: list[str], rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[float]] | None:
-    """The grid point with the lowest mean test excess risk over its completed runs, and those
-    risks; None without a grid or with fewer than two points to compare."""
+    """The grid point with the lowest mean test score (`test_score`) over its completed runs, and
+    those scores; None without a grid or with fewer than two points to compare."""
     keys = grid_keys_of(columns)
-    points = [g for g in group(rows, keys) if g.values("excess_risk")] if keys else []
+    score = test_score(rows)
+    points = [g for g in group(rows, keys) if g.values(score)] if keys else []
     if len(points) < 2:
         return None
-    best = min(points, key=lambda g: mean_std(g.values("excess_risk"))[0])
-    return dict(zip(keys, best.point)), best.values("excess_risk")
+    best = min(points, key=lambda g: mean_std(g.values(score))[0])
+    return dict(zip(keys, best.point)), best.values(score)
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,13 @@ class SweepUsageError(click.ClickException):
                                                 "test.seed = 1000 + s.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: a process pool; ray: Ray tasks ($RAY_ADDRESS, else a local Ray).")
-@click.option("--workers", type=click.IntRange(min=1), help="Runs at once (default: the number of cores).")
+@click.option("--workers", type=click.IntRange(min=1), help="Runs at once (default: the CPUs this process may use).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a config value in every run.")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Sweep directory; give an existing one (same arguments) to continue it.")
 @click.option("--no-figures", is_flag=True, help="Do not draw metrics.png in each run directory.")
-@click.option("--quiet", is_flag=True, help="No progress bar and no results table.")
+@click.option("--quiet", is_flag=True, help="No progress display and no results table.")
 def sweep(config_path, grid, seeds, backend, workers, overrides, out, no_figures, quiet):
     """Run CONFIG over the cartesian product of the --grid values and --seeds.
 
@@ -65,8 +65,9 @@ def sweep(config_path, grid, seeds, backend, workers, overrides, out, no_figures
 
 def display_rows(columns: list[str], rows: list[dict[str, Any]], *,
                  drop: Sequence[str] = ("run_id", "wall_s", "message")) -> tuple[list[str], list[list[str]]]:
-    """(headers, table) for printing: metrics to 4 significant digits, missing values blank."""
-    shown = [c for c in columns if c not in drop]
+    """(headers, table) for printing: metrics to 4 significant digits, missing values blank,
+    columns with no value in any row left out."""
+    shown = [c for c in columns if c not in drop and any(row.get(c) is not None for row in rows)]
     return shown, [[fmt(row.get(c)) for c in shown] for row in rows]
 
 

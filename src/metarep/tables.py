@@ -19,7 +19,7 @@ def fmt(value: Any, digits: int = 4, missing: str = "") -> str:
     out), integers whole, None as `missing`, anything else as its text."""
     if value is None:
         return missing
-    if isinstance(value, bool) or isinstance(value, numbers.Integral):
+    if isinstance(value, numbers.Integral):  # bool too
         return str(value)
     if isinstance(value, numbers.Real):
         x = float(value)

@@ -4,7 +4,7 @@ The count is the smallest of
 
 - the CPUs this process may run on (its affinity mask) and its cgroup CPU quota
   (``cpu.max`` in cgroup v2, ``cpu.cfs_quota_us / cpu.cfs_period_us`` in v1), rounded up,
-  and ``$METAREP_THREADS`` when set;
+  or ``$METAREP_THREADS`` when set (the user's explicit choice);
 - its share of a process pool: a worker of a pool of W processes gets ``available() // W``
   (at least one), set once in the worker by `init_worker`, the pools' initializer;
 - a scoped limit, ``with threads.limited(n): ...`` (a context variable: it applies to the
@@ -100,18 +100,18 @@ def cgroup_cpus() -> float | None:
 
 @functools.lru_cache(maxsize=1)
 def available() -> int:
-    """CPUs this process may use: its affinity mask, capped by its cgroup CPU quota (rounded up)
-    and by $METAREP_THREADS; looked up once (`available.cache_clear()` looks again)."""
+    """CPUs this process may use: its affinity mask, capped by its cgroup CPU quota (rounded up);
+    or $METAREP_THREADS when set. Looked up once (`available.cache_clear()` looks again)."""
+    chosen = os.environ.get(ENV_VAR, "").strip()
+    if chosen:
+        try:
+            return max(1, int(chosen))
+        except ValueError:
+            raise ValueError(f"{ENV_VAR} must be a whole number of threads, got {chosen!r}") from None
     n = _affinity()
     quota = cgroup_cpus()
     if quota is not None:
         n = min(n, max(1, math.ceil(quota)))
-    cap = os.environ.get(ENV_VAR, "").strip()
-    if cap:
-        try:
-            n = min(n, int(cap))
-        except ValueError:
-            raise ValueError(f"{ENV_VAR} must be a whole number of threads, got {cap!r}") from None
     return max(1, n)
 
 

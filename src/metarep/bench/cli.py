@@ -11,8 +11,12 @@ from metarep.bench.contenders import CONTENDERS
 from metarep.bench.harness import DTYPES, METHODS, PAPER, BenchConfig
 
 
-def _split(values: tuple[str, ...]) -> tuple[str, ...] | None:
+def _contender_names(ctx, param, values: tuple[str, ...]) -> tuple[str, ...] | None:
+    """--contenders: the names, comma-separated or repeated, each a known contender."""
     names = tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown:
+        raise click.BadParameter(f"unknown contender(s) {', '.join(unknown)}; known: {', '.join(CONTENDERS)}")
     return names or None
 
 
@@ -34,7 +38,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...] | None:
               help="Timed runs per vectorised contender [default: 20, --quick 3].")
 @click.option("--loop-repeats", type=click.IntRange(min=1), default=None,
               help="Timed runs per loop-over-tasks contender [default: 3, --quick 1].")
-@click.option("--contenders", multiple=True, metavar="NAME[,NAME...]",
+@click.option("--contenders", multiple=True, metavar="NAME[,NAME...]", callback=_contender_names,
               help=f"Contenders to run [default: all]; metarep on the active kernel is always run. "
                    f"Known: {', '.join(CONTENDERS)}.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), multiple=True, metavar="FILE",
@@ -52,25 +56,38 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...] | None:
 @click.option("--retain-freed-memory", is_flag=True,
               help="Let glibc keep freed memory (metarep.kernels.retain_freed_memory) for the whole process, "
                    "so that no contender page-faults its temporaries afresh every step.")
+@click.option("--load", type=click.IntRange(min=0, max=64), default=0, show_default=True,
+              help="Run N CPU-bound processes beside the contenders while they are timed (a shared machine); "
+                   "the targets compare metarep's default with its own one-thread path under that load.")
 @click.option("--alpha", type=float, default=0.1, show_default=True, help="Inner step size.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
+@click.option("--arch", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True,
+              help="mlp: the two-layer relu network's FO-ANIL and ANIL step against per-task higher and torch "
+                   "loops (metarep.bench.mlp; uses --n-tasks, --m-in, --m-out, --d, --width, --alpha, --seed, "
+                   "--repeats, --out).")
 def bench(method, n_tasks, m_in, m_out, d, width, dtype, repeats, loop_repeats, contenders, out, quick,
-          population, pop_steps, pop_batch, bandwidth, retain_freed_memory, alpha, seed, quiet):
+          population, pop_steps, pop_batch, bandwidth, retain_freed_memory, load, alpha, seed, quiet, arch):
     """Time one outer step of FO-ANIL / exact ANIL: metarep against other implementations.
 
     Defaults are the paper's setting (N = 5000, m_in = 20, m_out = 10, d = k' = 50). Every
     contender's gradient is checked against metarep's before it is timed. Contenders whose package
     is missing are skipped with a note; nothing is installed. Prints a Markdown report.
     """
-    from metarep.bench.harness import format_report, result_to_dict, run_benchmark
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    if arch == "mlp":
+        from metarep.bench.mlp import mlp_command
+
+        return mlp_command(n_tasks=n_tasks, m_in=m_in, m_out=m_out, d=d, width=width, alpha=alpha, seed=seed,
+                           repeats=repeats, quick=quick, out=out, log=log)
+    from metarep.bench.harness import run_benchmark
+    from metarep.bench.report import format_report, result_to_dict
 
     cfg = BenchConfig(methods=METHODS if method == "all" else (method,), n_tasks=n_tasks, m_in=m_in,
                       m_out=m_out, d=d, width=width, dtypes=DTYPES if dtype == "both" else (dtype,),
-                      contenders=_split(contenders), repeats=repeats, loop_repeats=loop_repeats, quick=quick,
+                      contenders=contenders, repeats=repeats, loop_repeats=loop_repeats, quick=quick,
                       alpha=alpha, seed=seed, bandwidth=bandwidth, population=population, pop_steps=pop_steps,
-                      pop_batch=pop_batch, retain_freed_memory=retain_freed_memory)
-    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+                      pop_batch=pop_batch, retain_freed_memory=retain_freed_memory, load=load)
     result = run_benchmark(cfg, log=log)
     report = format_report(result)
     click.echo(report)

@@ -34,16 +34,21 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 from metarep.bench import contenders as _contenders
 from metarep.bench.bandwidth import measure_gemm_rate, measure_read_bandwidth
-from metarep.bench.machine import OtherLoad, describe, load_average, machine_info
+from metarep.bench.contenders._common import METHODS
+from metarep.bench.load import cpu_load
+from metarep.bench.machine import OtherLoad, load_average, machine_info
 from metarep.bench.scale import task_data_bytes
+from metarep.bench.targets import TARGET_POPULATION_STEPS, Target, evaluate_targets
 
-METHODS = ("fo-anil", "anil")
 DTYPES = ("float64", "float32")
+
+T = TypeVar("T")
 
 #: the paper's setting (section 5): N, m_in, m_out, d, k'
 PAPER = {"n_tasks": 5000, "m_in": 20, "m_out": 10, "d": 50, "width": 50}
@@ -51,12 +56,6 @@ PAPER = {"n_tasks": 5000, "m_in": 20, "m_out": 10, "d": 50, "width": 50}
 #: agreement with metarep's gradient and loss, as max |a - b| / max(1, max |b|), per dtype
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 
-#: targets (all for FO-ANIL in float64 against the active metarep backend)
-TARGET_SPEEDUP = {"numpy_batched": 3.0, "higher_loop": 100.0, "jax_jit_vmap": 1.0, "torch_func": 1.0}
-TARGET_BANDWIDTH_FRACTION = 0.5
-TARGET_POPULATION_STEPS = 100_000
-TARGET_POPULATION_SECONDS = 10.0
-TARGET_BATCH_SPEEDUP = 20.0
 
 
 @dataclass
@@ -90,6 +89,11 @@ class BenchConfig:
     pop_steps: int | None = None                    # sequential population steps (10^5; quick 10^3)
     pop_batch: int | None = None                    # seeds along the leading axis (256; quick 16)
     pop_batch_steps: int | None = None              # steps of the batched run (200; quick 20)
+    load: int = 0                                   # CPU-bound processes run beside the contenders
+
+    def busy_limit(self) -> float:
+        """Cores other processes may keep busy, beyond the `load` ones, before a timing is suspect."""
+        return self.busy_threshold + self.load
 
     def resolved(self) -> BenchConfig:
         """A copy with every None repetition field set for the mode, after validation."""
@@ -127,6 +131,8 @@ class BenchConfig:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if self.warmup is not None and self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if not 0 <= int(self.load) <= 64:
+            raise ValueError(f"load must be between 0 and 64 processes, got {self.load}")
         if self.settle is not None and not 0 <= self.settle <= 60:
             raise ValueError(f"settle must be between 0 and 60 seconds, got {self.settle}")
 
@@ -164,14 +170,6 @@ class Row:
     @property
     def gbps(self) -> float | None:
         return None if self.seconds is None else self.task_bytes / self.seconds / 1e9
-
-
-@dataclass
-class Target:
-    name: str
-    required: str
-    measured: str
-    status: str                       # "PASS", "FAIL" or "n/a"
 
 
 @dataclass
@@ -276,10 +274,11 @@ def _default_backend() -> str:
 # ----------------------------------------------------------------------------------------------
 
 def contender_order(cfg: BenchConfig, reference: str) -> list[str]:
-    """The contenders to run: the reference metarep backend first, then the others in registry order."""
+    """The contenders to run: the reference (metarep's default) and its one-thread path first,
+    then the others in registry order."""
+    first = [reference, f"{reference}/1thread"]
     names = list(_contenders.CONTENDERS) if cfg.contenders is None else list(cfg.contenders)
-    names = [n for n in names if n != reference]
-    return [reference] + names
+    return first + [n for n in names if n not in first]
 
 
 def run_steps(cfg: BenchConfig, reference: str, log: Callable[[str], None]) -> list[Row]:
@@ -303,7 +302,8 @@ def run_steps(cfg: BenchConfig, reference: str, log: Callable[[str], None]) -> l
             data, B, w, _ = inputs[dtype]
             # the reference: metarep in float64 on exactly these (possibly rounded) numbers
             ref_data = tuple(a.astype(np.float64) for a in data)
-            ref_step = _contenders.make_contender(reference, *ref_data, cfg.alpha, method, np.float64)
+            X_in, y_in, X_out, y_out = ref_data
+            ref_step = _contenders.make_contender(reference, X_in, y_in, X_out, y_out, cfg.alpha, method, np.float64)
             refs[method, dtype] = ref_step(B.astype(np.float64), w.astype(np.float64))
             del ref_step, ref_data
     names = contender_order(cfg, reference)
@@ -337,7 +337,8 @@ def _prepare(cfg, name, method, dtype, data, B, w, ref, nbytes):
     """Build a contender and check it against the reference: (row, step), step None if unusable."""
     row = Row(method, dtype, name, "ok", task_bytes=nbytes, n_tasks=cfg.n_tasks)
     try:
-        step = _contenders.make_contender(name, *data, cfg.alpha, method, np.dtype(dtype))
+        X_in, y_in, X_out, y_out = data
+        step = _contenders.make_contender(name, X_in, y_in, X_out, y_out, cfg.alpha, method, np.dtype(dtype))
     except ImportError as exc:
         row.status, row.note = "skipped", _first_line(exc)
         return row, None
@@ -372,10 +373,11 @@ class _Tally:
         faults0 = page_faults()
         with OtherLoad() as load:
             times = time_calls(fn, repeats, warmup, min_time)
-        if faults0 is None or self.faults is None:
+        faults1 = page_faults()
+        if faults0 is None or faults1 is None or self.faults is None:
             self.faults = None
         else:
-            self.faults += page_faults() - faults0
+            self.faults += faults1 - faults0
         if load.other_seconds is None:
             self.known = False
         else:
@@ -400,7 +402,7 @@ def _time_rows(cfg, ready: dict, B, w, loops: bool, log) -> None:
     if loops:
         for name, (row, step) in ready.items():
             tally = _Tally()
-            tally.block(lambda: step(B, w), cfg.loop_repeats, 0, 0.0, cfg.settle)
+            tally.block(lambda step=step: step(B, w), cfg.loop_repeats, 0, 0.0, cfg.settle)
             _store(row, tally, 1)
             log(f"    {name}: {row.ms:.3f} ms")
         return
@@ -408,19 +410,19 @@ def _time_rows(cfg, ready: dict, B, w, loops: bool, log) -> None:
     per_block = max(1, math.ceil(cfg.repeats / rounds))
     tallies = {name: _Tally() for name in ready}
     for r in range(rounds):
-        for name, (row, step) in ready.items():
+        for name, (_, step) in ready.items():
             # the first block warms up fully; later ones take one untimed call to absorb the switch
-            tallies[name].block(lambda: step(B, w), per_block, cfg.warmup if r == 0 else 1,
+            tallies[name].block(lambda step=step: step(B, w), per_block, cfg.warmup if r == 0 else 1,
                                 cfg.min_time / rounds, cfg.settle)
     for name, (row, step) in ready.items():
         best, attempts = tallies[name], 1
-        while (best.cores is not None and best.cores > cfg.busy_threshold
+        while (best.cores is not None and best.cores > cfg.busy_limit()
                and attempts <= cfg.busy_retries):
             log(f"    {name}: other processes kept {best.cores:.2f} cores busy; timing again "
                 f"in {cfg.busy_wait:g} s")
             time.sleep(cfg.busy_wait)
             again = _Tally()
-            again.block(lambda: step(B, w), cfg.repeats, cfg.warmup, cfg.min_time, cfg.settle)
+            again.block(lambda step=step: step(B, w), cfg.repeats, cfg.warmup, cfg.min_time, cfg.settle)
             attempts += 1
             if again.cores is not None and again.cores < best.cores:
                 best = again
@@ -438,6 +440,13 @@ def _fill_ratios(rows: list[Row], reference: str) -> None:
     for r in rows:
         b = base.get((r.method, r.dtype))
         r.ratio = None if (b is None or r.seconds is None) else r.seconds / b
+
+
+def resolved(value: T | None) -> T:
+    """A repetition field of a resolved config (`BenchConfig.resolved` sets every one)."""
+    if value is None:
+        raise ValueError("the config was not resolved: call BenchConfig.resolved() first")
+    return value
 
 
 def _first_line(exc: BaseException) -> str:
@@ -462,7 +471,7 @@ def run_population(cfg: BenchConfig, log: Callable[[str], None]) -> dict:
     d, width = cfg.d, cfg.width
     rng = np.random.default_rng(cfg.seed + 1)
     problem = _paper_problem(d, rng)
-    S = cfg.pop_batch
+    S, steps, batch_steps = resolved(cfg.pop_batch), resolved(cfg.pop_steps), resolved(cfg.pop_batch_steps)
     B0 = rng.standard_normal((S, d, width)) / math.sqrt(d)
     w0 = np.zeros((S, width))
     kw = {"alpha": POP_ALPHA, "beta": POP_BETA, "m_in": POP_M_IN}
@@ -474,37 +483,37 @@ def run_population(cfg: BenchConfig, log: Callable[[str], None]) -> dict:
             params, _ = population_step(params, problem, **kw)
         return params, time.perf_counter() - t0
 
-    run_single(min(10, cfg.pop_steps))        # warm-up
-    log(f"population: {cfg.pop_steps} steps, one run, d = {d}, k' = {width} ...")
+    run_single(min(10, steps))        # warm-up
+    log(f"population: {steps} steps, one run, d = {d}, k' = {width} ...")
     with OtherLoad() as load_single:
-        single_params, single_s = run_single(cfg.pop_steps)
+        single_params, single_s = run_single(steps)
     finite = single_params.is_finite()
 
-    log(f"population: {cfg.pop_batch_steps} steps of {S} runs batched ...")
+    log(f"population: {batch_steps} steps of {S} runs batched ...")
     params = Params(B0.copy(), w0.copy())
     population_step(params, problem, **kw)    # warm-up
     with OtherLoad() as load_batch:
         t0 = time.perf_counter()
-        for _ in range(cfg.pop_batch_steps):
+        for _ in range(batch_steps):
             params, _ = population_step(params, problem, **kw)
         batch_s = time.perf_counter() - t0
-    check_params, _ = run_single(cfg.pop_batch_steps)
+    check_params, _ = run_single(batch_steps)
     scale = max(1.0, float(np.max(np.abs(check_params.B))))
     batch_error = float(max(np.max(np.abs(params.B[0] - check_params.B)),
                             np.max(np.abs(params.w[0] - check_params.w)))) / scale
 
-    single_rate = cfg.pop_steps / single_s
-    batch_rate = S * cfg.pop_batch_steps / batch_s
+    single_rate = steps / single_s
+    batch_rate = S * batch_steps / batch_s
     flops = step_flops(d, problem.k, width)
     gemm_rate = measure_gemm_rate(256 if cfg.quick else 1024)
-    extrapolated = cfg.pop_steps != TARGET_POPULATION_STEPS
+    extrapolated = steps != TARGET_POPULATION_STEPS
     return {
         "d": d, "width": width, "k": problem.k, "alpha": POP_ALPHA, "beta": POP_BETA, "m_in": POP_M_IN,
-        "steps": cfg.pop_steps, "seconds": single_s, "finite": finite,
-        "seconds_for_target": single_s * TARGET_POPULATION_STEPS / cfg.pop_steps,
+        "steps": steps, "seconds": single_s, "finite": finite,
+        "seconds_for_target": single_s * TARGET_POPULATION_STEPS / steps,
         "extrapolated": extrapolated,
         "single_steps_per_s": single_rate,
-        "batch": S, "batch_steps": cfg.pop_batch_steps, "batch_seconds": batch_s,
+        "batch": S, "batch_steps": batch_steps, "batch_seconds": batch_s,
         "batch_run_steps_per_s": batch_rate, "batch_speedup": batch_rate / single_rate,
         "batch_error": batch_error,
         "other_cores": load_single.cores, "batch_other_cores": load_batch.cores,
@@ -513,71 +522,6 @@ def run_population(cfg: BenchConfig, log: Callable[[str], None]) -> dict:
         "single_gflops": flops * single_rate / 1e9, "batch_gflops": flops * batch_rate / 1e9,
         "batch_speedup_ceiling": gemm_rate / (flops * single_rate),
     }
-
-
-# ----------------------------------------------------------------------------------------------
-# Targets
-# ----------------------------------------------------------------------------------------------
-
-def _pop_size(pop: dict | None, key: str) -> str:
-    return str(pop[key]) if pop and key in pop else "?"
-
-
-def evaluate_targets(rows: list[Row], reference: str, read_bw: float | None, pop: dict | None,
-                     busy_threshold: float = math.inf) -> list[Target]:
-    """The performance targets, each PASS, FAIL, or n/a when not measured in this run. A value
-    measured while other processes kept the machine busy is marked "(busy)"."""
-    by = {(r.method, r.dtype, r.contender): r for r in rows}
-
-    def mark(*loads) -> str:
-        return " (busy)" if any(x is not None and x > busy_threshold for x in loads) else ""
-
-    ref = by.get(("fo-anil", "float64", reference))
-    targets: list[Target] = []
-    labels = {"numpy_batched": "plain vectorised NumPy", "higher_loop": "per-task higher loop",
-              "jax_jit_vmap": "jax.jit(vmap)", "torch_func": "torch.func (vmap)"}
-    for name, need in TARGET_SPEEDUP.items():
-        title = f"FO-ANIL float64: {reference} vs {labels[name]}"
-        required = f">= {need:g}x faster" if need > 1 else "faster (> 1x)"
-        other = by.get(("fo-anil", "float64", name))
-        if ref is None or ref.seconds is None:
-            targets.append(Target(title, required, "metarep not timed", "n/a"))
-        elif other is None or other.seconds is None:
-            why = "not run" if other is None else other.status
-            targets.append(Target(title, required, f"{name} {why}", "n/a"))
-        else:
-            speedup = other.seconds / ref.seconds
-            ok = speedup >= need if need > 1 else speedup > 1.0
-            targets.append(Target(title, required, f"{speedup:.2f}x{mark(ref.other_cores, other.other_cores)}",
-                                  "PASS" if ok else "FAIL"))
-    title = f"FO-ANIL float64: {reference} effective bandwidth / read bandwidth"
-    required = f">= {TARGET_BANDWIDTH_FRACTION:.0%}"
-    if ref is None or ref.seconds is None or not read_bw:
-        targets.append(Target(title, required, "not measured", "n/a"))
-    else:
-        frac = ref.task_bytes / ref.seconds / read_bw
-        targets.append(Target(title, required, f"{frac:.0%} ({ref.gbps:.1f} of {read_bw / 1e9:.1f} GB/s)"
-                                               f"{mark(ref.other_cores)}",
-                              "PASS" if frac >= TARGET_BANDWIDTH_FRACTION else "FAIL"))
-    title = (f"population: {TARGET_POPULATION_STEPS:,} steps at d = {_pop_size(pop, 'd')}, "
-             f"k' = {_pop_size(pop, 'width')}")
-    required = f"< {TARGET_POPULATION_SECONDS:g} s"
-    if pop is None or "error" in pop:
-        measured = "not measured" if pop is None else f"failed: {pop['error']}"
-        targets.append(Target(title, required, measured, "n/a"))
-        targets.append(Target("population: runs batched vs one after another",
-                              f">= {TARGET_BATCH_SPEEDUP:g}x throughput", measured, "n/a"))
-    else:
-        secs = pop["seconds_for_target"]
-        how = f" (extrapolated from {pop['steps']} steps)" if pop["extrapolated"] else ""
-        targets.append(Target(title, required, f"{secs:.2f} s{how}{mark(pop.get('other_cores'))}",
-                              "PASS" if secs < TARGET_POPULATION_SECONDS else "FAIL"))
-        title = f"population: {pop['batch']} runs batched vs one after another"
-        targets.append(Target(title, f">= {TARGET_BATCH_SPEEDUP:g}x throughput", f"{pop['batch_speedup']:.1f}x"
-                              f"{mark(pop.get('other_cores'), pop.get('batch_other_cores'))} (ceiling "
-                              f"{pop['batch_speedup_ceiling']:.1f}x at the matrix-product rate)",
-                              "PASS" if pop["batch_speedup"] >= TARGET_BATCH_SPEEDUP else "FAIL"))
-    return targets
 
 
 # ----------------------------------------------------------------------------------------------
@@ -605,11 +549,15 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
     def probe() -> None:
         # the host's memory bandwidth drifts: probed before, between and after the timings
         if cfg.bandwidth:
-            log(f"read bandwidth ({cfg.bandwidth_bytes / 1e6:.0f} MB array reduction) ...")
-            probes.append(measure_read_bandwidth(cfg.bandwidth_bytes))
+            nbytes = resolved(cfg.bandwidth_bytes)
+            log(f"read bandwidth ({nbytes / 1e6:.0f} MB array reduction) ...")
+            probes.append(measure_read_bandwidth(nbytes))
 
     probe()
-    rows = run_steps(cfg, reference, log)
+    if cfg.load:
+        log(f"{cfg.load} CPU-bound process(es) run beside the contenders ...")
+    with cpu_load(cfg.load):
+        rows = run_steps(cfg, reference, log)
     probe()
     pop = None
     if cfg.population:
@@ -622,132 +570,8 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
     read_bw = statistics.median(probes) if probes else None
     machine = machine_info()              # after the runs: the frameworks' thread counts are known
     machine["allocator"] = allocator
+    targets = evaluate_targets(rows, reference, read_bw, pop, cfg.busy_limit(), cfg.load)
     return BenchResult(config=cfg, machine=machine, reference=reference, rows=rows, read_bandwidth=read_bw,
-                       population=pop, targets=evaluate_targets(rows, reference, read_bw, pop, cfg.busy_threshold),
+                       population=pop, targets=targets,
                        load_before=load_before, load_after=load_average(),
                        wall_seconds=time.perf_counter() - t_start, read_bandwidth_probes=probes)
-
-
-# ----------------------------------------------------------------------------------------------
-# Output
-# ----------------------------------------------------------------------------------------------
-
-TABLE_COLUMNS = ("method", "dtype", "contender", "ms/step", "tasks/s", "GB/s", "time / metarep",
-                 "runs", "faults/step", "other CPU", "agreement", "note")
-
-
-def _fmt(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
-
-
-def _fmt_ms(ms: float | None) -> str:
-    if ms is None:
-        return "-"
-    return f"{ms:.0f}" if ms >= 100 else f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
-
-
-def _other(cores: float | None, busy: float) -> str:
-    return "-" if cores is None else f"{cores:.2f}" + (" (busy)" if cores > busy else "")
-
-
-def table_rows(result: BenchResult) -> list[list[str]]:
-    busy = result.config.busy_threshold
-    out = []
-    for r in result.rows:
-        note = r.note if r.status != "ok" else ""
-        out.append([r.method, r.dtype, r.contender, _fmt_ms(r.ms), _fmt(r.tasks_per_s, ",.0f"),
-                    _fmt(r.gbps, ".2f"), "-" if r.ratio is None else f"{r.ratio:.2f}x",
-                    str(len(r.times)) if r.times else "-", _fmt(r.faults, ",.0f"), _other(r.other_cores, busy),
-                    _fmt(r.error, ".0e"), note])
-    return out
-
-
-def markdown_table(header, rows) -> str:
-    from metarep.tables import markdown_table as table
-
-    return table(header, [[str(c) for c in row] for row in rows])
-
-
-def format_report(result: BenchResult) -> str:
-    cfg = result.config
-    nb = task_data_bytes(cfg.n_tasks, cfg.m_in, cfg.m_out, cfg.d)
-    parts = ["# metarep bench", ""]
-    parts.append(f"One outer step, N = {cfg.n_tasks}, m_in = {cfg.m_in}, m_out = {cfg.m_out}, d = {cfg.d}, "
-                 f"k' = {cfg.width}, alpha = {cfg.alpha}; task data {nb / 1e6:.1f} MB in float64. "
-                 f"Median of at least {cfg.repeats} timed runs (and at least {cfg.min_time:g} s) after {cfg.warmup} "
-                 f"warm-up runs, in {cfg.rounds} interleaved rounds, each block after {cfg.settle:g} s idle "
-                 f"(loops over tasks: {cfg.loop_repeats} runs), all in one process on the same data. "
-                 f"Every gradient was checked against {result.reference} first "
-                 f"(float64 to {TOLERANCE['float64']:.0e}, float32 to {TOLERANCE['float32']:.0e}, relative to "
-                 f"max(1, |value|)). GB/s = bytes of task data one step must read / time; "
-                 f"time / metarep is relative to {result.reference} on the same method and dtype; "
-                 f"faults/step = page faults per call (fresh large temporaries; expensive on a virtual machine); "
-                 f"other CPU = cores other processes kept busy meanwhile (above {cfg.busy_threshold:g}: busy, "
-                 f"the time is suspect; such rows were re-timed up to {cfg.busy_retries} times and the "
-                 f"quietest kept)."
-                 + (" Quick mode: too few runs for reliable numbers." if cfg.quick else ""))
-    parts += ["", "## Machine", ""]
-    parts += [f"- {line}" for line in describe(result.machine)]
-    parts.append(f"- load average before / after: {result.load_before} / {result.load_after}")
-    if "allocator" in result.machine:
-        parts.append(f"- memory allocator: {result.machine['allocator']}")
-    if result.read_bandwidth:
-        each = ", ".join(f"{b / 1e9:.1f}" for b in result.read_bandwidth_probes)
-        parts.append(f"- read bandwidth (sum over a {cfg.bandwidth_bytes / 1e6:.0f} MB float64 array, one slice "
-                     f"per usable core): {result.read_bandwidth / 1e9:.1f} GB/s, the median of probes taken "
-                     f"before, between and after the timings ({each} GB/s)")
-    parts += ["", "## One outer step", "", markdown_table(TABLE_COLUMNS, table_rows(result))]
-    busy = [r for r in result.rows if r.other_cores is not None and r.other_cores > cfg.busy_threshold]
-    if busy:
-        parts += ["", f"Warning: other processes kept up to {max(r.other_cores for r in busy):.1f} cores busy "
-                      f"while {len(busy)} of the rows were timed (marked busy): those times are not reliable; "
-                      f"run again on an idle machine."]
-    pop = result.population
-    if pop is not None and "error" in pop:
-        parts += ["", "## Population (infinite tasks)", "", f"Failed: {pop['error']}"]
-    elif pop is not None:
-        parts += ["", "## Population (infinite tasks)", ""]
-        parts.append(f"Exact FO-ANIL population steps (MATH 4), d = {pop['d']}, k' = {pop['width']}, "
-                     f"k = {pop['k']}, alpha = {pop['alpha']}, beta = {pop['beta']}, m_in = {pop['m_in']}.")
-        parts.append("")
-        parts.append(f"- one run: {pop['steps']} steps in {pop['seconds']:.2f} s "
-                     f"({pop['single_steps_per_s']:,.0f} steps/s, {1e6 / pop['single_steps_per_s']:.1f} us/step"
-                     f"{', finite' if pop['finite'] else ', NOT FINITE'}; other CPU "
-                     f"{_other(pop['other_cores'], cfg.busy_threshold)})")
-        parts.append(f"- {pop['batch']} runs along a leading axis: {pop['batch_steps']} steps in "
-                     f"{pop['batch_seconds']:.2f} s ({pop['batch_run_steps_per_s']:,.0f} run-steps/s, "
-                     f"{pop['batch_speedup']:.1f}x the throughput of one run after another); "
-                     f"first run equals the same run done alone to {pop['batch_error']:.0e}; other CPU "
-                     f"{_other(pop['batch_other_cores'], cfg.busy_threshold)}")
-        parts.append(f"- arithmetic: {pop['flops_per_step']:,} flop per run-step; one run computes at "
-                     f"{pop['single_gflops']:.1f} GFLOP/s, the batch at {pop['batch_gflops']:.1f} GFLOP/s, "
-                     f"and a float64 matrix product on all cores at {pop['gemm_gflops']:.1f} GFLOP/s. Batching "
-                     f"removes per-call overhead, not arithmetic, so its gain is at most "
-                     f"{pop['batch_speedup_ceiling']:.1f}x here (the ceiling).")
-    parts += ["", "## Targets", "",
-              markdown_table(("target", "required", "measured", "result"),
-                             [[t.name, t.required, t.measured, t.status] for t in result.targets])]
-    skipped = [r for r in result.rows if r.status != "ok"]
-    if skipped:
-        parts += ["", "Not timed: " + "; ".join(sorted({f"{r.contender} ({r.status}: {r.note})"
-                                                         for r in skipped}))]
-    parts += ["", f"Wall time {result.wall_seconds:.0f} s.", ""]
-    return "\n".join(parts)
-
-
-def result_to_dict(result: BenchResult) -> dict:
-    rows = []
-    for r in result.rows:
-        rows.append({"method": r.method, "dtype": r.dtype, "contender": r.contender, "status": r.status,
-                     "ms": r.ms, "tasks_per_s": r.tasks_per_s, "gbps": r.gbps, "ratio": r.ratio,
-                     "agreement": r.error, "faults_per_step": r.faults, "other_cores": r.other_cores,
-                     "attempts": r.attempts, "times_s": r.times, "note": r.note,
-                     "description": _contenders.DESCRIPTIONS.get(r.contender, "")})
-    return {
-        "config": asdict(result.config), "machine": result.machine, "reference": result.reference,
-        "read_bandwidth_gbps": None if result.read_bandwidth is None else result.read_bandwidth / 1e9,
-        "read_bandwidth_probes_gbps": [b / 1e9 for b in result.read_bandwidth_probes],
-        "rows": rows, "population": result.population, "targets": [asdict(t) for t in result.targets],
-        "load_before": result.load_before, "load_after": result.load_after,
-        "wall_seconds": result.wall_seconds,
-    }

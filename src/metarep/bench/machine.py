@@ -12,8 +12,8 @@ PACKAGES = ("numpy", "scipy", "numba", "torch", "higher", "jax", "jaxlib", "thre
 
 #: environment variables that change how fast the numerical libraries run
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-            "NUMBA_NUM_THREADS", "METAREP_KERNEL", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
-            "XLA_FLAGS")
+            "NUMBA_NUM_THREADS", "METAREP_KERNEL", "METAREP_THREADS", "MALLOC_MMAP_THRESHOLD_",
+            "MALLOC_TRIM_THRESHOLD_", "XLA_FLAGS")
 
 
 def cpu_model() -> str:
@@ -63,12 +63,8 @@ def blas_info() -> list[dict]:
 
 def thread_counts() -> dict[str, int]:
     """Threads the frameworks that are already imported will use (nothing new is imported)."""
-    out: dict[str, int] = {}
-    if "numba" in sys.modules:
-        try:
-            out["numba"] = int(sys.modules["numba"].get_num_threads())
-        except Exception:  # pragma: no cover - numba without a threading layer
-            pass
+    from metarep import threads
+    out: dict[str, int] = {"metarep kernels": threads.count()}
     if "torch" in sys.modules:
         out["torch"] = int(sys.modules["torch"].get_num_threads())
     return out
@@ -150,8 +146,8 @@ class OtherLoad:
             ...
         load.cores   # average cores used by everything but this process (None if unknown)
 
-    Read from /proc/stat (10 ms resolution), so blocks shorter than `MIN_WALL` give None. Work on a core shared with the timed code slows it down, the
-    parallel kernels most of all.
+    Read from /proc/stat (10 ms resolution), so blocks shorter than `MIN_WALL` give None. Work on
+    a core shared with the timed code slows it down, the parallel kernels most of all.
     """
 
     #: shorter blocks are not measured: /proc/stat counts in 10 ms ticks

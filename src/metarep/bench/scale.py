@@ -13,6 +13,8 @@ import tracemalloc
 
 import numpy as np
 
+from metarep.bench.contenders._common import FIRST_ORDER
+
 GB = 1e9
 
 
@@ -21,7 +23,7 @@ def task_data_bytes(n_tasks: int, m_in: int, m_out: int, d: int, itemsize: int =
     return int(n_tasks) * (int(m_in) + int(m_out)) * (int(d) + 1) * int(itemsize)
 
 
-def measure_step_memory(method: str = "fo-anil", *, n_tasks: int = 2000, m_in: int = 20, m_out: int = 10,
+def measure_step_memory(method: str = FIRST_ORDER, *, n_tasks: int = 2000, m_in: int = 20, m_out: int = 10,
                         d: int = 50, width: int = 50, alpha: float = 0.1, seed: int = 0) -> dict:
     """Peak memory one outer step allocates beyond the task data, measured with tracemalloc.
 

@@ -7,9 +7,10 @@ source is refused with one line naming it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DATASETS = ("chem97", "exam", "mathachieve", "star")
 # The keys each source reads; every other key (but `source`) is refused for it.
@@ -56,6 +57,13 @@ class DataConfig(BaseModel):
     standardize: Annotated[bool, Field(strict=True)] | None = None
     intercept: Annotated[bool, Field(strict=True)] | None = None
 
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        """A relative path is taken from the current directory and kept absolute, so that a
+        resumed run or a sweep's worker reads the same file from anywhere."""
+        return None if path is None else str(Path(path).expanduser().absolute())
+
     @model_validator(mode="before")
     @classmethod
     def _resolve_source(cls, data: Any) -> Any:
@@ -98,17 +106,34 @@ class DataConfig(BaseModel):
         return self.source == "synthetic"
 
 
+# Keys only the synthetic model reads (None: the whole table): refused when given with a table
+# source, and left out of its resolved config. (test.seed is kept: sweeps set it; it is unused.)
+SYNTHETIC_KEYS = {"problem": None, "train": ("tasks", "batch_tasks"), "test": ("tasks",)}
+
+
 def check_table_config(config) -> None:
-    """What a table source asks of the rest of the config (ValueError, one line): the
-    training tasks are the table's (no "inf" or "online"), there is no ground truth, and only
-    the linear model reads tasks from a source."""
+    """What a table source asks of the rest of the config (ValueError, one line): no key of
+    the synthetic model (the training tasks and d are the table's), no method that needs the
+    ground truth, and the linear model (the one that reads tasks from a source)."""
     source = f"data.source = \"{config.data.source}\""
-    if config.train.tasks in ("inf", "online"):
-        raise ValueError(f"train.tasks = \"{config.train.tasks}\" is for the synthetic model; with {source} the "
-                         "training tasks are the table's: leave train.tasks out")
+    for section, keys in SYNTHETIC_KEYS.items():
+        given = getattr(config, section).model_fields_set
+        for key in sorted(given if keys is None else given & set(keys)):
+            raise ValueError(f"{section}.{key} does not apply to {source} (the tasks, their number and d are "
+                             "the table's): leave it out")
     if config.method_spec.needs_truth:
         raise ValueError(f"method.name = \"{config.method.name}\" needs the true representation B*, which "
                          f"{source} does not have")
     if config.model.arch != "linear":
         raise ValueError(f"model.arch = \"{config.model.arch}\" does not read tasks from {source} (only "
                          "\"linear\" does)")
+
+
+def drop_synthetic_keys(dumped: dict) -> None:
+    """Remove SYNTHETIC_KEYS from a config's plain data (in place)."""
+    for section, keys in SYNTHETIC_KEYS.items():
+        if keys is None:
+            dumped.pop(section, None)
+        else:
+            for key in keys:
+                dumped.get(section, {}).pop(key, None)

@@ -4,6 +4,8 @@ the fixed rows when they are drawn once, and describe what was loaded."""
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 from metarep import seeds
@@ -42,5 +44,8 @@ def _named(data_cfg) -> str:
 
 def describe(data_cfg, data: TaskData) -> dict[str, Any]:
     """What summary.json says about the data: its name, d, the features and the counts."""
-    return {"source": data_cfg.source, "name": data_cfg.dataset or data_cfg.path, "d": data.d,
-            "features": list(data.features), "draw": data_cfg.draw, **data.counts}
+    out = {"source": data_cfg.source, "name": data_cfg.dataset or data_cfg.path, "d": data.d,
+           "features": list(data.features), "draw": data_cfg.draw, **data.counts}
+    if data_cfg.source == "file":  # what was read: a file edited later gives other numbers
+        out["sha256"] = hashlib.sha256(Path(data_cfg.path).read_bytes()).hexdigest()
+    return out

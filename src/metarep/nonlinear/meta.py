@@ -65,9 +65,8 @@ def anil_objective(params: dict, tasks: TorchTasks, *, net: Net, alpha: float, i
                    exact: bool) -> torch.Tensor:
     """(1/N) sum_i L(body, w_i; X'_i, y'_i) with w_i the head adapted on the inner set."""
     body, w = split(params)
-    F_in = features(tasks.X_in, body, net.activation)
-    if not exact:
-        F_in = F_in.detach()
+    with torch.set_grad_enabled(exact):  # first order: no derivative flows through the inner features
+        F_in = features(tasks.X_in, body, net.activation)
     W = vmap(partial(adapt_head, alpha=alpha, steps=inner_steps), in_dims=(None, 0, 0))(w, F_in, tasks.y_in)
     if not exact:
         W = _stop(w, W)

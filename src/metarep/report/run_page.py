@@ -51,6 +51,12 @@ def _final_rows(final: dict[str, Any]) -> list[list[Any]]:
 
 def _test_rows(test: dict[str, Any]) -> list[list[Any]]:
     rule = test.get("adapt") or ""
+    if "mse" in test:  # held-out real tasks
+        steps = f", {test['adapt_steps']} step(s) of size {fmt(test.get('alpha'))}" if rule == "gradient" else ""
+        return [["test MSE (held-out tasks)", f"{fmt(test.get('mse'))} {PM} {fmt(test.get('mse_se'), 2)}"],
+                ["adaptation", rule + steps],
+                ["held-out tasks x adaptation rows", f"{test.get('tasks')} x {test.get('m_test')} "
+                                                     f"({test.get('tasks_skipped')} too small, skipped)"]]
     rows: list[list[Any]] = [["test excess risk",
                               f"{fmt(test.get('excess_risk'))} {PM} {fmt(test.get('excess_risk_se'), 2)}"]]
     if test.get("excess_risk_expected") is not None:

@@ -22,6 +22,7 @@ from metarep.results import (
     load_results,
     mean_sd_text,
     natural_key,
+    test_score,
 )
 from metarep.tables import fmt
 
@@ -88,7 +89,8 @@ def _best(columns: list[str], rows: list[dict]) -> list[str]:
         return []
     point, risks = best
     where = ", ".join(f"{k} = {fmt(v)}" for k, v in point.items())
-    return [f"Lowest mean test excess risk: **{where}** ({mean_sd_text(risks)} over {len(risks)} run(s)).", ""]
+    what = "test MSE" if test_score(rows) == "mse" else "test excess risk"
+    return [f"Lowest mean {what}: **{where}** ({mean_sd_text(risks)} over {len(risks)} run(s)).", ""]
 
 
 def _summary_figure(directory: Path, columns: list[str], rows: list[dict]) -> list[str]:
@@ -102,7 +104,8 @@ def _summary_figure(directory: Path, columns: list[str], rows: list[dict]) -> li
 
 
 def _every_run(directory: Path, rows: list[dict], keys: list[str]) -> list[str]:
-    headers = [*keys, "seed", "status", "steps", *METRICS, "excess_risk", f"{PM} se", "run"]
+    score = test_score(rows)
+    headers = [*keys, "seed", "status", "steps", *METRICS, score, f"{PM} se", "run"]
     body = []
     for row in _sorted_rows(rows, keys):
         run_dir = directory / "runs" / row["run_id"]
@@ -110,7 +113,7 @@ def _every_run(directory: Path, rows: list[dict], keys: list[str]) -> list[str]:
         target = link("figure", rel(figure, directory)) if figure.exists() else \
             link("dir", rel(run_dir, directory)) if run_dir.exists() else ""
         body.append([*(row.get(k) for k in keys), row.get("seed"), row["status"], row.get("steps"),
-                     *(row.get(m) for m in METRICS), row.get("excess_risk"), row.get("excess_risk_se"), target])
+                     *(row.get(m) for m in METRICS), row.get(score), row.get(f"{score}_se"), target])
     return ["## Every run", "", table(headers, body), ""]
 
 

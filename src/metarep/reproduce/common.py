@@ -67,7 +67,8 @@ def compose(paths: Sequence[Path], *, quick: bool) -> tuple[dict, dict]:
     """Merge experiment files in order, later files winning; with `quick`, each file's [quick]
     table is applied right after that file (so a row's own keys override the base's quick
     ones, and its own [quick] overrides both). Returns (config data, merged metadata)."""
-    config, meta = {}, {}
+    config: dict = {}
+    meta: dict = {}
     for path in paths:
         c, m, q = split_layer(read_toml(path))
         config, meta = deep_merge(config, c), deep_merge(meta, m)

@@ -44,7 +44,7 @@ def trace_job(job: dict) -> dict:
     config = validate(job["config"])
     exp = build(config)
     state = trace(exp, log_points(config.train.steps, job["points"]))
-    t, p = config.train, exp.problem
+    t, p = config.train, exp.problem  # type: ignore[attr-defined]  # a linear experiment
     return {"key": job["key"], "label": job["label"], "history": state.history, "status": state.status,
             "message": state.message, "theory": config.method_spec.theory, "regime": exp.regime, "alpha": t.alpha,
             "beta": t.beta,
@@ -85,7 +85,8 @@ def draw(curves: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    levels, zeros = {}, {key: [] for key, _ in PANELS}
+    levels: dict[float, tuple] = {}
+    zeros: dict[str, list[str]] = {key: [] for key, _ in PANELS}
     styles = ("-", "-", "-", "--", "-.")     # curves that nearly coincide stay visible
     for i, curve in enumerate(curves):
         c, ls = colors[i % len(colors)], styles[i % len(styles)]
@@ -102,7 +103,7 @@ def draw(curves: list[dict], path: Path) -> None:
         if level is not None:
             levels.setdefault(round(level, 12), (level, curve["m_in"], c))
         if np.isfinite(curve["m_in"]) and curve["theory"] and curve["regime"] == "population":
-            draw_lemma2(axes[1], steps[steps > 0], curve["history"][0]["perp_norm"], alpha=curve["alpha"],
+            draw_lemma2(axes[1], steps[steps > 0].tolist(), curve["history"][0]["perp_norm"], alpha=curve["alpha"],
                         beta=curve["beta"], noise_std=curve["noise_std"], m_in=curve["m_in"])
     for level, m_in, c in levels.values():
         name = r"\infty" if not np.isfinite(m_in) else f"{m_in:g}"

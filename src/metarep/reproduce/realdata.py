@@ -7,7 +7,8 @@ Settings: experiments/realdata/realdata.toml. For each bundled dataset and each 
 test-time rules at every m_test on the same held-out schools and rows (paired). Means and
 standard errors: per split over held-out schools, then over splits as mean_s mu_s with standard
 error sqrt(sum_s se_s^2) / S. Writes realdata.md, realdata.csv (one line per dataset, rule and
-m_test), realdata_runs.csv (one line per trained model), realdata_summary.json, realdata.png.
+m_test), realdata_runs.csv (one line per trained model, with the median and the worst per-school
+MSE of its first rule over every m_test), realdata_summary.json, realdata.png.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
 from metarep.config import ConfigError, validate
 from metarep.data.heldout import episodes, heldout_mse
+from metarep.data.read import read_bundled
 from metarep.methods import get_method
 from metarep.methods.base import shared_head
 from metarep.metrics import numerical_rank
@@ -41,7 +44,7 @@ NAME = "realdata"
 HELP = "Test MSE on held-out schools against m_test: meta-learning next to pooled and per-school ridge."
 COLUMNS = ("dataset", "rule", "m_test", "splits", "completed", "mse", "mse_se", "heldout_tasks")
 RUN_COLUMNS = ("dataset", "split", "method", "status", "loss", "effective_rank", "effective_rank_0", "rank", "d",
-               "width",
+               "width", "median_school_mse", "worst_school_mse",
                "train_tasks", "heldout_tasks", "cpu_s", "message")
 
 
@@ -112,7 +115,7 @@ def work(job: dict) -> dict:
     start = time.process_time()
     config = validate(job["config"])
     exp, state, summary = run(config)
-    data = exp.source.data
+    data = cast(Any, exp).source.data  # the table source's TaskData
     sv = summary["final"]["singular_values"]
     sv0 = [v for k, v in state.history[0].items() if k.startswith("sv_")] if state.history else sv
     out = {"status": state.status, "message": state.message, "loss": summary["final"].get("loss"),
@@ -126,6 +129,8 @@ def work(job: dict) -> dict:
             out["scores"][rule["label"]] = {
                 m: heldout_mse(B, w, episodes(data.heldout, m), rule=c.adapt_rule, alpha=c.test_alpha,
                                steps=c.test.adapt_steps, ridge=c.test.ridge).tolist() for m in job["m_test"]}
+        own = np.array(list(out["scores"][job["rules"][0]["label"]].values()))  # (m_test, schools)
+        out["median_school_mse"], out["worst_school_mse"] = float(np.median(own)), float(own.max())
     out["heldout_tasks"] = episodes(data.heldout, max(job["m_test"])).n_tasks
     out["cpu_s"] = time.process_time() - start
     return out
@@ -185,25 +190,37 @@ def _versus(row: dict, key: str, reference: str) -> str:
 
 def findings(d: Design, rows: list[dict], runs: list[dict]) -> list[str]:
     """Per dataset: the best rule at the smallest and largest m_test, how the meta-learning
-    rules compare with pooled and with none (paired, two standard errors), and the effective
-    rank FO-ANIL keeps."""
+    rules compare with the references (paired, two standard errors), and the effective rank of
+    every learned B."""
     notes = []
     for dataset in d.datasets:
-        mine = [r for r in rows if r["dataset"] == dataset and r.get("mse") is not None]
-        for m in (d.m_test[0], d.m_test[-1]):
-            at = sorted((r for r in mine if r["m_test"] == m), key=lambda r: r["mse"])
-            if at:
-                notes.append(f"{dataset}, m_test = {m}: lowest MSE {at[0]['rule']} {fmt(at[0]['mse'])} "
-                             f"± {fmt(at[0]['mse_se'], 2)}; " + "; ".join(
-                                 f"{r['rule']} " + ", ".join(_versus(r, key, ref) for key, ref in d.references.items())
-                                 for r in at if r["rule"] in d.meta))
-        learned = [m for m in dict.fromkeys(r["method"] for r in runs) if get_method(m).fixed_width is None]
-        for method in learned:
-            ranks = [r for r in runs if r["dataset"] == dataset and r["method"] == method and "effective_rank" in r]
-            if ranks:
-                notes.append(f"{dataset}: {method}'s B (width {ranks[0]['width']}, d = {ranks[0]['d']}) has "
-                             f"effective rank {fmt(np.mean([r['effective_rank'] for r in ranks]))}, from "
-                             f"{fmt(np.mean([r['effective_rank_0'] for r in ranks]))} at step 0 (means over splits)")
+        notes += _score_notes(d, dataset, [r for r in rows if r["dataset"] == dataset and r.get("mse") is not None])
+        notes += _rank_notes(dataset, [r for r in runs if r["dataset"] == dataset and "effective_rank" in r])
+    return notes
+
+
+def _score_notes(d: Design, dataset: str, rows: list[dict]) -> list[str]:
+    notes = []
+    for m in (d.m_test[0], d.m_test[-1]):
+        at = sorted((r for r in rows if r["m_test"] == m), key=lambda r: r["mse"])
+        if at:
+            compared = ["{} {}".format(r["rule"], ", ".join(_versus(r, key, ref) for key, ref in d.references.items()))
+                        for r in at if r["rule"] in d.meta]
+            notes.append(f"{dataset}, m_test = {m}: lowest MSE {at[0]['rule']} {fmt(at[0]['mse'])} "
+                         f"± {fmt(at[0]['mse_se'], 2)}; " + "; ".join(compared))
+    return notes
+
+
+def _rank_notes(dataset: str, runs: list[dict]) -> list[str]:
+    """The effective rank of B for every method that learns it (not a fixed width)."""
+    notes = []
+    for method in dict.fromkeys(r["method"] for r in runs):
+        if get_method(method).fixed_width is not None:
+            continue
+        mine = [r for r in runs if r["method"] == method]
+        notes.append(f"{dataset}: {method}'s B (width {mine[0]['width']}, d = {mine[0]['d']}) has effective "
+                     f"rank {fmt(np.mean([r['effective_rank'] for r in mine]))}, from "
+                     f"{fmt(np.mean([r['effective_rank_0'] for r in mine]))} at step 0 (means over splits)")
     return notes
 
 
@@ -221,6 +238,7 @@ def draw(d: Design, rows: list[dict], out: Path) -> None:
                             yerr=[r["mse_se"] for r in line], marker="o", capsize=3, label=label)
         ax.set_xscale("log")
         ax.set_xticks(d.m_test, [str(m) for m in d.m_test])
+        ax.set_xticks([], minor=True)
         ax.set(title=dataset, xlabel="m_test (rows of the new school adapted on)",
                ylabel="test MSE (standardised target)")
     axes[0].legend(fontsize=7)
@@ -245,16 +263,20 @@ def render(d: Design, rows: list[dict], runs: list[dict], notes: list[str], *, q
     lines += ["## Paired differences (negative: lower MSE than the reference)", "",
               markdown_table(["dataset", "rule", "m_test", *(f"minus {ref}" for ref in d.references.values())],
                              diff)]
-    ranks = {}
-    for r in runs:
-        ranks.setdefault((r["dataset"], r["method"]), []).append(r)
-    rank_rows = [[ds, method, group[0].get("d"), group[0].get("width"),
-                  fmt(np.mean([g.get("effective_rank", np.nan) for g in group])),
-                  "/".join(str(g.get("rank")) for g in group), sum(g["status"] == "completed" for g in group)]
-                 for (ds, method), group in ranks.items()]
-    lines += ["## The learned B", "", markdown_table(["dataset", "method", "d", "width k'", "effective rank (mean)",
-                                                      "rank (rel. tol 1e-2), per split", "completed"], rank_rows)]
+    lines += ["## The learned B (methods with a fixed B = I_d left out)", "",
+              markdown_table(["dataset", "method", "d", "width k'", "effective rank", "at step 0",
+                              "rank (rel. tol 1e-2), per split", "completed"], _rank_rows(runs))]
     return "\n".join(lines)
+
+
+def _rank_rows(runs: list[dict]) -> list[list]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        if get_method(r["method"]).fixed_width is None:
+            groups.setdefault((r["dataset"], r["method"]), []).append(r)
+    return [[ds, method, g[0].get("d"), g[0].get("width"), fmt(np.mean([r.get("effective_rank", np.nan) for r in g])),
+             fmt(np.mean([r.get("effective_rank_0", np.nan) for r in g])), "/".join(str(r.get("rank")) for r in g),
+             sum(r["status"] == "completed" for r in g)] for (ds, method), g in groups.items()]
 
 
 def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
@@ -262,6 +284,8 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
     start = time.perf_counter()
     machine = machine_line(workers)
     d = load(quick, experiments)
+    for dataset in d.datasets:  # before any work: a missing optional package is one line
+        read_bundled(dataset)
     jobs = plan(d)
     echo(f"{NAME}: {len(d.datasets)} datasets x {d.splits} splits x {len(d.methods)} methods: {len(jobs)} jobs "
          f"on {workers} worker(s)")

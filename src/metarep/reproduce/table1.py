@@ -58,6 +58,26 @@ class Row:
     data: dict          # config data without seeds
 
 
+def _row_key(path: Path) -> str | None:
+    found = ROW_FILE.match(path.name)
+    return found.group(2) if found else None
+
+
+def _load_row(base: Path, path: Path, key: str, *, quick: bool, steps: int | None) -> Row:
+    """One row file on top of base.toml, validated (seed 0); `steps` for its iterative method."""
+    data, meta = compose([base, path], quick=quick)
+    info = meta.get("row", {})
+    try:
+        config = validate(with_seed(data, 0))
+        if steps is not None and config.method_spec.iterative:
+            data = deep_merge(data, {"train": {"steps": steps, "log_every": max(1, steps // 50)}})
+            validate(with_seed(data, 0))
+    except ConfigError as err:
+        raise ConfigError(f"{path.name}: {err}") from None
+    return Row(key, info.get("label", key), info.get("training", ""), info.get("note", ""), info.get("paper", ""),
+               data)
+
+
 def load_rows(*, quick: bool, experiments=None, only: tuple[str, ...] = (), steps: int | None = None) -> list[Row]:
     """The rows of experiments/table1, in file order; each validated once (seed 0). With `steps`,
     every iterative row trains that many outer steps (equal training)."""
@@ -65,28 +85,12 @@ def load_rows(*, quick: bool, experiments=None, only: tuple[str, ...] = (), step
     base = folder / "base.toml"
     if not base.exists():
         raise ConfigError(f"{str(base)!r} not found")
-    files = sorted((p for p in folder.glob("*.toml") if ROW_FILE.match(p.name)), key=lambda p: p.name)
-    rows = []
-    for path in files:
-        key = ROW_FILE.match(path.name).group(2)
-        if only and key not in only:
-            continue
-        data, meta = compose([base, path], quick=quick)
-        info = meta.get("row", {})
-        try:
-            config = validate(with_seed(data, 0))
-            if steps is not None and config.method_spec.iterative:
-                data = deep_merge(data, {"train": {"steps": steps, "log_every": max(1, steps // 50)}})
-                validate(with_seed(data, 0))
-        except ConfigError as err:
-            raise ConfigError(f"{path.name}: {err}") from None
-        rows.append(Row(key, info.get("label", key), info.get("training", ""), info.get("note", ""),
-                        info.get("paper", ""), data))
-    if only and {r.key for r in rows} != set(only):
-        missing = sorted(set(only) - {r.key for r in rows})
-        raise ConfigError(f"unknown table1 row(s) {', '.join(missing)}; known: "
-                          f"{', '.join(ROW_FILE.match(p.name).group(2) for p in files)}")
-    return rows
+    files = {key: p for p in sorted(folder.glob("*.toml"), key=lambda p: p.name) if (key := _row_key(p))}
+    unknown = sorted(set(only) - set(files))
+    if unknown:
+        raise ConfigError(f"unknown table1 row(s) {', '.join(unknown)}; known: {', '.join(files)}")
+    return [_load_row(base, path, key, quick=quick, steps=steps) for key, path in files.items()
+            if not only or key in only]
 
 
 def _result(row: str, seed: int, summ: dict, cpu_s: float) -> dict:

@@ -17,6 +17,7 @@ Factories of optional frameworks (torch, higher, jax, numba) import them lazily 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 from .higher_impl import make_higher_loop
@@ -26,7 +27,7 @@ from .numpy_impl import make_numpy_batched, make_numpy_loop
 from .torch_impl import make_torch_func, make_torch_loop
 
 #: name -> factory, slowest first; the metarep entries are the library under test
-CONTENDERS = {
+CONTENDERS: dict[str, Callable[..., Callable]] = {
     "higher_loop": make_higher_loop,
     "torch_loop": make_torch_loop,
     "numpy_loop": make_numpy_loop,
@@ -34,14 +35,16 @@ CONTENDERS = {
     "jax_jit_vmap": make_jax_jit_vmap,
     "numpy_batched": make_numpy_batched,
     "metarep[numpy]": partial(make_metarep, backend="numpy"),
+    "metarep[numpy]/1thread": partial(make_metarep, backend="numpy", threads=1),
     "metarep[numba]": partial(make_metarep, backend="numba"),
+    "metarep[numba]/1thread": partial(make_metarep, backend="numba", threads=1),
 }
 
 #: contenders that loop over tasks in Python (slow at large N: timed with fewer repeats)
 LOOP_CONTENDERS = ("numpy_loop", "torch_loop", "higher_loop")
 
-#: metarep itself, one entry per kernel backend
-METAREP_CONTENDERS = ("metarep[numpy]", "metarep[numba]")
+#: metarep itself, one entry per kernel backend, on its own choice of threads and on one thread
+METAREP_CONTENDERS = ("metarep[numpy]", "metarep[numpy]/1thread", "metarep[numba]", "metarep[numba]/1thread")
 
 #: what each contender is, for tables and documentation
 DESCRIPTIONS = {
@@ -52,13 +55,15 @@ DESCRIPTIONS = {
     "jax_jit_vmap": "jax.jit(value_and_grad of the task-mean of jax.vmap), float64 enabled",
     "numpy_batched": "plain vectorised NumPy (batched einsum/matmul, no fusion)",
     "metarep[numpy]": "metarep, chunked NumPy kernel",
-    "metarep[numba]": "metarep, fused numba kernel",
+    "metarep[numpy]/1thread": "metarep, chunked NumPy kernel, BLAS on one thread",
+    "metarep[numba]": "metarep, fused numba kernel, on the threads metarep.threads chooses",
+    "metarep[numba]/1thread": "metarep, fused numba kernel, on one thread",
 }
 
 
-def metarep_contender(backend: str) -> str:
-    """The contender name of metarep on kernel backend ``backend``."""
-    return f"metarep[{backend}]"
+def metarep_contender(backend: str, one_thread: bool = False) -> str:
+    """The contender name of metarep on kernel backend ``backend`` (on one thread)."""
+    return f"metarep[{backend}]" + ("/1thread" if one_thread else "")
 
 
 def make_contender(name, X_in, y_in, X_out, y_out, alpha, method, dtype):

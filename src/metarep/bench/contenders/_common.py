@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-METHODS = ("fo-anil", "anil")
+from metarep.methods.anil import METHOD as _EXACT
+from metarep.methods.fo_anil import METHOD as _FIRST_ORDER
+
+#: the outer steps every contender implements, by their registered names: FO-ANIL, exact ANIL
+FIRST_ORDER, EXACT = _FIRST_ORDER.name, _EXACT.name
+METHODS = (FIRST_ORDER, EXACT)
 
 
 def check_method(method: str) -> bool:
     """Validate ``method`` and return True for the first-order variant."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    return method == "fo-anil"
+    return method == FIRST_ORDER
 
 
 def as_dtype(dtype) -> np.dtype:

@@ -73,7 +73,9 @@ def make_higher_loop(X_in, y_in, X_out, y_out, alpha, method, dtype):
                 else:
                     outer.backward()  # accumulates into model.B.grad, model.w.grad
                 total += outer.item()
-        return ((model.B.grad / N).numpy(), (model.w.grad / N).numpy(),
+        grad_B, grad_w = model.B.grad, model.w.grad
+        assert grad_B is not None and grad_w is not None     # set above, accumulated into
+        return ((grad_B / N).numpy(), (grad_w / N).numpy(),
                 np.asarray(total / N, dtype=dt))
 
     return step

@@ -1,6 +1,9 @@
-"""metarep's own step: `fo_anil_gradient` / `anil_gradient` on one kernel backend."""
+"""metarep's own step: `fo_anil_gradient` / `anil_gradient` on one kernel backend, on all the
+threads metarep chooses (its default) or on one thread."""
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
@@ -15,11 +18,28 @@ def _gradient_function(method: str):
     return anil_gradient
 
 
-def make_metarep(X_in, y_in, X_out, y_out, alpha, method, dtype, *, backend: str | None = None):
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """Within: as the training loop runs a step (`kernels.step_threads`), and with `n`, the
+    kernels and BLAS on at most `n` threads."""
+    from metarep import kernels, threads
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(kernels.step_threads())
+        if n is not None:
+            stack.enter_context(threads.limited(n))
+            controller = kernels._blas_controller()
+            if controller is not None:
+                stack.enter_context(controller.limit(limits=n, user_api="blas"))
+        yield
+
+
+def make_metarep(X_in, y_in, X_out, y_out, alpha, method, dtype, *, backend: str | None = None,
+                 threads: int | None = None):
     """metarep's FO-ANIL / exact ANIL gradient with the kernel backend ``backend``.
 
-    ``backend`` is ``"numba"``, ``"numpy"`` or None (the active one). The backend is selected
-    for the duration of each call and the previous one restored afterwards.
+    ``backend`` is ``"numba"``, ``"numpy"`` or None (the default one), chosen for each call with
+    `kernels.use`; ``threads`` caps the threads of the kernels and of BLAS (None: metarep's choice,
+    `metarep.threads`).
     """
     from metarep import kernels
     from metarep.params import Params
@@ -35,16 +55,8 @@ def make_metarep(X_in, y_in, X_out, y_out, alpha, method, dtype, *, backend: str
 
     def step(B, w):
         params = Params(np.asarray(B, dtype=dt), np.asarray(w, dtype=dt))
-        previous = kernels.backend()
-        switch = backend is not None and backend != previous
-        if switch:
-            kernels.set_backend(backend)
-        try:
-            with kernels.step_threads():          # as the runner steps: BLAS off the kernel's cores
-                grads, loss = gradient(params, tasks, alpha=alpha)
-        finally:
-            if switch:
-                kernels.set_backend(previous)
+        with kernels.use(backend), _threads(threads):
+            grads, loss = gradient(params, tasks, alpha=alpha)
         return grads.B, grads.w, np.asarray(loss, dtype=dt)
 
     return step

@@ -18,7 +18,16 @@ def meta_gradient(params, tasks, *, net, alpha: float, inner_steps: int = 1, ada
 
 
 def check_config(config) -> None:
-    """What the network's methods do not take."""
+    """What the network's methods need (torch; a CUDA device when asked for) and do not take."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise ValueError("model.arch = \"mlp\" needs torch: pip install -e '.[mlp]'")
+    if config.train.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("train.device = \"cuda\" but torch sees no CUDA device here: use \"cpu\" or \"auto\"")
     if config.train.chunk_tasks:
         raise ValueError("train.chunk_tasks is not used with model.arch = \"mlp\": leave it at 0 and lower "
                          "train.tasks (or use tasks = \"online\") to bound the memory")

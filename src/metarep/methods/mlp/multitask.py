@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from metarep.methods.base import Method
 from metarep.methods.burer_monteiro import Hyper
+from metarep.methods.mlp.meta import check_config
 
 
 def mtl_step(params, tasks, *, beta: float, net, lam: float = 0.0, solver: str = "gd"):
@@ -36,6 +37,7 @@ METHOD = Method(
     default_adapt="lstsq",
     Hyper=Hyper,
     features="phi(X)",
+    check=check_config,
     relative_cost=3.0,
     gradient=mtl_gradient,
     step=mtl_step,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from metarep.methods.base import Method
+from metarep.methods.mlp.meta import check_config
 
 
 def untrained_fit(problem, tasks, *, spec, init):
@@ -17,6 +18,7 @@ METHOD = Method(
     adapts="nothing (new tasks fit a head on phi_0(X), the random features)",
     default_adapt="lstsq",
     features="phi_0(X) (random features)",
+    check=check_config,
     relative_cost=0.0,
     fit=untrained_fit,
     cost="O(P), no training",

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 from metarep.methods.base import Method
+from metarep.methods.mlp.meta import check_config
 
 
 def teacher_fit(problem, tasks, *, spec, init):
@@ -30,6 +31,7 @@ METHOD = Method(
     features="phi*(X) (the teacher's features)",
     fixed_width=lambda d, k: k,
     needs_truth=True,
+    check=check_config,
     relative_cost=0.0,
     fit=teacher_fit,
     cost="O(d k), no training",

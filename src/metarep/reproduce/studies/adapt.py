@@ -78,7 +78,8 @@ def plan(d: Design) -> tuple[list[dict], list[float]]:
                 costs.append(10.0)
     for ref in d.references:
         for s in d.seeds:
-            jobs.append({"kind": "run", "model": ref["key"], "config": d.config(ref, s), "tag": f"{ref['key']} seed {s}"})
+            jobs.append({"kind": "run", "model": ref["key"], "config": d.config(ref, s),
+                         "tag": f"{ref['key']} seed {s}"})
             costs.append(0.0)
     return jobs, costs
 
@@ -204,6 +205,11 @@ def draw(d: Design, rows: list[dict], out: Path) -> None:
     for j, r in enumerate(r for r in rows if r["rule"] == "reference"):
         for a in (ax, ax2):
             a.axhline(r["excess_risk_mean"], ls=":", c="gray" if j == 0 else f"C{j + 5}", label=r["label"])
+    _axes(ax, ax2, d, cap)
+    page.save_png(fig, out, NAME)
+
+
+def _axes(ax, ax2, d: Design, cap: float) -> None:
     for a in (ax, ax2):
         a.set(yscale="log", ylabel="test excess risk")
     ax.set_xscale("symlog", linthresh=1, linscale=0.5)
@@ -216,7 +222,6 @@ def draw(d: Design, rows: list[dict], out: Path) -> None:
     ax2.set_xticks(range(len(closed)), [_rule_name(r) for r in closed], rotation=30)
     ax2.set(title="closed-form heads on X B")
     ax.legend(fontsize=8)
-    page.save_png(fig, out, NAME)
 
 
 def _draw_model(ax, ax2, mine: list[dict], label: str, color: str, cap: float, i: int) -> None:

@@ -7,7 +7,8 @@ measurement points, the settle and departure tolerances, the reference rows). Ev
 full-batch FO-ANIL from the same B_0 as the infinite-task run (exact population dynamics) of the
 same seed, so the two curves are compared step by step. Writes tasks.md, tasks.csv (one line
 per N, infinite tasks and each reference), tasks_curves.csv (the tracked norms at log-spaced
-steps, every run), tasks_summary.json and tasks.png.
+steps, every run), tasks_summary.json and tasks.png. Each run's result is kept in
+tasks_jobs/ as it finishes, so an interrupted study resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,12 +30,12 @@ from metarep.reproduce.common import (
     machine_line,
     markdown_table,
     mean_std,
-    parallel_map,
     with_seed,
     write_csv,
     write_text,
 )
 from metarep.reproduce.jobs import METRICS, population_job, run_config_job, trace_job
+from metarep.reproduce.resume import finished, resumable_map
 from metarep.reproduce.studies import page
 
 NAME = "tasks"
@@ -152,30 +154,32 @@ def _median(values) -> float | None:
     return float(np.median(v)) if v else None
 
 
+def _runs(jobs: list[dict], results: list, kind: str, key) -> list[tuple[int, Any]]:
+    return [(job.get("seed", 0), res) for job, res in zip(jobs, results) if job["kind"] == kind and job["N"] == key]
+
+
 def aggregate(d: Design, jobs: list[dict], results: list) -> tuple[list[dict], list[dict], dict]:
-    """(rows of tasks.csv, rows of tasks_curves.csv, per-seed final numbers by N)."""
-    inf_runs = {job["steps"]: res for job, res in zip(jobs, results) if job["kind"] == "population"}
-    inf_curves = {s: r.get("history") for s, r in zip(d.seeds, inf_runs[d.horizon])}
-    curves, per_seed, rows = [], {}, []
-    for s, r in zip(d.seeds, inf_runs[d.horizon]):
-        curves += [{"N": "inf", "seed": s, **h} for h in r.get("history", [])]
+    """(rows of tasks.csv, rows of tasks_curves.csv, per-seed final perp_norm by N)."""
+    inf_runs: dict[int, list[dict]] = {job["steps"]: res for job, res in zip(jobs, results)
+                                       if job["kind"] == "population"}
+    longest = inf_runs[d.horizon]
+    inf_curves = {s: r.get("history") for s, r in zip(d.seeds, longest)}
+    curves = [{"N": "inf", "seed": s, **h} for s, r in zip(d.seeds, longest) for h in r.get("history", [])]
+    rows, per_seed = [], {}
     for n in d.tasks:
-        T = d.steps[n]
-        mine = [(job["seed"], res) for job, res in zip(jobs, results) if job["kind"] == "trace" and job["N"] == n]
+        T, mine = d.steps[n], _runs(jobs, results, "trace", n)
+        curves += [{"N": n, "seed": s, **h} for s, r in mine for h in r["history"]]
         done = [(s, r) for s, r in mine if r["status"] == "completed"]
-        for s, r in mine:
-            curves += [{"N": n, "seed": s, **h} for h in r["history"]]
         nums = [_seed_numbers(r["history"], inf_curves.get(s), T, d.depart_tol) for s, r in done]
         per_seed[n] = [x["final"] for x in nums]
-        inf_T = [_at(r["history"], T) for r in inf_runs[d.horizon] if r["status"] == "completed"]
+        inf_T = [_at(r["history"], T) for r in longest if r["status"] == "completed"]
         rows.append(_row(n, T, len(mine), done, nums, inf_T, inf_runs[T], d.settle_tol))
-    rows.append(_inf_row(d.horizon, inf_runs[d.horizon]))
+    rows.append(_inf_row(d.horizon, longest))
     for ref in d.references:
-        mine = [res for job, res in zip(jobs, results) if job["kind"] == "run" and job["N"] == ref["key"]]
-        done = [r for r in mine if r["status"] == "completed"]
-        risk = mean_std([r["excess_risk"] for r in done])
-        rows.append({"N": ref["key"], "label": ref.get("label", ref["key"]), "steps": 0, "seeds": len(mine),
-                     "completed": len(done), "excess_risk_mean": risk[0], "excess_risk_std": risk[1]})
+        ref_done = [r for _, r in _runs(jobs, results, "run", ref["key"]) if r["status"] == "completed"]
+        risk = mean_std([r["excess_risk"] for r in ref_done])
+        rows.append({"N": ref["key"], "label": ref.get("label", ref["key"]), "steps": 0, "seeds": len(d.seeds),
+                     "completed": len(ref_done), "excess_risk_mean": risk[0], "excess_risk_std": risk[1]})
     return rows, curves, per_seed
 
 
@@ -235,7 +239,8 @@ def summarize(d: Design, rows: list[dict], fit: dict) -> dict:
     refs = {r["N"]: r["excess_risk_mean"] for r in rows if r["N"] not in {"inf", *d.tasks}}
     return {"horizon": d.horizon, "steps": {str(n): t for n, t in d.steps.items()}, "seeds": len(d.seeds),
             "settle_tol": d.settle_tol, "depart_tol": d.depart_tol, "plateau_fit": fit,
-            "settled_N": [r["N"] for r in fin if r["settled"]], "unsettled_N": [r["N"] for r in fin if not r["settled"]],
+            "settled_N": [r["N"] for r in fin if r["settled"]],
+            "unsettled_N": [r["N"] for r in fin if not r["settled"]],
             "all_above_infinite": all(r["perp_over_inf"] is not None and r["perp_over_inf"] > 1 for r in fin),
             "infinite": {"perp_final": inf["perp_final_mean"], "excess_risk": inf["excess_risk_mean"]},
             "references": refs}
@@ -245,50 +250,59 @@ def summarize(d: Design, rows: list[dict], fit: dict) -> dict:
 # findings and page
 # ----------------------------------------------------------------------------------------
 
+def _settled_note(d: Design, settled: list[dict], inf: dict) -> str:
+    values = ", ".join(f"{fmt(r['perp_final_mean'])} (N = {r['N']}, {r['steps']} steps)" for r in settled)
+    ratios = [r["perp_over_inf"] for r in settled]
+    return (f"Settled (perp_norm moves less than {fmt(100 * d.settle_tol, 2)}% over the last doubling of steps, every "
+            f"seed): N = {', '.join(str(r['N']) for r in settled)}, at {values}; that is {fmt(min(ratios))} to "
+            f"{fmt(max(ratios))} times the infinite-task value at the same step. perp_norm plateaus above the "
+            f"infinite-task curve, which keeps falling (to {fmt(inf['perp_final_mean'])} at step {inf['steps']}).")
+
+
+def _fit_note(fit: dict) -> str:
+    if fit["exponent"] is None:
+        return "Fewer than two values of N settled within their horizons: no plateau is fitted."
+    return (f"Fitted plateau: perp_norm(T) = {fmt(fit['prefactor'])} N^({fmt(fit['exponent'])} +- "
+            f"{fmt(fit['exponent_se'], 2)}) (least squares on log-log over {fit['points']} settled runs, "
+            f"N = {min(fit['settled_N'])}..{max(fit['settled_N'])}; +- one standard error).")
+
+
+def _unsettled_note(r: dict) -> str:
+    return (f"N = {r['N']}: NOT settled at {r['steps']} steps (perp_norm {fmt(r['perp_final_mean'])}, {r['trend']} by "
+            f"{fmt(100 * r['settle_change_max'], 2)}% over the last doubling): its plateau is not decided within "
+            "this horizon.")
+
+
+def _depart_note(d: Design, departed: list[dict]) -> str:
+    return ("Each finite-N curve follows the infinite-task curve of its seed, then leaves it (first step more than "
+            f"{fmt(100 * d.depart_tol, 2)}% above it, median over seeds): "
+            + ", ".join(f"step {int(r['t_depart_median'])} (N = {r['N']})" for r in departed)
+            + "; its minimum (mean over seeds, median step): "
+            + ", ".join(f"{fmt(r['perp_min_mean'])} at {int(r['t_min_median'])}" for r in departed) + ".")
+
+
+def _risk_note(fin: list[dict], references: dict) -> str:
+    refs = "; ".join(f"{k} {fmt(v)}" for k, v in references.items())
+    return ("Test excess risk (one gradient step) at each horizon against infinite tasks at the same step: "
+            + ", ".join(f"N = {r['N']}: {fmt(r['excess_risk_mean'])} vs {fmt(r['inf_excess_risk_at_T'])}" for r in fin)
+            + (f". References: {refs}." if refs else "."))
+
+
 def findings(d: Design, rows: list[dict], summary: dict) -> list[str]:
     """Sentences computed from the numbers."""
     fin = [r for r in rows if isinstance(r["N"], int) and r["completed"]]
     inf = next(r for r in rows if r["N"] == "inf")
-    notes = []
     settled = [r for r in fin if r["settled"]]
-    if settled:
-        notes.append(
-            f"Settled (perp_norm moves less than {fmt(100 * d.settle_tol, 2)}% over the last doubling of steps, "
-            f"every seed): N = {', '.join(str(r['N']) for r in settled)}, at "
-            + ", ".join(f"{fmt(r['perp_final_mean'])} (N = {r['N']}, {r['steps']} steps)" for r in settled)
-            + f"; that is {fmt(min(r['perp_over_inf'] for r in settled))} to "
-              f"{fmt(max(r['perp_over_inf'] for r in settled))} times the infinite-task value at the same step. "
-              f"perp_norm plateaus above the infinite-task curve, which keeps falling (to "
-              f"{fmt(inf['perp_final_mean'])} at step {inf['steps']}).")
-    fit = summary["plateau_fit"]
-    if fit["exponent"] is not None:
-        notes.append(f"Fitted plateau: perp_norm(T) = {fmt(fit['prefactor'])} N^({fmt(fit['exponent'])} +- "
-                     f"{fmt(fit['exponent_se'], 2)}) (least squares on log-log over {fit['points']} settled runs, "
-                     f"N = {min(fit['settled_N'])}..{max(fit['settled_N'])}; +- one standard error).")
-    else:
-        notes.append("Fewer than two values of N settled within their horizons: no plateau is fitted.")
-    for r in fin:
-        if not r["settled"]:
-            notes.append(f"N = {r['N']}: NOT settled at {r['steps']} steps (perp_norm {fmt(r['perp_final_mean'])}, "
-                         f"{r['trend']} by {fmt(100 * r['settle_change_max'], 2)}% over the last doubling): its "
-                         f"plateau is not decided within this horizon.")
+    notes = [_settled_note(d, settled, inf)] if settled else []
+    notes.append(_fit_note(summary["plateau_fit"]))
+    notes += [_unsettled_note(r) for r in fin if not r["settled"]]
     departed = [r for r in fin if r["t_depart_median"] is not None]
     if departed:
-        notes.append("Each finite-N curve follows the infinite-task curve of its seed, then leaves it (first step "
-                     f"more than {fmt(100 * d.depart_tol, 2)}% above it, median over seeds): "
-                     + ", ".join(f"step {int(r['t_depart_median'])} (N = {r['N']})" for r in departed) + "; its "
-                     "minimum (mean over seeds, median step): "
-                     + ", ".join(f"{fmt(r['perp_min_mean'])} at {int(r['t_min_median'])}" for r in departed) + ".")
-    risky = [r for r in fin if r["excess_risk_mean"] is not None]
-    if risky:
-        refs = "; ".join(f"{k} {fmt(v)}" for k, v in summary["references"].items())
-        notes.append("Test excess risk (one gradient step) at each horizon against infinite tasks at the same step: "
-                     + ", ".join(f"N = {r['N']}: {fmt(r['excess_risk_mean'])} vs {fmt(r['inf_excess_risk_at_T'])}"
-                                 for r in risky)
-                     + (f". References: {refs}." if refs else "."))
-    for r in fin:
-        if r["completed"] < r["seeds"]:
-            notes.append(f"N = {r['N']}: {r['seeds'] - r['completed']} of {r['seeds']} seeds did not complete.")
+        notes.append(_depart_note(d, departed))
+    if fin:
+        notes.append(_risk_note(fin, summary["references"]))
+    notes += [f"N = {r['N']}: {r['seeds'] - r['completed']} of {r['seeds']} seeds did not complete."
+              for r in rows if isinstance(r["N"], int) and r["completed"] < r["seeds"]]
     return notes
 
 
@@ -325,6 +339,14 @@ def draw(d: Design, rows: list[dict], curves: list[dict], fit: dict, out: Path) 
 
     fig = Figure(figsize=(16, 4.6))
     ax, ax2, ax3 = fig.subplots(1, 3)
+    fin = [r for r in rows if isinstance(r["N"], int) and r["completed"]]
+    _draw_curves(ax, d, curves)
+    _draw_plateau(ax2, d, fin, fit)
+    _draw_risk(ax3, fin, [r for r in rows if r["N"] not in {"inf", *d.tasks}])
+    page.save_png(fig, out, NAME)
+
+
+def _draw_curves(ax, d: Design, curves: list[dict]) -> None:
     for i, key in enumerate([*d.tasks, "inf"]):
         steps, mean = _mean_curve([c for c in curves if c["N"] == key])
         keep = (steps > 0) & (mean > 0)
@@ -333,33 +355,38 @@ def draw(d: Design, rows: list[dict], curves: list[dict], fit: dict, out: Path) 
     ax.set(xscale="log", yscale="log", xlabel="outer step t", ylabel=r"$\|P_\perp B_t\|_2$ (mean over seeds)",
            title="perp_norm against t")
     ax.legend(fontsize=7)
-    fin = [r for r in rows if isinstance(r["N"], int) and r["completed"]]
+
+
+def _draw_plateau(ax, d: Design, fin: list[dict], fit: dict) -> None:
     for settled, marker in ((True, "o"), (False, "^")):
         sel = [r for r in fin if bool(r["settled"]) == settled]
         if sel:
-            ax2.errorbar([r["N"] for r in sel], [r["perp_final_mean"] for r in sel],
-                         yerr=[page.finite_or_zero(r["perp_final_std"]) for r in sel], marker=marker, ls="none",
-                         capsize=3, mfc="C0" if settled else "none", color="C0",
-                         label="settled at T" if settled else "not settled at T")
-    ax2.plot([r["N"] for r in fin], [r["inf_perp_at_T"] for r in fin], "k--", marker="x",
-             label="infinite tasks at the same T")
+            ax.errorbar([r["N"] for r in sel], [r["perp_final_mean"] for r in sel],
+                        yerr=[page.finite_or_zero(r["perp_final_std"]) for r in sel], marker=marker, ls="none",
+                        capsize=3, mfc="C0" if settled else "none", color="C0",
+                        label="settled at T" if settled else "not settled at T")
+    ax.plot([r["N"] for r in fin], [r["inf_perp_at_T"] for r in fin], "k--", marker="x",
+            label="infinite tasks at the same T")
     if fit["exponent"] is not None:
         ns = np.array([min(d.tasks), max(d.tasks)], dtype=float)
-        ax2.plot(ns, fit["prefactor"] * ns ** fit["exponent"], color="C3", lw=1,
-                 label=f"fit: N^({fit['exponent']:.3f} +- {fit['exponent_se']:.2g})")
-    ax2.set(xscale="log", yscale="log", xlabel="training tasks N", ylabel=r"$\|P_\perp B_T\|_2$",
-            title="perp_norm at the horizon T")
-    ax2.legend(fontsize=7)
-    ax3.errorbar([r["N"] for r in fin], [r["excess_risk_mean"] for r in fin],
-                 yerr=[page.finite_or_zero(r["excess_risk_std"]) for r in fin], marker="o", capsize=3,
-                 label="FO-ANIL, N tasks")
-    ax3.plot([r["N"] for r in fin], [r["inf_excess_risk_at_T"] for r in fin], "k--", marker="x",
-             label="infinite tasks, same T")
-    for j, r in enumerate(r for r in rows if r["N"] not in {"inf", *d.tasks}):
-        ax3.axhline(r["excess_risk_mean"], ls=":", color=f"C{j + 2}", label=r.get("label", r["N"]))
-    ax3.set(xscale="log", xlabel="training tasks N", ylabel="test excess risk", title="excess risk at T")
-    ax3.legend(fontsize=7)
-    page.save_png(fig, out, NAME)
+        ax.plot(ns, fit["prefactor"] * ns ** fit["exponent"], color="C3", lw=1,
+                label=f"fit: N^({fit['exponent']:.3f} +- {fit['exponent_se']:.2g})")
+    ax.set(xscale="log", yscale="log", xlabel="training tasks N", ylabel=r"$\|P_\perp B_T\|_2$",
+           title="perp_norm at the horizon T")
+    ax.legend(fontsize=7)
+
+
+def _draw_risk(ax, fin: list[dict], references: list[dict]) -> None:
+    ax.errorbar([r["N"] for r in fin], [r["excess_risk_mean"] for r in fin],
+                yerr=[page.finite_or_zero(r["excess_risk_std"]) for r in fin], marker="o", capsize=3,
+                label="FO-ANIL, N tasks")
+    ax.plot([r["N"] for r in fin], [r["inf_excess_risk_at_T"] for r in fin], "k--", marker="x",
+            label="infinite tasks, same T")
+    for j, r in enumerate(references):
+        ax.axhline(r["excess_risk_mean"], ls=":", color=f"C{j + 2}", label=r.get("label", r["N"]))
+    ax.set(xscale="log", yscale="log", xlabel="training tasks N", ylabel="test excess risk",
+           title="excess risk at T")
+    ax.legend(fontsize=7)
 
 
 def _mean_curve(points: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -378,12 +405,14 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
     jobs, costs = plan(d)
     echo(f"{NAME}: N in {d.tasks} x {len(d.seeds)} seeds (horizons {sorted(set(d.steps.values()))}), infinite "
          f"tasks and {len(d.references)} reference row(s): {len(jobs)} jobs on {workers} worker(s)")
-    results = parallel_map(work, jobs, workers=workers, costs=costs, on_done=page.echo_done(echo, jobs, NAME))
+    out = Path(out)
+    kept = out / f"{NAME}_jobs"
+    # cheapest first: a study stopped part-way keeps every value of N up to where it stopped
+    results = resumable_map(work, jobs, workers=workers, costs=[-c for c in costs], folder=kept,
+                            on_done=page.echo_done(echo, jobs, NAME))
     rows, curves, per_seed = aggregate(d, jobs, results)
     fit = fit_plateau(rows, per_seed)
     summary = summarize(d, rows, fit)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     write_csv(out / f"{NAME}.csv", rows, COLUMNS)
     write_csv(out / f"{NAME}_curves.csv", curves, CURVE_COLUMNS)
     draw(d, rows, curves, fit, out)
@@ -393,5 +422,6 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
     page.write_summary(out, NAME, summary)
     text = render(d, rows, notes, quick=quick, wall=wall, machine=machine)
     write_text(out / f"{NAME}.md", text)
+    finished(kept)
     echo(text)
     return {"rows": rows, "summary": summary, "wall_s": wall}

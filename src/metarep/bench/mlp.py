@@ -1,0 +1,240 @@
+"""`metarep bench --arch mlp`: one outer step of FO-ANIL and ANIL on the two-layer relu network
+(metarep.nonlinear, torch.func over the task axis) against the way the field's libraries run it:
+a per-task `higher` loop and a per-task torch.autograd loop.
+
+Every contender's gradient is checked against metarep's on the same tasks before it is timed. The
+loops are timed on the first `loop_tasks` tasks and scaled to N (their cost is linear in N: one
+task after another). The floating-point rate counts the matrix products of the step (2 flop per
+multiply-add; elementwise work not counted) and is compared with the machine's float64 matrix
+product rate (bench.bandwidth.measure_gemm_rate, NumPy's BLAS on all cores).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from metarep.bench.bandwidth import measure_gemm_rate
+
+EXACT = {"fo-anil": False, "anil": True}
+
+
+def step_flops(exact: bool, N: int, m_in: int, m_out: int, d: int, n: int, steps: int = 1) -> int:
+    """Matrix-product flop of one outer step, two layers (width n), head-only inner steps:
+    features of every sample (2 N m d n), s inner head steps (F w and F^T r: 4 s N m_in n), the
+    outer predictions and head gradient (4 N m_out n), the first layer's gradient through the
+    outer samples (2 N m_out d n) and, for exact ANIL, through the inner ones too (2 N m_in d n,
+    and the head steps' reverse pass again, 4 s N m_in n)."""
+    m = m_in + m_out
+    flops = 2 * N * m * d * n + 4 * steps * N * m_in * n + 4 * N * m_out * n + 2 * N * m_out * d * n
+    if exact:
+        flops += 2 * N * m_in * d * n + 4 * steps * N * m_in * n
+    return flops
+
+
+def _setup(N, m_in, m_out, d, width, seed):
+    from metarep.nonlinear.model import MLPSpec, init_mlp_params
+    from metarep.problem import make_problem, sample_tasks
+
+    problem = make_problem(d, 5, task_cov=list(np.arange(1.0, 6.0) / 5), noise_std=1.0,
+                           rng=np.random.default_rng(seed), teacher="relu")
+    tasks = sample_tasks(problem, N, m_in, m_out, np.random.default_rng(seed + 1))
+    params = init_mlp_params(MLPSpec(d=d, width=width), init_scale=1.0, init_head_scale=1.0,
+                             rng=np.random.default_rng(seed + 2))
+    return tasks, params
+
+
+def metarep_step(params, tasks, *, alpha: float, exact: bool, net) -> Callable[[], tuple]:
+    """The step as the engine takes it: tasks already on the device, torch.func over the tasks."""
+    from metarep.nonlinear.backend import torch_params, torch_tasks
+    from metarep.nonlinear.meta import outer_gradient
+
+    P, T = torch_params(params, net), torch_tasks(tasks, net)
+    return lambda: outer_gradient(P, T, net=net, alpha=alpha, inner_steps=1, adapt_body=False, exact=exact)
+
+
+def torch_loop(params, tasks, *, alpha: float, exact: bool) -> Callable[[], tuple]:
+    """One task after another with torch.autograd (create_graph for the exact gradient)."""
+    import torch
+
+    W1 = torch.tensor(params.W1, requires_grad=True)
+    w = torch.tensor(params.w, requires_grad=True)
+    data = [torch.as_tensor(a) for a in (tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out)]
+
+    def loss(W1_, w_, X, y):
+        return 0.5 * ((torch.relu(X @ W1_.T) @ w_ - y) ** 2).mean()
+
+    def step():
+        gW1, gw = torch.zeros_like(W1), torch.zeros_like(w)
+        N = data[0].shape[0]
+        for i in range(N):
+            X, y, Xo, yo = (a[i] for a in data)
+            (g,) = torch.autograd.grad(loss(W1, w, X, y), w, create_graph=exact)
+            wi = w - alpha * g
+            if not exact:
+                wi = wi.detach().requires_grad_()
+            a, b = torch.autograd.grad(loss(W1, wi, Xo, yo), (W1, w if exact else wi))
+            gW1 += a / N
+            gw += b / N
+        return gW1, gw
+
+    return step
+
+
+def higher_loop(params, tasks, *, alpha: float, exact: bool) -> Callable[[], tuple]:
+    """learn2learn/higher style: an nn.Module, `higher.innerloop_ctx` with SGD on the head, per task."""
+    import higher
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.W1 = torch.nn.Parameter(torch.tensor(params.W1))
+            self.w = torch.nn.Parameter(torch.tensor(params.w))
+
+        def forward(self, X):
+            return torch.relu(X @ self.W1.T) @ self.w
+
+    model = Net()
+    inner_opt = torch.optim.SGD([model.w], lr=alpha)
+    data = [torch.as_tensor(a) for a in (tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out)]
+
+    def mse(pred, y):
+        return 0.5 * torch.mean((pred - y) ** 2)
+
+    def step():
+        model.zero_grad()
+        N = data[0].shape[0]
+        for i in range(N):
+            X, y, Xo, yo = (a[i] for a in data)
+            with higher.innerloop_ctx(model, inner_opt, copy_initial_weights=False,
+                                      track_higher_grads=exact) as (fmodel, diffopt):
+                diffopt.step(mse(fmodel(X), y))
+                outer = mse(fmodel(Xo), yo) / N
+                if exact:
+                    outer.backward()
+                else:
+                    gW1, gw = torch.autograd.grad(outer, fmodel.parameters())
+                    model.W1.grad = gW1 if model.W1.grad is None else model.W1.grad + gW1
+                    model.w.grad = gw if model.w.grad is None else model.w.grad + gw
+        return model.W1.grad, model.w.grad
+
+    return step
+
+
+def _median_time(fn: Callable, repeats: int) -> tuple[float, tuple]:
+    out = fn()  # warm-up (and the value the check uses)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def _as_numpy(grads) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(grads, tuple) and isinstance(grads[0], dict):  # metarep: (grads by name, loss)
+        grads = (grads[0]["W1"], grads[0]["w"])
+    W1, w = grads
+    return W1.detach().cpu().numpy(), w.detach().cpu().numpy()
+
+
+def _check(name: str, got, ref) -> float:
+    """Largest relative difference of a contender's (W1, w) gradient from metarep's; raises when off."""
+    err = max(float(np.abs(g - r).max() / max(np.abs(r).max(), 1e-300)) for g, r in zip(got, ref))
+    if not err < 1e-8:
+        raise AssertionError(f"{name}: gradient differs from metarep's by {err:.2e} (relative)")
+    return err
+
+
+def bench_method(method: str, tasks, params, *, alpha: float, repeats: int, loop_tasks: int, contenders,
+                 log: Callable[[str], None]) -> dict:
+    """Time one outer step of `method` (fo-anil or anil): metarep on all N tasks, the loops on
+    `loop_tasks` of them scaled to N, each checked against metarep on those tasks."""
+    from metarep.nonlinear.backend import Net
+
+    exact = EXACT[method]
+    net = Net("relu")
+    N = tasks.n_tasks
+    sub = tasks.select(slice(0, min(loop_tasks, N)))
+    seconds, _ = _median_time(metarep_step(params, tasks, alpha=alpha, exact=exact, net=net), repeats)
+    ref = _as_numpy(metarep_step(params, sub, alpha=alpha, exact=exact, net=net)())
+    flops = step_flops(exact, N, tasks.m_in, tasks.m_out, tasks.d, params.width)
+    row: dict[str, Any] = {"method": method, "metarep_s": seconds, "flops": flops, "gflops": flops / seconds / 1e9}
+    for name, make in contenders.items():
+        log(f"  {method}: {name} on {sub.n_tasks} tasks")
+        try:
+            t, out = _median_time(make(params, sub, alpha=alpha, exact=exact), 1)
+        except ImportError as err:
+            row[f"{name}_s"] = None
+            row[f"{name}_note"] = f"skipped: {err}"
+            continue
+        row[f"{name}_err"] = _check(name, _as_numpy(out), ref)
+        row[f"{name}_s"] = t * N / sub.n_tasks
+        row[f"speedup_{name}"] = t * N / sub.n_tasks / seconds
+    return row
+
+
+def run_mlp_bench(*, n_tasks=5000, m_in=20, m_out=10, d=50, width=50, alpha=0.1, methods=("fo-anil", "anil"),
+                  repeats=5, loop_tasks=250, seed=0, log: Callable[[str], None] = lambda msg: None) -> dict:
+    """The whole benchmark: machine load and matrix-product rate, then each method."""
+    import torch
+
+    load_before = os.getloadavg()
+    tasks, params = _setup(n_tasks, m_in, m_out, d, width, seed)
+    log("measuring the float64 matrix-product rate")
+    gemm = measure_gemm_rate(1024)
+    contenders = {"higher_loop": higher_loop, "torch_loop": torch_loop}
+    rows = [bench_method(m, tasks, params, alpha=alpha, repeats=repeats, loop_tasks=loop_tasks,
+                         contenders=contenders, log=log) for m in methods]
+    for row in rows:
+        row["gemm_fraction"] = row["gflops"] * 1e9 / gemm
+    return {"setting": {"N": n_tasks, "m_in": m_in, "m_out": m_out, "d": d, "width": width, "layers": 2,
+                        "activation": "relu", "dtype": "float64", "alpha": alpha, "loop_tasks": loop_tasks,
+                        "repeats": repeats},
+            "machine": {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                        "load_before": load_before, "load_after": os.getloadavg(), "gemm_gflops": gemm / 1e9},
+            "rows": rows}
+
+
+def format_mlp_report(result: dict) -> str:
+    """Markdown: the setting, the machine's load, one row per method."""
+    from metarep.reproduce.common import fmt, markdown_table
+
+    s, m = result["setting"], result["machine"]
+    lines = [f"# One outer step of the two-layer relu network (N = {s['N']}, m_in = {s['m_in']}, "
+             f"m_out = {s['m_out']}, d = k' = {s['d']}, float64)", "",
+             f"{m['cores']} cores, torch on {m['torch_threads']} threads; load average "
+             f"{', '.join(f'{x:.2f}' for x in m['load_before'])} before, "
+             f"{', '.join(f'{x:.2f}' for x in m['load_after'])} after; float64 matrix products "
+             f"(NumPy BLAS, 1024^2) at {m['gemm_gflops']:.1f} GFLOP/s. The loops ran on {s['loop_tasks']} tasks, "
+             f"scaled to N.", ""]
+    table = markdown_table(
+        ("method", "metarep (ms)", "flop/step", "GFLOP/s", "of matmul rate", "higher loop (s)", "x higher",
+         "torch loop (s)", "x torch loop"),
+        [(r["method"], fmt(r["metarep_s"] * 1e3), f"{r['flops']:.3g}", fmt(r["gflops"]),
+          f"{100 * r['gemm_fraction']:.0f}%", fmt(r.get("higher_loop_s")), fmt(r.get("speedup_higher_loop")),
+          fmt(r.get("torch_loop_s")), fmt(r.get("speedup_torch_loop"))) for r in result["rows"]])
+    notes = [f"- {r['method']}: {r[k]}" for r in result["rows"] for k in r if k.endswith("_note")]
+    return "\n".join(lines) + table + "\n".join(notes) + ("\n" if notes else "")
+
+
+def mlp_command(*, n_tasks, m_in, m_out, d, width, alpha, seed, repeats, quick, out, log) -> None:
+    """What `metarep bench --arch mlp` runs: the report on stdout, and in each --out file
+    (.json: the result as JSON; else the Markdown)."""
+    import json
+
+    import click
+
+    result = run_mlp_bench(n_tasks=n_tasks, m_in=m_in, m_out=m_out, d=d, width=width, alpha=alpha, seed=seed,
+                           repeats=repeats or (2 if quick else 5), loop_tasks=20 if quick else 250, log=log)
+    report = format_mlp_report(result)
+    click.echo(report)
+    for path in out:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n" if path.suffix.lower() == ".json" else report)

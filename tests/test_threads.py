@@ -1,0 +1,103 @@
+"""metarep.threads: how many threads the kernels use, from the CPUs this process may use, its
+share of a process pool and a scoped limit."""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+import pytest
+
+from metarep import threads
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """available() looked up again, and the worker share of this process untouched."""
+    monkeypatch.setattr(threads, "_worker_share", None)
+    clear = threads.available.cache_clear
+    clear()
+    yield
+    clear()
+
+
+def _cgroups(tmp_path, monkeypatch, *, v2=None, v1=None):
+    """A fake /sys/fs/cgroup with this process in /app (v2: cpu.max text; v1: (quota, period))."""
+    root = tmp_path / "cgroup"
+    lines = []
+    if v2 is not None:
+        (root / "unified" / "app").mkdir(parents=True)
+        (root / "unified" / "app" / "cpu.max").write_text(v2)
+        lines.append("0::/app")
+    if v1 is not None:
+        (root / "cpu" / "app").mkdir(parents=True)
+        (root / "cpu" / "app" / "cpu.cfs_quota_us").write_text(str(v1[0]))
+        (root / "cpu" / "app" / "cpu.cfs_period_us").write_text(str(v1[1]))
+        lines.append("3:cpu,cpuacct:/app")
+    proc = tmp_path / "cgroup.txt"
+    proc.write_text("\n".join(["9:memory:/elsewhere", *lines]) + "\n")
+    monkeypatch.setattr(threads, "_CGROUP", root)
+    real_read = threads._read
+    monkeypatch.setattr(threads, "_read", lambda p: real_read(proc if str(p) == "/proc/self/cgroup" else p))
+
+
+@pytest.mark.parametrize("v2,v1,cpus", [("150000 100000", None, 1.5), ("max 100000", None, None),
+                                         (None, (50000, 100000), 0.5), (None, (-1, 100000), None),
+                                         ("300000 100000", (100000, 100000), 1.0)])
+def test_cgroup_quota_v1_and_v2(tmp_path, monkeypatch, fresh, v2, v1, cpus):
+    _cgroups(tmp_path, monkeypatch, v2=v2, v1=v1)
+    assert threads.cgroup_cpus() == cpus
+    monkeypatch.setattr(threads, "_affinity", lambda: 8)
+    assert threads.available() == (8 if cpus is None else max(1, -(-cpus // 1)))
+
+
+def test_available_follows_affinity_and_the_environment(monkeypatch, fresh):
+    monkeypatch.setattr(threads, "cgroup_cpus", lambda: None)
+    monkeypatch.setattr(threads, "_affinity", lambda: 6)
+    monkeypatch.delenv(threads.ENV_VAR, raising=False)
+    assert threads.available() == 6
+    threads.available.cache_clear()
+    monkeypatch.setenv(threads.ENV_VAR, "3")
+    assert threads.available() == 3
+    threads.available.cache_clear()
+    monkeypatch.setenv(threads.ENV_VAR, "many")
+    with pytest.raises(ValueError, match=threads.ENV_VAR):
+        threads.available()
+
+
+def test_share_count_and_limited(monkeypatch, fresh):
+    monkeypatch.setattr(threads, "available", lambda: 8)
+    assert [threads.share(w) for w in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    assert threads.count() == 8
+    with threads.limited(3) as n:
+        assert n == 3 and threads.count() == 3
+        with threads.limited(5):
+            assert threads.count() == 5
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(threads.count()))
+        worker.start()
+        worker.join()
+        assert seen == [8]                      # a limit applies to its own thread's calls only
+    assert threads.count() == 8
+    monkeypatch.setattr(threads, "_worker_share", 2)
+    assert threads.count() == 2
+    with threads.limited(16):
+        assert threads.count() == 2             # never more than the pool share
+
+
+def _worker_view(_):
+    from threadpoolctl import threadpool_info
+
+    from metarep import threads as t
+    return t.count(), sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}), os.getpid()
+
+
+def test_pool_workers_get_their_share_after_numpy_is_imported(monkeypatch):
+    monkeypatch.setenv(threads.ENV_VAR, "4")    # the children see 4 usable CPUs, whatever the machine
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn"), initializer=threads.init_worker,
+                             initargs=(2,)) as pool:
+        views = list(pool.map(_worker_view, range(4)))
+    assert {count for count, _, _ in views} == {2}
+    assert all(blas == [2] for _, blas, _ in views)

@@ -203,15 +203,19 @@ def test_files(tmp_path):
 
 
 def test_parquet(tmp_path):
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        (tmp_path / "t.parquet").write_bytes(b"PAR1")
-        with pytest.raises(ConfigError, match="needs pyarrow, which is not installed"):
-            read_file(str(tmp_path / "t.parquet"))
-        return
+    pytest.importorskip("pyarrow")
     make_frame().to_parquet(tmp_path / "t.parquet")
-    assert read_file(str(tmp_path / "t.parquet")).shape == make_frame().shape
+    assert read_file(str(tmp_path / "t.parquet")).equals(make_frame())
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not parquet PAR1")
+    with pytest.raises(ConfigError, match="is not a readable Parquet file"):
+        read_file(str(tmp_path / "bad.parquet"))
+
+
+def test_parquet_without_pyarrow_says_so(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` raises ImportError
+    (tmp_path / "t.parquet").write_bytes(b"PAR1")
+    with pytest.raises(ConfigError, match="needs pyarrow, which is not installed"):
+        read_file(str(tmp_path / "t.parquet"))
 
 
 @pytest.mark.parametrize("data, match", [

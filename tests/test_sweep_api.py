@@ -12,7 +12,7 @@ import pytest
 from metarep.cli import main
 from metarep.config import ConfigError
 from metarep.results import read_csv
-from metarep.sweeps import SweepError, command_line, read_spec, run_grid
+from metarep.sweeps import SweepError, command_line, plan, read_spec, run_grid, run_sweep
 
 CONFIG = {
     "problem": {"d": 5, "k": 2},
@@ -88,3 +88,14 @@ def test_a_config_file_and_seeds(tmp_path):
     df = run_grid(path, {}, seeds=[3], out=tmp_path / "sweep", workers=1, figures=False)
     assert list(df["seed"]) == [3] and not (tmp_path / "sweep" / "base.toml").exists()
     assert "train.m_in" not in df.columns and df["status"].tolist() == ["completed"]
+
+
+def test_one_worker_runs_here_and_stops_between_runs(tmp_path):
+    out = tmp_path / "sweep"
+    grid = {"train.m_in": [5, 10, 20]}
+    done = lambda: len(list((out / "runs").glob("*/summary.json"))) >= 1  # noqa: E731 - stop after one run
+    outcome = run_sweep(plan(CONFIG, grid), out, workers=1, figures=False, progress=False, should_stop=done)
+    assert outcome.stopped and len(outcome.rows) == 1 and outcome.missing == 2
+    df = run_grid(CONFIG, grid, workers=1, out=out, figures=False)
+    assert list(df["train.m_in"]) == [5, 10, 20] and set(df["status"]) == {"completed"}
+    assert df["wall_s"].iloc[0] == outcome.rows[0]["wall_s"]  # the first run was not redone

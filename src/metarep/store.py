@@ -136,6 +136,11 @@ def _read_checkpoint(path: Path):
             raise ValueError("malformed parameter list")
         arrays = {name: data[name].copy() for name in fields}
         table = data["history"].copy()
+    _check_record(meta, arrays, table)
+    return meta, arrays, table
+
+
+def _check_record(meta: dict, arrays: dict, table: np.ndarray) -> None:
     columns, step = meta["columns"], meta["step"]
     if not (isinstance(step, int) and step >= 0 and isinstance(columns, list) and columns
             and all(isinstance(c, str) for c in columns)):
@@ -146,7 +151,6 @@ def _read_checkpoint(path: Path):
         raise ValueError("malformed parameters")
     if meta.get("rng_state") is not None:
         np.random.default_rng().bit_generator.state = meta["rng_state"]   # raises if malformed
-    return meta, arrays, table
 
 
 def load_checkpoint(run_dir: Path, *, like, config_hash: str | None = None):
@@ -157,7 +161,6 @@ def load_checkpoint(run_dir: Path, *, like, config_hash: str | None = None):
     resolved config is refused (CheckpointError); so is an unreadable one, with a message saying
     what to do.
     """
-
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         return None
@@ -173,8 +176,8 @@ def load_checkpoint(run_dir: Path, *, like, config_hash: str | None = None):
                               f"written by another metarep version): restore the original config.toml, or "
                               f"start a new run with --out")
     fresh = like.params
-    if list(arrays) != list(fresh._fields) or any(
-            arrays[f].shape != np.shape(v) or arrays[f].dtype != np.asarray(v).dtype for f, v in zip(fresh._fields, fresh)):
+    expected = {f: (np.shape(v), np.asarray(v).dtype) for f, v in zip(fresh._fields, fresh, strict=True)}
+    if {f: (a.shape, a.dtype) for f, a in arrays.items()} != expected or list(arrays) != list(expected):
         raise CheckpointError(f"checkpoint in {str(Path(run_dir))!r} does not fit its config.toml (parameters "
                               f"{ {f: a.shape for f, a in arrays.items()} }, step {meta['step']}); delete "
                               f"{CHECKPOINT} to restart from step 0")

@@ -1,11 +1,13 @@
-"""Pooled regression: one ridge model over every training row, ignoring which task it came from
+"""Pooled regression: one ridge model over the training rows, ignoring which task each came from
 (MATH 3, 'Baselines'): the answer to "does knowing the tasks help at all".
 
-theta = argmin_theta 1/(2n) ||X theta - y||^2 + lam/2 ||theta||^2 over the n rows of all
-training tasks, i.e. (X^T X / n + lam I) theta = X^T y / n (minimum-norm least squares when
-lam = 0). The state is Params(I_d, theta): width d, the model x^T I theta. New tasks start from
-theta: test.adapt = "gradient" with test.adapt_steps = 0 predicts with theta unchanged, more
-steps adapt it on the task's m_test rows; "ridge" and "lstsq" fit the task alone, as `none`.
+theta = argmin_theta 1/(2n) ||X theta - y||^2 + lam/2 ||theta||^2 over the n rows (inner and
+outer) of the training tasks it is given (with a table source: one draw of m_in + m_out rows of
+every training task, the rows the other direct methods see), i.e.
+(X^T X / n + lam I) theta = X^T y / n (minimum-norm least squares when lam = 0).
+The state is Params(I_d, theta): width d, the model x^T I theta. New tasks start from theta:
+test.adapt = "gradient" with test.adapt_steps = 0 predicts with theta unchanged, more steps
+adapt it on the task's m_test rows; "ridge" and "lstsq" fit the task alone, as `none`.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def pooled_fit(problem, tasks, *, width=None, rng=None, lam: float = 1e-3) -> Pa
 
 METHOD = Method(
     name="pooled",
-    summary="reference: one ridge model over all training rows, tasks ignored; new tasks start from it",
+    summary="reference: one ridge model over the training rows, tasks ignored; new tasks start from it",
     adapts="nothing (new tasks start from the pooled model: gradient steps on it, or none)",
     default_adapt="gradient",
     Hyper=Hyper,

@@ -182,7 +182,7 @@ def estimate_bytes(config) -> dict[str, int]:
     return {
         "problem": (3 * p.d * p.k + 6 * n_params) * 8,
         "train_tasks": copies * samples * (p.d + 1) * 8,
-        "working": (6 * samples * units * (t.inner_steps + 1) + per_task) * 8,
+        "working": (samples * units * (4 + 2 * t.inner_steps) + per_task) * 8,
         "test_tasks": (min(te.tasks, TEST_CHUNK) * te.m_test * (p.d + 3 * spec.width) + EVAL_INPUTS
                        * (p.d + spec.width + te.tasks) + PROBE_INPUTS * (p.d + spec.width)) * 8,
         "history": ((t.steps // t.log_every + 2) * (8 + 2 * spec.width)) * 130,

@@ -1,4 +1,5 @@
-"""Where a sweep's runs execute: a local pool of processes, or Ray tasks.
+"""Where a sweep's runs execute: a local pool of processes (this process itself for one
+worker), or Ray tasks.
 
 A backend runs each task (a planned run and its prepared directory) with `run_one`, calls
 `on_result(run, result)` in this process as each finishes, and returns True when it stopped
@@ -31,6 +32,10 @@ ShouldStop = Callable[[], bool]
 _STOP: Any = None  # the pool's stop event, in a worker process
 
 
+def _should_stop() -> bool:
+    return _STOP is not None and _STOP.is_set()
+
+
 def one_line(err: BaseException, limit: int = 400) -> str:
     text = " ".join(f"{type(err).__name__}: {err}".split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
@@ -40,11 +45,7 @@ def _failed(err: BaseException) -> dict[str, Any]:
     return {"status": "failed", "summary": None, "message": one_line(err), "wall_s": None}
 
 
-def _should_stop() -> bool:
-    return _STOP is not None and _STOP.is_set()
-
-
-def run_one(run_dir: str, figure: bool = True) -> dict[str, Any]:
+def run_one(run_dir: str, figure: bool = True, should_stop: ShouldStop = _should_stop) -> dict[str, Any]:
     """Run (or continue, from its checkpoint) the experiment in `run_dir`, whose config.toml is written.
 
     Returns {"status", "summary", "message", "wall_s"}; an exception becomes status "failed".
@@ -53,7 +54,7 @@ def run_one(run_dir: str, figure: bool = True) -> dict[str, Any]:
     try:
         from metarep.execute import execute_run
 
-        result = execute_run(None, [], None, resume=Path(run_dir), figure=figure, should_stop=_should_stop)
+        result = execute_run(None, [], None, resume=Path(run_dir), figure=figure, should_stop=should_stop)
         out: dict[str, Any] = {"status": result.status, "summary": result.summary, "message": result.message}
     except Exception as err:  # noqa: BLE001 - any error of one run is recorded, the sweep goes on
         out = _failed(err)
@@ -85,8 +86,22 @@ def _collect(done: set[Future], futures: dict[Future, PlannedRun], on_result: On
         on_result(futures[future], result)
 
 
+def _run_here(tasks: list[Task], figures: bool, should_stop: ShouldStop, on_result: OnResult) -> bool:
+    """The runs one after another in this process; True when stopped early (the run in
+    progress checkpoints and stops at its next step)."""
+    for run, run_dir in tasks:
+        if should_stop():
+            return True
+        on_result(run, run_one(str(run_dir), figures, should_stop))
+    return should_stop()
+
+
 def run_local(tasks: list[Task], workers: int, figures: bool, should_stop: ShouldStop, on_result: OnResult) -> bool:
-    """Run on a pool of `workers` fresh ("spawn") processes; True when stopped early."""
+    """Run on a pool of `workers` fresh ("spawn") processes, or in this process for one worker
+    (no process to start: a script needs no `if __name__ == "__main__"` guard then); True when
+    stopped early."""
+    if workers == 1:
+        return _run_here(tasks, figures, should_stop, on_result)
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     size = max(1, min(workers, len(tasks)))

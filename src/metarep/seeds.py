@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-STREAMS = {"problem": 0, "init": 1, "train_tasks": 2, "online_tasks": 3, "test_tasks": 4, "fit": 5, "data_split": 6, "data_rows": 7,
-           "probe": 8, "eval_inputs": 9}
+STREAMS = {"problem": 0, "init": 1, "train_tasks": 2, "online_tasks": 3, "test_tasks": 4, "fit": 5, "data_split": 6,
+           "data_rows": 7, "probe": 8, "eval_inputs": 9}
+# Replicate s uses test.seed = TEST_SEED_OFFSET + s: its test tasks never share a stream with
+# another replicate's training tasks.
+TEST_SEED_OFFSET = 1000
+
+
+def replicate(seed: int, *, redraw_problem: bool) -> dict[str, int]:
+    """The config keys of replicate `seed`: train.seed = s, test.seed = 1000 + s and, when the
+    problem itself is redrawn (a new B* per replicate), problem.seed = s."""
+    keys = {"train.seed": seed, "test.seed": TEST_SEED_OFFSET + seed}
+    return {"problem.seed": seed, **keys} if redraw_problem else keys
 
 
 def rng(seed: int, stream: str) -> np.random.Generator:

@@ -5,6 +5,9 @@ Everything here is created on the chosen device; arrays come back to NumPy throu
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -80,3 +83,41 @@ def numpy_params(tensors: dict[str, torch.Tensor], like: MLPParams) -> MLPParams
 def split(params: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """(body, head)."""
     return {k: v for k, v in params.items() if k != "w"}, params["w"]
+
+
+# Below this many multiply-adds a step runs on one thread: synchronising threads costs more than
+# they save, and on a machine whose cores are busy with other work far more (measured on the
+# 2-core machine at load 6-14: 13-60 ms a tiny step on two threads, 2 ms on one).
+ONE_THREAD_WORK = 2e7
+
+
+@functools.lru_cache(maxsize=1)
+def _controller():
+    """threadpoolctl's view of the loaded OpenMP and BLAS pools (torch's among them), inspected
+    once; None without threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def step_threads(work: float) -> Iterator[None]:
+    """Within: torch's CPU pools on one thread when the step's `work` (multiply-adds) is small,
+    else on `metarep.threads.count()` threads (this process's share of the CPUs). Scoped: the
+    pools are restored on exit."""
+    from metarep import threads
+
+    controller = _controller()
+    if controller is None:
+        yield
+        return
+    with controller.limit(limits=1 if work < ONE_THREAD_WORK else threads.count()):
+        yield
+
+
+def step_work(params: MLPParams, tasks) -> float:
+    """Multiply-adds of one forward pass over every sample: samples x parameters."""
+    samples = tasks.n_tasks * (tasks.X_in.shape[1] + tasks.X_out.shape[1])
+    return float(samples) * sum(a.size for a in params)

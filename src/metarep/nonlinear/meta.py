@@ -24,7 +24,16 @@ from functools import partial
 import torch
 from torch.func import grad, grad_and_value, vmap
 
-from metarep.nonlinear.backend import Net, TorchTasks, numpy_params, split, torch_params, torch_tasks
+from metarep.nonlinear.backend import (
+    Net,
+    TorchTasks,
+    numpy_params,
+    split,
+    step_threads,
+    step_work,
+    torch_params,
+    torch_tasks,
+)
 from metarep.nonlinear.model import MLPParams, features
 
 
@@ -99,6 +108,7 @@ def meta_gradient(params: MLPParams, tasks, *, net: Net, alpha: float, inner_ste
                   adapt_body: bool, exact: bool) -> tuple[MLPParams, float]:
     """`outer_gradient` on NumPy parameters and tasks (or TorchTasks already on the device):
     (the gradient as MLPParams of the same shapes and dtype, the mean outer loss)."""
-    grads, loss = outer_gradient(torch_params(params, net), torch_tasks(tasks, net), net=net, alpha=alpha,
-                                 inner_steps=inner_steps, adapt_body=adapt_body, exact=exact)
-    return numpy_params(grads, params), float(loss)
+    with step_threads(step_work(params, tasks)):
+        grads, loss = outer_gradient(torch_params(params, net), torch_tasks(tasks, net), net=net, alpha=alpha,
+                                     inner_steps=inner_steps, adapt_body=adapt_body, exact=exact)
+        return numpy_params(grads, params), float(loss)

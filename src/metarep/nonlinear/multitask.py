@@ -16,7 +16,7 @@ import torch
 from torch.func import grad_and_value
 
 from metarep import adapt
-from metarep.nonlinear.backend import Net, TorchTasks, numpy_params, torch_params, torch_tasks
+from metarep.nonlinear.backend import Net, TorchTasks, numpy_params, step_threads, step_work, torch_params, torch_tasks
 from metarep.nonlinear.model import MLPParams, features
 from metarep.params import sgd_update
 
@@ -49,10 +49,11 @@ def _check(params: MLPParams, tasks) -> None:
 def mtl_gradient(params: MLPParams, tasks, *, net: Net, lam: float = 0.0) -> tuple[MLPParams, float]:
     """(dF/dbody and N dF/dW as MLPParams, F)."""
     _check(params, tasks)
-    tensors = torch_params(params, net)
-    g, value = grad_and_value(objective)(tensors, torch_tasks(tasks, net), activation=net.activation, lam=lam)
-    g["w"] = g["w"] * params.w.shape[0]
-    return numpy_params(g, params), float(value)
+    with step_threads(step_work(params, tasks)):
+        tensors = torch_params(params, net)
+        g, value = grad_and_value(objective)(tensors, torch_tasks(tasks, net), activation=net.activation, lam=lam)
+        g["w"] = g["w"] * params.w.shape[0]
+        return numpy_params(g, params), float(value)
 
 
 def ridge_heads(params: MLPParams, tasks, *, net: Net, lam: float) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from metarep import tables, threads
+from metarep import seeds, tables, threads
 from metarep.atomic import atomic_write
 from metarep.config import SECTIONS, Config, ConfigError, read_toml, validate
 from metarep.engine import evaluate_final, run_summary, train
@@ -27,7 +27,6 @@ from metarep.models import linear_batch
 from metarep.results import mean_std  # noqa: F401 - re-exported for the reproductions
 
 ENV_EXPERIMENTS = "METAREP_EXPERIMENTS"
-TEST_SEED_OFFSET = 1000
 
 
 # ----------------------------------------------------------------------------------------
@@ -80,9 +79,11 @@ def compose(paths: Sequence[Path], *, quick: bool) -> tuple[dict, dict]:
 
 def with_seed(data: dict, seed: int) -> dict:
     """Seed s: problem.seed = s (B*), train.seed = s (init, training tasks), test.seed = 1000 + s."""
-    data = deep_merge(data, {"problem": {"seed": seed}, "train": {"seed": seed},
-                             "test": {"seed": TEST_SEED_OFFSET + seed}})
-    return data
+    over: dict[str, dict] = {}
+    for key, value in seeds.replicate(seed, redraw_problem=True).items():
+        section, name = key.split(".")
+        over.setdefault(section, {})[name] = value
+    return deep_merge(data, over)
 
 
 def seeded_config(data: dict, seed: int) -> Config:

@@ -19,9 +19,9 @@ from typing import Any
 import tomli_w
 
 from metarep.config import SECTIONS, ConfigError, parse_value
+from metarep.seeds import TEST_SEED_OFFSET, replicate
 
 SEED_KEYS = ("train.seed", "test.seed")
-TEST_SEED_OFFSET = 1000
 SEED_RULE = f"train.seed = s, test.seed = {TEST_SEED_OFFSET} + s"
 _KEY = re.compile(r"^([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)$")
 
@@ -217,6 +217,6 @@ def expand(base: dict[str, Any], grid: list[Axis],
             for key, value in point.items():
                 set_key(data, key, value)
             if seed is not None:
-                set_key(data, "train.seed", seed)
-                set_key(data, "test.seed", seed + TEST_SEED_OFFSET)
+                for key, value in replicate(seed, redraw_problem=False).items():
+                    set_key(data, key, value)
             yield point, seed, data

@@ -23,16 +23,40 @@ def _modules():
         yield "metarep" + "".join("." + p for p in parts), path
 
 
-def test_no_method_name_outside_methods():
+def _name_tests(tree: ast.AST, names: set[str]):
+    """String constants that are method names and are *tested*: compared (==, !=, in), used as a
+    dict key or looked up by subscript. Naming a method as data (a study's list of methods to
+    run, a benchmark's setting) is fine; branching on it is what a declaration replaces."""
+    def named(node):
+        return [n for n in ast.walk(node) if isinstance(n, ast.Constant) and n.value in names]
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            yield from named(node)
+        elif isinstance(node, ast.Dict):
+            for key in node.keys:
+                if key is not None:
+                    yield from named(key)
+        elif isinstance(node, ast.Subscript):
+            yield from named(node.slice)
+        elif isinstance(node, ast.MatchValue):
+            yield from named(node)
+
+
+def test_no_method_name_tested_outside_methods():
     names = {m.name for m in registered()}
     found = []
     for module, path in _modules():
         if module.startswith("metarep.methods"):
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
-                found.append(f"{path.relative_to(SRC)}:{node.lineno}: {node.value!r}")
+        for node in _name_tests(ast.parse(path.read_text()), names):
+            found.append(f"{path.relative_to(SRC)}:{node.lineno}: {node.value!r}")
     assert not found, "method names tested outside methods/:\n" + "\n".join(found)
+
+
+def test_the_name_check_can_fail():
+    tree = ast.parse('if config.method.name == "fo-anil": pass\nwidth = {"oracle": k}.get(name)\nx = by["none"]')
+    assert len(list(_name_tests(tree, {"fo-anil", "oracle", "none"}))) == 3
 
 
 def _imports(path: Path, module: str) -> set[str]:

@@ -33,6 +33,7 @@ layers = [2, 3]
 methods = ["fo-anil", "oracle"]
 seeds = 2
 [study.figure]
+method = "fo-anil"
 m_in = [3, 30]
 steps = 4
 batch_tasks = 4
@@ -51,7 +52,7 @@ def test_tiny_grid(tmp_path):
         assert cell["oracle"]["perp_norm_mean"] < 1e-12
     page = (tmp_path / "out" / "nonlinear.md").read_text()
     assert "relu teacher, 2 layers, test excess risk: oracle" in page
-    assert "FO-ANIL, relu network, relu teacher: perp_norm changes by" in page and "m_in = 30" in page
+    assert "fo-anil, relu network, relu teacher: perp_norm changes by" in page and "m_in = 30" in page
     with open(tmp_path / "out" / "nonlinear_curves.csv") as f:
         curves = list(csv.DictReader(f))
     assert {c["m_in"] for c in curves} == {"3", "30"} and {c["step"] for c in curves} >= {"0", "4"}

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from metarep.data.config import DataConfig, check_table_config, drop_synthetic_keys
-from metarep.methods import NoHyper, get_method
+from metarep.methods import DEFAULT_METHOD, NoHyper, get_method
 from metarep.models import NoOptions, get_arch
 from metarep.problem import as_covariance, as_mean
 
@@ -131,7 +131,7 @@ class MethodConfig(Section):
     """[method]: `name` picks the method (metarep.methods); its own hyper-parameters (`hyper`,
     e.g. burer-monteiro's lam and solver) sit in the same table."""
 
-    name: str = "fo-anil"
+    name: str = DEFAULT_METHOD
     hyper: BaseModel = NoHyper()
 
 
@@ -233,7 +233,7 @@ class Config(Section):
         if not isinstance(arch, str):
             return data
         get_arch(arch)
-        method = _split_table(data.get("method", {}), "method", "name", "fo-anil", {"name"},
+        method = _split_table(data.get("method", {}), "method", "name", DEFAULT_METHOD, {"name"},
                               lambda name: get_method(name, arch).Hyper)
         return {**data, "method": method}
 

@@ -20,8 +20,11 @@ from typing import Any
 import numpy as np
 
 from metarep.bench.bandwidth import measure_gemm_rate
+from metarep.methods.mlp.anil import METHOD as _EXACT
+from metarep.methods.mlp.fo_anil import METHOD as _FIRST_ORDER
 
-EXACT = {"fo-anil": False, "anil": True}
+#: the outer steps timed, by their registered names: FO-ANIL, exact ANIL
+FIRST_ORDER, EXACT = _FIRST_ORDER.name, _EXACT.name
 
 
 def step_flops(exact: bool, N: int, m_in: int, m_out: int, d: int, n: int, steps: int = 1) -> int:
@@ -50,12 +53,18 @@ def _setup(N, m_in, m_out, d, width, seed):
 
 
 def metarep_step(params, tasks, *, alpha: float, exact: bool, net) -> Callable[[], tuple]:
-    """The step as the engine takes it: tasks already on the device, torch.func over the tasks."""
-    from metarep.nonlinear.backend import torch_params, torch_tasks
+    """The step as the engine takes it: tasks already on the device, torch.func over the tasks, on
+    the threads `step_threads` gives a step of this size."""
+    from metarep.nonlinear.backend import step_threads, step_work, torch_params, torch_tasks
     from metarep.nonlinear.meta import outer_gradient
 
     P, T = torch_params(params, net), torch_tasks(tasks, net)
-    return lambda: outer_gradient(P, T, net=net, alpha=alpha, inner_steps=1, adapt_body=False, exact=exact)
+
+    def step():
+        with step_threads(step_work(params, tasks)):
+            return outer_gradient(P, T, net=net, alpha=alpha, inner_steps=1, adapt_body=False, exact=exact)
+
+    return step
 
 
 def torch_loop(params, tasks, *, alpha: float, exact: bool) -> Callable[[], tuple]:
@@ -158,7 +167,7 @@ def bench_method(method: str, tasks, params, *, alpha: float, repeats: int, loop
     `loop_tasks` of them scaled to N, each checked against metarep on those tasks."""
     from metarep.nonlinear.backend import Net
 
-    exact = EXACT[method]
+    exact = method == EXACT
     net = Net("relu")
     N = tasks.n_tasks
     sub = tasks.select(slice(0, min(loop_tasks, N)))
@@ -180,7 +189,7 @@ def bench_method(method: str, tasks, params, *, alpha: float, repeats: int, loop
     return row
 
 
-def run_mlp_bench(*, n_tasks=5000, m_in=20, m_out=10, d=50, width=50, alpha=0.1, methods=("fo-anil", "anil"),
+def run_mlp_bench(*, n_tasks=5000, m_in=20, m_out=10, d=50, width=50, alpha=0.1, methods=(FIRST_ORDER, EXACT),
                   repeats=5, loop_tasks=250, seed=0, log: Callable[[str], None] = lambda msg: None) -> dict:
     """The whole benchmark: machine load and matrix-product rate, then each method."""
     import torch

@@ -12,6 +12,7 @@ from metarep.methods import anil, burer_monteiro, fo_anil, fo_maml, maml, mlp, m
 from metarep.methods.base import Method, NoHyper, outer_step, shared_head
 
 _REGISTRY: dict[tuple[str, str], Method] = {}
+DEFAULT_METHOD = fo_anil.METHOD.name
 
 
 def register(method: Method, *, replace: bool = False) -> Method:
@@ -63,5 +64,5 @@ for _module in (fo_anil, anil, fo_maml, maml, burer_monteiro, moments, oracle, n
 for _method in mlp.METHODS:
     register(_method)
 
-__all__ = ["Method", "NoHyper", "get_method", "outer_step", "register", "registered", "shared_head", "table",
+__all__ = ["DEFAULT_METHOD", "Method", "NoHyper", "get_method", "outer_step", "register", "registered", "shared_head", "table",
            "unregister"]

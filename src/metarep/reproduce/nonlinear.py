@@ -46,12 +46,8 @@ def load(*, quick: bool, experiments=None) -> tuple[dict, dict]:
 def run_job(job: dict) -> dict:
     """One run through the engine (in a worker): its status, test risk, final metrics and, with
     job["points"], its curve."""
-    import torch
-
-    from metarep import threads
     from metarep.engine import build, evaluate_final, train
 
-    torch.set_num_threads(threads.count())
     start = time.process_time()
     exp = build(validate(job["config"]))
     state = train(exp, exp.initial_state(), points=job["points"])
@@ -84,12 +80,13 @@ def figure_jobs(data: dict, study: dict) -> list[dict]:
     for teacher, activation in fig["nets"]:
         for m_in in fig["m_in"]:
             cell = deep_merge(data, {"problem": {"teacher": teacher}, "model": {"activation": activation},
-                                     "method": {"name": "fo-anil"},
+                                     "method": {"name": fig["method"]},
                                      "train": {"tasks": "online", "batch_tasks": fig["batch_tasks"], "m_in": m_in,
                                                "steps": fig["steps"], "log_every": fig["steps"]}})
             config = with_seed(cell, 0)
             validate(config)
-            jobs.append({"kind": "figure", "teacher": teacher, "activation": activation, "m_in": m_in,
+            jobs.append({"kind": "figure", "method": fig["method"], "teacher": teacher, "activation": activation,
+                         "m_in": m_in,
                          "config": config, "points": log_points(fig["steps"], 40)})
     return jobs
 
@@ -116,8 +113,10 @@ def unlearning_notes(curves: list[tuple[dict, dict]]) -> list[str]:
     for the small m_in (the linear theory: unlearning for finite m_in, none for m_in = inf)."""
     out = []
     for teacher, activation in sorted({(j["teacher"], j["activation"]) for j, _ in curves}):
-        runs = sorted((j["m_in"], r) for j, r in curves if (j["teacher"], j["activation"]) == (teacher, activation))
-        ratios = [(m, r["curve"][-1]["perp_norm"] / r["curve"][0]["perp_norm"]) for m, r in runs if r["curve"]]
+        net = (teacher, activation)
+        runs = sorted(((j["m_in"], j, r) for j, r in curves if (j["teacher"], j["activation"]) == net),
+                      key=lambda x: x[0])
+        ratios = [(m, r["curve"][-1]["perp_norm"] / r["curve"][0]["perp_norm"]) for m, _, r in runs if r["curve"]]
         if len(ratios) != 2:
             continue
         (m_small, small), (m_large, large) = ratios
@@ -128,7 +127,8 @@ def unlearning_notes(curves: list[tuple[dict, dict]]) -> list[str]:
                        "does not hold")
         else:
             verdict = "shrinks less for the large m_in"
-        out.append(f"FO-ANIL, {activation} network, {teacher} teacher: perp_norm changes by x{fmt(small, 2)} at "
+        method = runs[0][1]["method"]
+        out.append(f"{method}, {activation} network, {teacher} teacher: perp_norm changes by x{fmt(small, 2)} at "
                    f"m_in = {m_small} and x{fmt(large, 2)} at m_in = {m_large} over training (online tasks); "
                    f"it {verdict}.")
     return out

@@ -227,8 +227,12 @@ def _rank_notes(dataset: str, runs: list[dict]) -> list[str]:
 def draw(d: Design, rows: list[dict], out: Path) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4 * len(d.datasets), 4), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(d.datasets), sharey=False))
+    cols = min(2, len(d.datasets))
+    rows_ = -(-len(d.datasets) // cols)
+    fig = Figure(figsize=(4.6 * cols, 3.4 * rows_), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows_, cols, squeeze=False).ravel())
+    for ax in axes[len(d.datasets):]:
+        ax.set_visible(False)
     labels = list(dict.fromkeys(r["rule"] for r in rows))
     for ax, dataset in zip(axes, d.datasets):
         for label in labels:
@@ -239,9 +243,9 @@ def draw(d: Design, rows: list[dict], out: Path) -> None:
         ax.set_xscale("log")
         ax.set_xticks(d.m_test, [str(m) for m in d.m_test])
         ax.set_xticks([], minor=True)
-        ax.set(title=dataset, xlabel="m_test (rows of the new school adapted on)",
-               ylabel="test MSE (standardised target)")
-    axes[0].legend(fontsize=7)
+        ax.set(title=dataset, xlabel="m_test (rows of a new school adapted on)", ylabel="test MSE")
+    axes[0].legend(fontsize=6)
+    fig.suptitle("held-out schools: test MSE (standardised target), mean ± SE", fontsize=10)
     page.save_png(fig, out, NAME)
 
 

@@ -118,7 +118,7 @@ def run_job(job: dict) -> list[dict]:
 
 
 def _cost(config) -> float:
-    """A rough relative cost (for scheduling the longest jobs first; direct fits go first)."""
+    """A rough relative cost, for scheduling the longest jobs first (a direct fit: a small fixed one)."""
     t, d, method = config.train, config.problem.d, config.method_spec
     if not method.iterative:
         return 1e6

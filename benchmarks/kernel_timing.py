@@ -189,6 +189,8 @@ def time_thresholds(args) -> None:
     from metarep.population import population_step
     from metarep.problem import make_problem, sample_tasks
     kernels.PARALLEL_MIN_BYTES, population.PARALLEL_MIN_RUNS = 0, 1
+    # every launch on all threads, whatever else the machine runs (threads.launch_count)
+    os.environ[threads.ENV_VAR] = str(threads.available())
     rng = np.random.default_rng(3)
     print(f"  one thread vs {threads.count()} threads (median of {args.repeats} interleaved blocks; "
           f"load average {os.getloadavg()[0]:.2f})")

@@ -161,6 +161,7 @@ def test_numba_results_do_not_depend_on_the_thread_count(theta_2d, rng, monkeypa
     X, theta, y = random_inputs(rng, 517, 20, 50, theta_2d, True)
     assert X.nbytes >= kernels.PARALLEL_MIN_BYTES                   # large enough for threads
     monkeypatch.setattr(threads, "available", lambda: 3)           # even where fewer cores are free
+    monkeypatch.setattr(threads, "free_cpus", lambda: 3)
     out = []
     for n in (1, 2, 3):
         with threads.limited(n):
@@ -194,24 +195,26 @@ def fake_unit_kernel(units, seconds, fail_on=None):
 
 def test_run_units_shares_units_between_the_caller_and_helpers(monkeypatch):
     monkeypatch.setattr(threads, "available", lambda: 2)
+    monkeypatch.setattr(threads, "free_cpus", lambda: 2)           # whatever else the machine runs
     kernel, done_by = fake_unit_kernel(40, 0.2)
-    kernels.run_units(kernel, 40, True)
+    threads.run_units(kernel, 40, True)
     assert sorted(done_by) == list(range(40))                      # every unit once, all finished
     assert len(set(done_by.values())) == 2                         # the second thread took some
     kernel, done_by = fake_unit_kernel(40, 0.0)
-    kernels.run_units(kernel, 40, False)                           # below the threshold: the caller alone
+    threads.run_units(kernel, 40, False)                           # below the threshold: the caller alone
     assert set(done_by.values()) == {threading.get_ident()}
     with threads.limited(1):
         kernel, done_by = fake_unit_kernel(40, 0.0)
-        kernels.run_units(kernel, 40, True)
+        threads.run_units(kernel, 40, True)
     assert set(done_by.values()) == {threading.get_ident()}
 
 
 def test_run_units_raises_what_a_helper_raised(monkeypatch):
     monkeypatch.setattr(threads, "available", lambda: 2)
+    monkeypatch.setattr(threads, "free_cpus", lambda: 2)           # whatever else the machine runs
     kernel, _ = fake_unit_kernel(4, 0.2, fail_on=1)               # the caller sleeps on unit 0
     with pytest.raises(RuntimeError, match="unit failed"):
-        kernels.run_units(kernel, 4, True)
+        threads.run_units(kernel, 4, True)
 
 
 def test_edge_cases_match_the_reference(rng):

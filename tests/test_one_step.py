@@ -80,6 +80,7 @@ def test_float32_data_bounded_error(rng):
 def test_results_do_not_depend_on_the_thread_count(rng, monkeypatch):
     case = random_case(rng, 64 * 33 + 7, 20, 10, 50)
     monkeypatch.setattr(threads, "available", lambda: 3)           # even where fewer cores are free
+    monkeypatch.setattr(threads, "free_cpus", lambda: 3)
     out = []
     for n in (1, 2, 3):
         with threads.limited(n):
@@ -99,7 +100,7 @@ def test_inputs_the_fused_pass_does_not_take_fall_back(rng, monkeypatch):
     assert all(rel_err(a, b) < 1e-12 for a, b in zip(out, ref))
     monkeypatch.setattr(one_step, "_MAX_D", 5)        # too wide for the fused pass's partial sums
     calls = []
-    monkeypatch.setattr(kernels, "run_units", lambda kernel, *a: calls.append(kernel.__name__))
+    monkeypatch.setattr(threads, "run_units", lambda kernel, *a: calls.append(kernel.__name__))
     out = one_step.numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P)
     assert "one_step_units" not in calls and all(rel_err(a, b) < 1e-12 for a, b in zip(out, ref))
 

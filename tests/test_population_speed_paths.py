@@ -39,6 +39,8 @@ def use_path(monkeypatch):
     def select(name):
         monkeypatch.setattr(population, "_HAVE_NUMBA", name == "numba")
         monkeypatch.setattr(population, "PARALLEL_MIN_RUNS", 2)
+        monkeypatch.setattr(threads, "available", lambda: 3)
+        monkeypatch.setattr(threads, "free_cpus", lambda: 3)
     return select
 
 

@@ -101,3 +101,24 @@ def test_pool_workers_get_their_share_after_numpy_is_imported(monkeypatch):
         views = list(pool.map(_worker_view, range(4)))
     assert {count for count, _, _ in views} == {2}
     assert all(blas == [2] for _, blas, _ in views)
+
+
+def test_launches_use_only_the_cpus_other_work_leaves_free(monkeypatch, fresh):
+    monkeypatch.setattr(threads, "available", lambda: 4)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.delenv(threads.ENV_VAR, raising=False)
+    for runnable, want in ((1, 4), (2, 3), (4, 1), (9, 1), (None, 4)):
+        monkeypatch.setattr(threads, "_runnable", lambda r=runnable: r)
+        monkeypatch.setattr(threads, "_seen", [-1.0, 0])            # look again now
+        assert threads.launch_count() == want, runnable
+    with threads.limited(1):
+        assert threads.launch_count() == 1
+    monkeypatch.setattr(threads, "_runnable", lambda: 9)
+    monkeypatch.setattr(threads, "_seen", [-1.0, 0])
+    monkeypatch.setenv(threads.ENV_VAR, "4")                       # the user's explicit choice stands,
+    assert threads.launch_count() == 4                             # whatever the load
+
+
+def test_runnable_tasks_are_read_from_proc_loadavg():
+    n = threads._runnable()
+    assert n is None or n >= 1                                     # this test itself is running

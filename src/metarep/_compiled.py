@@ -5,7 +5,7 @@ and why it is written so, is documented where it is called: `kernels.prediction_
 `one_step.one_step_sums` and `population_formula.run_step`.
 
 Each kernel works through fixed units of work (blocks of tasks, groups of blocks), taking the
-next unit from a shared counter (`fetch_add`) until none is left; `kernels.run_units` runs it on
+next unit from a shared counter (`fetch_add`) until none is left; `threads.run_units` runs it on
 the calling thread and on helper threads at once. A thread that the operating system stops
 (another process took its core) then holds back at most the unit it is on, and one that never
 started holds back nothing. The units and the order of every sum within and across them are

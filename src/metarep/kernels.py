@@ -23,10 +23,9 @@ with ``backend=``, a block of code with ``with kernels.use("numpy"): ...`` (a co
 it applies to the calls made inside the block, in this thread, and ends with it).
 `backend()` names the one in effect.
 
-Output arrays are recycled: a returned G or loss that the caller has dropped (no reference
-left anywhere) is reused by a later call with the same shape and dtype, which avoids
-page-faulting fresh multi-megabyte arrays on every step. An array the caller still holds,
-directly or through a view, is never reused.
+Output arrays are recycled (`metarep.buffers`): a returned G or loss that the caller has
+dropped is reused by a later call with the same shape and dtype; one the caller still holds,
+directly or through a view, never is.
 """
 
 from __future__ import annotations
@@ -35,18 +34,17 @@ import contextlib
 import contextvars
 import functools
 import os
-import queue
-import sys
 import threading
 from collections.abc import Iterator
 
 import numpy as np
 
 from metarep import threads
+from metarep.buffers import _POOL, clear_buffers, recycled_empty, retain_freed_memory
 
 __all__ = ["available_backends", "backend", "clear_buffers", "default_backend", "numba_prediction_gradient",
            "numpy_prediction_gradient", "prediction_gradient", "prediction_gradient_reference", "recycled_empty",
-           "retain_freed_memory", "run_units", "use"]
+           "retain_freed_memory", "use"]
 
 ENV_VAR = "METAREP_KERNEL"
 _BACKENDS = ("numba", "numpy")
@@ -55,110 +53,6 @@ _BACKENDS = ("numba", "numpy")
 # so its rows are still in cache for the second product, and the per-call overhead of
 # the einsums stays small.
 _CHUNK_BYTES = 2 << 20
-
-
-# ----------------------------------------------------------------------------------------
-# Output buffers
-# ----------------------------------------------------------------------------------------
-
-class _BufferPool:
-    """Recycles arrays that nobody references any more.
-
-    A pooled array is handed out again only when the pool holds the sole reference to it
-    (checked with the reference count, so views and other holders keep it alive and
-    untouched). Only used on CPython, where reference counts are exact. The pool keeps at
-    most `per_key` arrays of each shape and dtype, `max_keys` shapes, and `max_bytes` in all.
-    """
-
-    def __init__(self, per_key: int = 8, max_keys: int = 16, max_bytes: int = 512 << 20):
-        gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-        self._enabled = sys.implementation.name == "cpython" and gil
-        # the reference count of a pooled array that nothing else refers to, measured with
-        # the very code that tests it (interpreters differ in the references they count)
-        self._free_refs = self._first_free([np.empty(1)], None)[1]
-        self._lock = threading.Lock()
-        self._pool: dict[tuple, list[np.ndarray]] = {}
-        self._per_key = per_key
-        self._max_keys = max_keys
-        self._max_bytes = max_bytes
-        self._bytes = 0
-
-    def empty(self, shape: tuple, dtype) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        if not self._enabled:
-            return np.empty(shape, dtype)
-        key = (shape, dtype.str)
-        with self._lock:
-            bufs = self._pool.get(key)
-            if bufs is not None:
-                buf = self._first_free(bufs, self._free_refs)[0]
-                if buf is not None:
-                    return buf
-            buf = np.empty(shape, dtype)
-            if self._bytes + buf.nbytes > self._max_bytes:
-                return buf
-            if bufs is None:
-                if len(self._pool) >= self._max_keys:        # forget the oldest shape
-                    old = self._pool.pop(next(iter(self._pool)))
-                    self._bytes -= sum(a.nbytes for a in old)
-                bufs = self._pool[key] = []
-            if len(bufs) < self._per_key:
-                bufs.append(buf)
-                self._bytes += buf.nbytes
-            return buf
-
-    @staticmethod
-    def _first_free(bufs, free_refs):
-        """The first array of `bufs` whose reference count is `free_refs` (with None: the
-        count of the first array, for calibration)."""
-        for buf in bufs:
-            refs = sys.getrefcount(buf)
-            if free_refs is None or refs == free_refs:
-                return buf, refs
-        return None, 0
-
-    def clear(self) -> None:
-        with self._lock:
-            self._pool.clear()
-            self._bytes = 0
-
-
-_POOL = _BufferPool()
-
-
-def recycled_empty(shape: tuple, dtype=np.float64) -> np.ndarray:
-    """An uninitialised array, recycled from an earlier call when nothing else refers to it."""
-    return _POOL.empty(tuple(shape), dtype)
-
-
-def clear_buffers() -> None:
-    """Release the recycled output arrays (they are reallocated on the next call)."""
-    _POOL.clear()
-
-
-def retain_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
-    """Opt-in, process-wide: ask glibc's allocator to keep freed memory instead of returning
-    it to the system (raises M_MMAP_THRESHOLD and M_TRIM_THRESHOLD to `threshold_bytes`).
-
-    The temporaries of a step (a few arrays of N x d) are then served from memory that is
-    already mapped, instead of being page-faulted afresh every step, which on the measured
-    machine cost several milliseconds per FO-ANIL step (docs/performance.md). The cost: the
-    process keeps its peak heap. Equivalent to starting Python with the environment
-    variables MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ set. Never called by the
-    library itself. Returns False where it does not apply (not glibc).
-    """
-    import ctypes
-    import ctypes.util
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    value = int(min(max(threshold_bytes, 0), 2**31 - 1))
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(mallopt(M_MMAP_THRESHOLD, value)) and bool(mallopt(M_TRIM_THRESHOLD, value))
 
 
 # ----------------------------------------------------------------------------------------
@@ -285,69 +179,6 @@ def numpy_prediction_gradient(X, theta, y=None, *, chunk: int | None = None, thr
 PARALLEL_MIN_BYTES = 1 << 20
 
 
-class _Helpers:
-    """Threads that run kernels beside the caller. Idle ones sleep on a queue (no spinning),
-    so they cost nothing while this process, or any other, needs the cores."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue | None = None
-        self._started = 0
-        self._pid: int | None = None
-
-    def submit(self, fn, count: int) -> None:
-        """Run `fn()` on `count` helpers, starting more threads when fewer are idle."""
-        with self._lock:
-            if self._queue is None or self._pid != os.getpid():     # none yet, or a forked child
-                self._queue, self._started, self._pid = queue.SimpleQueue(), 0, os.getpid()
-            while self._started < count:
-                threading.Thread(target=self._serve, args=(self._queue,), daemon=True,
-                                 name=f"metarep-kernel-{self._started}").start()
-                self._started += 1
-            jobs = self._queue
-        for _ in range(count):
-            jobs.put(fn)
-
-    @staticmethod
-    def _serve(jobs: queue.SimpleQueue) -> None:
-        while True:
-            jobs.get()()
-
-
-_helpers = _Helpers()
-
-
-def run_units(kernel, units: int, parallel: bool, *args) -> None:
-    """Run a unit kernel of `metarep._compiled` (it takes units of work from a shared counter
-    until none is left) on `args`: on `threads.count()` threads, the caller among them, when
-    `parallel` (the caller's measured threshold, e.g. PARALLEL_MIN_BYTES), else on the
-    calling thread alone.
-
-    The caller never waits for a helper that has not started (it finds no unit left when it
-    does), only for units a helper has taken and not yet finished."""
-    workers = min(threads.count(), units) if parallel else 1
-    counter = np.zeros(2, np.int64)
-    if workers <= 1:
-        kernel(*args, counter)
-        return
-    done = threading.Event()
-    failed: list[BaseException] = []
-
-    def helper():
-        try:
-            if kernel(*args, counter):
-                done.set()
-        except BaseException as exc:   # surfaced in the caller, which would wait forever
-            failed.append(exc)
-            done.set()
-
-    _helpers.submit(helper, workers - 1)
-    if not kernel(*args, counter):
-        done.wait()
-    if failed:
-        raise failed[0]
-
-
 @contextlib.contextmanager
 def step_threads():
     """Within: BLAS on one thread when the numba backend is active (threadpoolctl), so that the
@@ -405,7 +236,7 @@ def numba_prediction_gradient(X, theta, y=None):
         y_arr = np.ascontiguousarray(y, dtype=np.float64)
     G = _POOL.empty((N, d), dt)
     loss = _POOL.empty((N,), dt)
-    run_units(prediction_gradient_units, gradient_units(X), X.nbytes >= PARALLEL_MIN_BYTES,
+    threads.run_units(prediction_gradient_units, gradient_units(X), X.nbytes >= PARALLEL_MIN_BYTES,
               X, theta2, theta.ndim == 1, y_arr, y is not None, G, loss)
     return G, loss
 

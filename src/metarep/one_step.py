@@ -22,7 +22,7 @@ or the call's `backend=`):
   `cross` formed by another, while the block is still in cache: the task data are read from
   memory once (exact ANIL reads a block's inner rows a second time, from cache). Partial sums
   are kept per fixed group of blocks, the groups are taken one at a time by `threads.count()`
-  threads (or the calling thread alone for small calls, `kernels.run_units`) and added in
+  threads (or the calling thread alone for small calls, `threads.run_units`) and added in
   group order, so results do not depend on the number of threads. Needs SciPy (numba's matrix
   products call its BLAS).
 - ``numpy``: the same quantities from `linear.prediction_gradient` and (N, d) x (d, d) products.
@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from metarep import kernels
+from metarep import kernels, threads
 
 __all__ = ["OneStepSums", "applies", "numba_one_step_sums", "numpy_one_step_sums", "one_step_sums"]
 
@@ -105,7 +105,7 @@ def numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None, q=0.0) -> On
     groups = min(_GROUPS, (N + ONE_STEP_BLOCK - 1) // ONE_STEP_BLOCK)
     g_out_g, h_g = np.empty((groups, d)), np.empty((groups if P is not None else 0, d))
     cross_g, loss_g = np.empty((groups, d, d)), np.empty(groups)
-    kernels.run_units(one_step_units, groups, X_in.nbytes + X_out.nbytes >= kernels.PARALLEL_MIN_BYTES,
+    threads.run_units(one_step_units, groups, X_in.nbytes + X_out.nbytes >= kernels.PARALLEL_MIN_BYTES,
                       X_in, y_in, X_out, y_out, as_data(theta), as_data(M), as_data(M if P is None else P),
                       P is not None, float(q), X_in.dtype.type(0), g_out_g, cross_g, h_g, loss_g)
     dt = np.result_type(X_in, theta)

@@ -7,7 +7,7 @@ A step costs O(d k'^2), independent of the number of tasks.
 The step of one run is written once, in `metarep.population_formula.run_step`; every call,
 one run or a batch, flattens its batch axes to one and runs that function over the runs:
 compiled by numba when it is installed (blocks of runs taken by `threads.count()` threads for
-batches of at least PARALLEL_MIN_RUNS runs, `kernels.run_units`), as plain NumPy otherwise.
+batches of at least PARALLEL_MIN_RUNS runs, `threads.run_units`), as plain NumPy otherwise.
 The kernel backend (METAREP_KERNEL, `kernels.use`) plays no part: population runs are
 identical under both. Inputs are broadcast to their common batch shape, and each output keeps
 the batch shape of the inputs it depends on (new w does not depend on m_in, the loss not on beta).
@@ -21,7 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from metarep import kernels
+from metarep import threads
+from metarep.buffers import recycled_empty
 from metarep.params import Params
 from metarep.population_formula import run_step
 
@@ -95,14 +96,14 @@ def _run(B, w, alpha, inv_m, K: _Consts, beta):
     """`run_step` over runs stacked on one leading axis: B (S, d, k'), w (S, k'), alpha, inv_m,
     beta (S,) or None. Returns (new or gradient B, w, loss)."""
     S = B.shape[0]
-    out_B = kernels.recycled_empty(B.shape)
-    out_w = kernels.recycled_empty(w.shape)
+    out_B = recycled_empty(B.shape)
+    out_w = recycled_empty(w.shape)
     loss = np.empty(S)
     has_beta = beta is not None
     beta = beta if has_beta else alpha
     if _HAVE_NUMBA:
         from metarep._compiled import RUN_BLOCK, population_units
-        kernels.run_units(population_units, -(-S // RUN_BLOCK), S >= PARALLEL_MIN_RUNS, B, w, alpha, inv_m,
+        threads.run_units(population_units, -(-S // RUN_BLOCK), S >= PARALLEL_MIN_RUNS, B, w, alpha, inv_m,
                           beta, has_beta, *K, out_B, out_w, loss)
     else:
         for s in range(S):

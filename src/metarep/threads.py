@@ -10,7 +10,10 @@ The count is the smallest of
 - a scoped limit, ``with threads.limited(n): ...`` (a context variable: it applies to the
   calls made inside the block, in this thread, and is undone on leaving it).
 
-The parallel kernels (`metarep.kernels.run_units`) ask `count()` at every launch;
+A kernel launch (`run_units`) takes `launch_count()`: `count()`, and fewer while
+other work keeps the machine's CPUs busy (never more threads than CPUs free right now, from the
+runnable tasks in /proc/loadavg), so that a helper thread never waits for a core; an explicit
+``$METAREP_THREADS`` is used as it is.
 the matrix products' BLAS threads are capped by `init_worker` through threadpoolctl. Results
 never depend on the count (the kernels sum in a fixed order, tests/test_determinism.py).
 """
@@ -23,10 +26,16 @@ import functools
 import importlib.util
 import math
 import os
+import queue
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["available", "cap_blas", "count", "init_worker", "limited", "share"]
+import numpy as np
+
+__all__ = ["available", "cap_blas", "count", "free_cpus", "init_worker", "launch_count", "limited", "run_units",
+           "share"]
 
 ENV_VAR = "METAREP_THREADS"
 _CGROUP = Path("/sys/fs/cgroup")
@@ -130,6 +139,42 @@ def count() -> int:
     return max(1, n)
 
 
+#: how often launch_count looks at the machine's other work, in seconds
+BUSY_INTERVAL = 0.05
+_seen = [-1.0, 1]          # when free_cpus last looked, and what it saw
+
+
+def _runnable() -> int | None:
+    """Tasks runnable on the whole machine right now, this one included (/proc/loadavg)."""
+    text = _read(Path("/proc/loadavg"))
+    try:
+        return int(text.split()[3].split("/")[0]) if text else None
+    except (IndexError, ValueError):
+        return None
+
+
+def free_cpus() -> int:
+    """The machine's CPUs that other work does not use right now: all of them less the other
+    runnable tasks (the caller counts as one), at least one; all of them where that is not known.
+    Looked at no more often than every BUSY_INTERVAL seconds."""
+    now = time.monotonic()
+    if now - _seen[0] >= BUSY_INTERVAL:
+        cpus = os.cpu_count() or 1
+        runnable = _runnable()
+        _seen[:] = [now, cpus if runnable is None else max(1, cpus - (runnable - 1))]
+    return int(_seen[1])
+
+
+def launch_count() -> int:
+    """Threads for the kernel launch about to start: `count()`, but no more than `free_cpus()`,
+    since a helper without a core of its own holds back the caller that waits for its unit;
+    $METAREP_THREADS, the user's explicit choice, is used as it is."""
+    n = count()
+    if n == 1 or os.environ.get(ENV_VAR, "").strip():
+        return n
+    return min(n, free_cpus())
+
+
 @contextlib.contextmanager
 def limited(n: int) -> Iterator[int]:
     """Within: the parallel kernels use at most `n` threads (in this thread's calls)."""
@@ -162,3 +207,69 @@ def cap_blas(n: int) -> None:
         import scipy.linalg  # noqa: F401  (loads SciPy's BLAS)
     threadpool_limits(limits=max(1, int(n)))
 
+
+# ----------------------------------------------------------------------------------------
+# Running a kernel on several threads
+# ----------------------------------------------------------------------------------------
+
+class _Helpers:
+    """Threads that run kernels beside the caller. Idle ones sleep on a queue (no spinning),
+    so they cost nothing while this process, or any other, needs the cores."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue | None = None
+        self._started = 0
+        self._pid: int | None = None
+
+    def submit(self, fn, count: int) -> None:
+        """Run `fn()` on `count` helpers, starting more threads when fewer are idle."""
+        with self._lock:
+            if self._queue is None or self._pid != os.getpid():     # none yet, or a forked child
+                self._queue, self._started, self._pid = queue.SimpleQueue(), 0, os.getpid()
+            while self._started < count:
+                threading.Thread(target=self._serve, args=(self._queue,), daemon=True,
+                                 name=f"metarep-kernel-{self._started}").start()
+                self._started += 1
+            jobs = self._queue
+        for _ in range(count):
+            jobs.put(fn)
+
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue) -> None:
+        while True:
+            jobs.get()()
+
+
+_helpers = _Helpers()
+
+
+def run_units(kernel, units: int, parallel: bool, *args) -> None:
+    """Run a unit kernel of `metarep._compiled` (it takes units of work from a shared counter
+    until none is left) on `args`: on `launch_count()` threads, the caller among them,
+    when `parallel` (the caller's measured threshold, e.g. PARALLEL_MIN_BYTES), else on the
+    calling thread alone.
+
+    The caller never waits for a helper that has not started (it finds no unit left when it
+    does), only for units a helper has taken and not yet finished."""
+    workers = min(launch_count(), units) if parallel else 1
+    counter = np.zeros(2, np.int64)
+    if workers <= 1:
+        kernel(*args, counter)
+        return
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def helper():
+        try:
+            if kernel(*args, counter):
+                done.set()
+        except BaseException as exc:   # surfaced in the caller, which would wait forever
+            failed.append(exc)
+            done.set()
+
+    _helpers.submit(helper, workers - 1)
+    if not kernel(*args, counter):
+        done.wait()
+    if failed:
+        raise failed[0]

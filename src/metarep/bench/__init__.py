@@ -3,9 +3,10 @@
 - `metarep.bench.contenders`: one meta-gradient step of FO-ANIL / exact ANIL written the way the
   users of each framework write it (NumPy loops and batched NumPy, PyTorch autograd, `higher`,
   `torch.func`, JAX), and metarep itself on each kernel backend.
-- `metarep.bench.harness`: checks every contender's gradient against metarep's, times them on the
-  same data (with `--load N`, beside N CPU-bound processes: `metarep.bench.load`) and measures
-  population-step throughput (`metarep bench`).
+- `metarep.bench.harness`: checks every contender's gradient against metarep's and times them on
+  the same data (with `--load N`, beside N CPU-bound processes: `metarep.bench.load`);
+  `metarep.bench.population` measures population-step throughput; `metarep.bench.config` holds
+  what to measure and the results (`metarep bench`).
 - `metarep.bench.targets`: the performance targets, PASS or FAIL; `metarep.bench.report`: the
   Markdown report and its JSON form.
 - `metarep.bench.bandwidth`: the machine's read bandwidth, the yardstick for a memory-bound step.

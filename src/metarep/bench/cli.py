@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
+from metarep.bench.config import DTYPES, METHODS, PAPER, BenchConfig
 from metarep.bench.contenders import CONTENDERS
-from metarep.bench.harness import DTYPES, METHODS, PAPER, BenchConfig
 
 
 def _contender_names(ctx, param, values: tuple[str, ...]) -> tuple[str, ...] | None:

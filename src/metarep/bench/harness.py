@@ -33,159 +33,20 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import TypeVar
 
 import numpy as np
 
 from metarep.bench import contenders as _contenders
-from metarep.bench.bandwidth import measure_gemm_rate, measure_read_bandwidth
-from metarep.bench.contenders._common import METHODS
+from metarep.bench.bandwidth import measure_read_bandwidth
+from metarep.bench.config import DTYPES, METHODS, PAPER, TOLERANCE, BenchConfig, BenchResult, Row, resolved
 from metarep.bench.load import cpu_load
 from metarep.bench.machine import OtherLoad, load_average, machine_info
+from metarep.bench.population import paper_problem, run_population
 from metarep.bench.scale import task_data_bytes
-from metarep.bench.targets import TARGET_POPULATION_STEPS, Target, evaluate_targets
+from metarep.bench.targets import evaluate_targets
 
-DTYPES = ("float64", "float32")
-
-T = TypeVar("T")
-
-#: the paper's setting (section 5): N, m_in, m_out, d, k'
-PAPER = {"n_tasks": 5000, "m_in": 20, "m_out": 10, "d": 50, "width": 50}
-
-#: agreement with metarep's gradient and loss, as max |a - b| / max(1, max |b|), per dtype
-TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
-
-
-
-@dataclass
-class BenchConfig:
-    """What to measure. None in the repetition fields means: the default for full or quick mode."""
-
-    methods: tuple[str, ...] = METHODS
-    n_tasks: int = PAPER["n_tasks"]
-    m_in: int = PAPER["m_in"]
-    m_out: int = PAPER["m_out"]
-    d: int = PAPER["d"]
-    width: int = PAPER["width"]
-    dtypes: tuple[str, ...] = DTYPES
-    contenders: tuple[str, ...] | None = None      # None: every known contender
-    repeats: int | None = None                      # timed calls, vectorised contenders (20; quick 3)
-    loop_repeats: int | None = None                 # timed calls, loop contenders (3; quick 1)
-    warmup: int | None = None                       # untimed calls after the check (2; quick 1)
-    min_time: float | None = None                   # and time vectorised ones for at least this long (0.5 s; quick 0)
-    rounds: int | None = None                       # interleaved blocks of the vectorised contenders (4; quick 1)
-    settle: float | None = None                     # idle seconds before each timed block (0.3; quick 0)
-    quick: bool = False
-    alpha: float = 0.1
-    seed: int = 0
-    retain_freed_memory: bool = False               # glibc keeps freed memory (kernels.retain_freed_memory)
-    busy_threshold: float = 0.2                     # cores used by other processes that make a timing suspect
-    busy_retries: int | None = None                 # re-timings of a suspect vectorised row (2; quick 0)
-    busy_wait: float = 5.0                          # seconds to wait before re-timing
-    bandwidth: bool = True
-    bandwidth_bytes: float | None = None            # size of the read-bandwidth probe (400 MB; quick 32 MB)
-    population: bool = True
-    pop_steps: int | None = None                    # sequential population steps (10^5; quick 10^3)
-    pop_batch: int | None = None                    # seeds along the leading axis (256; quick 16)
-    pop_batch_steps: int | None = None              # steps of the batched run (200; quick 20)
-    load: int = 0                                   # CPU-bound processes run beside the contenders
-
-    def busy_limit(self) -> float:
-        """Cores other processes may keep busy, beyond the `load` ones, before a timing is suspect."""
-        return self.busy_threshold + self.load
-
-    def resolved(self) -> BenchConfig:
-        """A copy with every None repetition field set for the mode, after validation."""
-        q = self.quick
-        defaults = {"repeats": 3 if q else 20, "loop_repeats": 1 if q else 3, "warmup": 1 if q else 2,
-                    "bandwidth_bytes": 32e6 if q else 400e6, "pop_steps": 1000 if q else TARGET_POPULATION_STEPS,
-                    "pop_batch": 16 if q else 256, "pop_batch_steps": 20 if q else 200,
-                    "busy_retries": 0 if q else 2, "min_time": 0.0 if q else 0.5,
-                    "rounds": 1 if q else 4, "settle": 0.0 if q else 0.3}
-        values = asdict(self)
-        for key, value in defaults.items():
-            if values[key] is None:
-                values[key] = value
-        out = BenchConfig(**values)
-        out.validate()
-        return out
-
-    def validate(self) -> None:
-        for name in ("n_tasks", "m_in", "m_out", "d", "width"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for m in self.methods:
-            if m not in METHODS:
-                raise ValueError(f"method must be one of {METHODS}, got {m!r}")
-        for dt in self.dtypes:
-            if dt not in DTYPES:
-                raise ValueError(f"dtype must be one of {DTYPES}, got {dt!r}")
-        if self.contenders is not None:
-            unknown = [c for c in self.contenders if c not in _contenders.CONTENDERS]
-            if unknown:
-                raise ValueError(f"unknown contender(s) {unknown}; known: {list(_contenders.CONTENDERS)}")
-        for name in ("repeats", "loop_repeats", "pop_steps", "pop_batch", "pop_batch_steps", "rounds"):
-            value = getattr(self, name)
-            if value is not None and int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if self.warmup is not None and self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
-        if not 0 <= int(self.load) <= 64:
-            raise ValueError(f"load must be between 0 and 64 processes, got {self.load}")
-        if self.settle is not None and not 0 <= self.settle <= 60:
-            raise ValueError(f"settle must be between 0 and 60 seconds, got {self.settle}")
-
-
-@dataclass
-class Row:
-    """One contender on one (method, dtype)."""
-
-    method: str
-    dtype: str
-    contender: str
-    status: str                       # "ok", "skipped" (not installed), "rejected" (disagrees), "failed"
-    times: list[float] = field(default_factory=list)
-    error: float | None = None        # agreement with metarep's gradient and loss
-    note: str = ""
-    task_bytes: int = 0
-    n_tasks: int = 0
-    ratio: float | None = None        # time / metarep's time (filled in after all rows ran)
-    faults: float | None = None       # page faults per call while timing
-    other_cores: float | None = None  # cores other processes kept busy while timing
-    attempts: int = 0                 # timings made (more than one when the machine was busy)
-
-    @property
-    def seconds(self) -> float | None:
-        return statistics.median(self.times) if self.times else None
-
-    @property
-    def ms(self) -> float | None:
-        return None if self.seconds is None else 1e3 * self.seconds
-
-    @property
-    def tasks_per_s(self) -> float | None:
-        return None if self.seconds is None else self.n_tasks / self.seconds
-
-    @property
-    def gbps(self) -> float | None:
-        return None if self.seconds is None else self.task_bytes / self.seconds / 1e9
-
-
-@dataclass
-class BenchResult:
-    config: BenchConfig
-    machine: dict
-    reference: str                    # the metarep contender the ratios are relative to
-    rows: list[Row]
-    read_bandwidth: float | None      # bytes/s
-    population: dict | None
-    targets: list[Target]
-    load_before: tuple | None
-    load_after: tuple | None
-    wall_seconds: float
-    read_bandwidth_probes: list[float] = field(default_factory=list)   # bytes/s; the median is read_bandwidth
-
+__all__ = ["DTYPES", "METHODS", "PAPER", "TOLERANCE", "BenchConfig", "BenchResult", "Row", "agreement",
+           "run_benchmark", "run_population", "run_steps"]
 
 # ----------------------------------------------------------------------------------------------
 # Data and timing
@@ -201,18 +62,11 @@ def make_data(cfg: BenchConfig):
     from metarep.problem import sample_tasks
 
     rng = np.random.default_rng(cfg.seed)
-    problem = _paper_problem(cfg.d, rng)
+    problem = paper_problem(cfg.d, rng)
     tasks = sample_tasks(problem, cfg.n_tasks, cfg.m_in, cfg.m_out, rng)
     B = rng.standard_normal((cfg.d, cfg.width)) / math.sqrt(cfg.d)
     w = rng.standard_normal(cfg.width) / math.sqrt(cfg.width)
     return (tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out), B, w
-
-
-def _paper_problem(d: int, rng):
-    from metarep.problem import make_problem
-
-    k = min(5, d)
-    return make_problem(d, k, task_cov=list(np.arange(1.0, k + 1) / k), noise_std=2.0, rng=rng)
 
 
 def agreement(out, ref) -> float:
@@ -442,86 +296,9 @@ def _fill_ratios(rows: list[Row], reference: str) -> None:
         r.ratio = None if (b is None or r.seconds is None) else r.seconds / b
 
 
-def resolved(value: T | None) -> T:
-    """A repetition field of a resolved config (`BenchConfig.resolved` sets every one)."""
-    if value is None:
-        raise ValueError("the config was not resolved: call BenchConfig.resolved() first")
-    return value
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-# ----------------------------------------------------------------------------------------------
-# Population (infinite-task) throughput
-# ----------------------------------------------------------------------------------------------
-
-POP_ALPHA, POP_BETA, POP_M_IN = 0.1, 0.05, 20
-
-
-def run_population(cfg: BenchConfig, log: Callable[[str], None]) -> dict:
-    """Time `pop_steps` exact population steps of one run, and `pop_batch_steps` steps of
-    `pop_batch` runs (different initialisations) along a leading axis; check that the batched
-    run's first seed matches the same run done alone."""
-    from metarep.params import Params
-    from metarep.population import population_step, step_flops
-
-    d, width = cfg.d, cfg.width
-    rng = np.random.default_rng(cfg.seed + 1)
-    problem = _paper_problem(d, rng)
-    S, steps, batch_steps = resolved(cfg.pop_batch), resolved(cfg.pop_steps), resolved(cfg.pop_batch_steps)
-    B0 = rng.standard_normal((S, d, width)) / math.sqrt(d)
-    w0 = np.zeros((S, width))
-    kw = {"alpha": POP_ALPHA, "beta": POP_BETA, "m_in": POP_M_IN}
-
-    def run_single(steps: int) -> tuple[Params, float]:
-        params = Params(B0[0].copy(), w0[0].copy())
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            params, _ = population_step(params, problem, **kw)
-        return params, time.perf_counter() - t0
-
-    run_single(min(10, steps))        # warm-up
-    log(f"population: {steps} steps, one run, d = {d}, k' = {width} ...")
-    with OtherLoad() as load_single:
-        single_params, single_s = run_single(steps)
-    finite = single_params.is_finite()
-
-    log(f"population: {batch_steps} steps of {S} runs batched ...")
-    params = Params(B0.copy(), w0.copy())
-    population_step(params, problem, **kw)    # warm-up
-    with OtherLoad() as load_batch:
-        t0 = time.perf_counter()
-        for _ in range(batch_steps):
-            params, _ = population_step(params, problem, **kw)
-        batch_s = time.perf_counter() - t0
-    check_params, _ = run_single(batch_steps)
-    scale = max(1.0, float(np.max(np.abs(check_params.B))))
-    batch_error = float(max(np.max(np.abs(params.B[0] - check_params.B)),
-                            np.max(np.abs(params.w[0] - check_params.w)))) / scale
-
-    single_rate = steps / single_s
-    batch_rate = S * batch_steps / batch_s
-    flops = step_flops(d, problem.k, width)
-    gemm_rate = measure_gemm_rate(256 if cfg.quick else 1024)
-    extrapolated = steps != TARGET_POPULATION_STEPS
-    return {
-        "d": d, "width": width, "k": problem.k, "alpha": POP_ALPHA, "beta": POP_BETA, "m_in": POP_M_IN,
-        "steps": steps, "seconds": single_s, "finite": finite,
-        "seconds_for_target": single_s * TARGET_POPULATION_STEPS / steps,
-        "extrapolated": extrapolated,
-        "single_steps_per_s": single_rate,
-        "batch": S, "batch_steps": batch_steps, "batch_seconds": batch_s,
-        "batch_run_steps_per_s": batch_rate, "batch_speedup": batch_rate / single_rate,
-        "batch_error": batch_error,
-        "other_cores": load_single.cores, "batch_other_cores": load_batch.cores,
-        # the roofline: a batch can at best run every step at the machine's matrix-product rate
-        "flops_per_step": flops, "gemm_gflops": gemm_rate / 1e9,
-        "single_gflops": flops * single_rate / 1e9, "batch_gflops": flops * batch_rate / 1e9,
-        "batch_speedup_ceiling": gemm_rate / (flops * single_rate),
-    }
 
 
 # ----------------------------------------------------------------------------------------------

@@ -44,7 +44,8 @@ def _setup(N, m_in, m_out, d, width, seed):
     from metarep.nonlinear.model import MLPSpec, init_mlp_params
     from metarep.problem import make_problem, sample_tasks
 
-    problem = make_problem(d, 5, task_cov=list(np.arange(1.0, 6.0) / 5), noise_std=1.0,
+    k = min(5, d)
+    problem = make_problem(d, k, task_cov=list(np.arange(1.0, k + 1) / k), noise_std=1.0,
                            rng=np.random.default_rng(seed), teacher="relu")
     tasks = sample_tasks(problem, N, m_in, m_out, np.random.default_rng(seed + 1))
     params = init_mlp_params(MLPSpec(d=d, width=width), init_scale=1.0, init_head_scale=1.0,
@@ -190,14 +191,15 @@ def bench_method(method: str, tasks, params, *, alpha: float, repeats: int, loop
 
 
 def run_mlp_bench(*, n_tasks=5000, m_in=20, m_out=10, d=50, width=50, alpha=0.1, methods=(FIRST_ORDER, EXACT),
-                  repeats=5, loop_tasks=250, seed=0, log: Callable[[str], None] = lambda msg: None) -> dict:
-    """The whole benchmark: machine load and matrix-product rate, then each method."""
+                  repeats=5, loop_tasks=250, seed=0, gemm_n=1024,
+                  log: Callable[[str], None] = lambda msg: None) -> dict:
+    """The whole benchmark: machine load and matrix-product rate (gemm_n^2 products), then each method."""
     import torch
 
     load_before = os.getloadavg()
     tasks, params = _setup(n_tasks, m_in, m_out, d, width, seed)
     log("measuring the float64 matrix-product rate")
-    gemm = measure_gemm_rate(1024)
+    gemm = measure_gemm_rate(gemm_n)
     contenders = {"higher_loop": higher_loop, "torch_loop": torch_loop}
     rows = [bench_method(m, tasks, params, alpha=alpha, repeats=repeats, loop_tasks=loop_tasks,
                          contenders=contenders, log=log) for m in methods]
@@ -205,7 +207,7 @@ def run_mlp_bench(*, n_tasks=5000, m_in=20, m_out=10, d=50, width=50, alpha=0.1,
         row["gemm_fraction"] = row["gflops"] * 1e9 / gemm
     return {"setting": {"N": n_tasks, "m_in": m_in, "m_out": m_out, "d": d, "width": width, "layers": 2,
                         "activation": "relu", "dtype": "float64", "alpha": alpha, "loop_tasks": loop_tasks,
-                        "repeats": repeats},
+                        "repeats": repeats, "gemm_n": gemm_n},
             "machine": {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                         "load_before": load_before, "load_after": os.getloadavg(), "gemm_gflops": gemm / 1e9},
             "rows": rows}
@@ -221,8 +223,8 @@ def format_mlp_report(result: dict) -> str:
              f"{m['cores']} cores, torch on {m['torch_threads']} threads; load average "
              f"{', '.join(f'{x:.2f}' for x in m['load_before'])} before, "
              f"{', '.join(f'{x:.2f}' for x in m['load_after'])} after; float64 matrix products "
-             f"(NumPy BLAS, 1024^2) at {m['gemm_gflops']:.1f} GFLOP/s. The loops ran on {s['loop_tasks']} tasks, "
-             f"scaled to N.", ""]
+             f"(NumPy BLAS, {s['gemm_n']}^2) at {m['gemm_gflops']:.1f} GFLOP/s. The loops ran on "
+             f"{s['loop_tasks']} tasks, scaled to N.", ""]
     table = markdown_table(
         ("method", "metarep (ms)", "flop/step", "GFLOP/s", "of matmul rate", "higher loop (s)", "x higher",
          "torch loop (s)", "x torch loop"),

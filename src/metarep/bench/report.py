@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from metarep.bench import contenders as _contenders
-from metarep.bench.harness import TOLERANCE, BenchResult
+from metarep.bench.config import TOLERANCE, BenchResult
 from metarep.bench.machine import describe
 from metarep.bench.scale import task_data_bytes
 

@@ -12,7 +12,7 @@ from metarep.bench import mlp  # noqa: E402
 
 
 def test_tiny_benchmark_checks_and_reports():
-    result = mlp.run_mlp_bench(n_tasks=6, m_in=3, m_out=2, d=4, width=4, repeats=1, loop_tasks=3,
+    result = mlp.run_mlp_bench(n_tasks=6, m_in=3, m_out=2, d=4, width=4, repeats=1, loop_tasks=3, loop_repeats=1,
                                 gemm_n=128)
     rows = {r["method"]: r for r in result["rows"]}
     assert set(rows) == {mlp.FIRST_ORDER, mlp.EXACT}

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from metarep import threads
 from metarep.bench.bandwidth import measure_gemm_rate
 from metarep.methods.mlp.anil import METHOD as _EXACT
 from metarep.methods.mlp.fo_anil import METHOD as _FIRST_ORDER
@@ -137,6 +138,13 @@ def higher_loop(params, tasks, *, alpha: float, exact: bool) -> Callable[[], tup
     return step
 
 
+def one_thread_pools():
+    """torch's (and BLAS's) thread pools on one thread, scoped."""
+    from metarep.nonlinear.backend import step_threads
+
+    return step_threads(0.0)
+
+
 def _median_time(fn: Callable, repeats: int) -> tuple[float, tuple]:
     out = fn()  # warm-up (and the value the check uses)
     times = []
@@ -162,8 +170,8 @@ def _check(name: str, got, ref) -> float:
     return err
 
 
-def bench_method(method: str, tasks, params, *, alpha: float, repeats: int, loop_tasks: int, contenders,
-                 log: Callable[[str], None]) -> dict:
+def bench_method(method: str, tasks, params, *, alpha: float, repeats: int, loop_tasks: int, loop_repeats: int,
+                 contenders, log: Callable[[str], None]) -> dict:
     """Time one outer step of `method` (fo-anil or anil): metarep on all N tasks, the loops on
     `loop_tasks` of them scaled to N, each checked against metarep on those tasks."""
     from metarep.nonlinear.backend import Net
@@ -173,13 +181,17 @@ def bench_method(method: str, tasks, params, *, alpha: float, repeats: int, loop
     N = tasks.n_tasks
     sub = tasks.select(slice(0, min(loop_tasks, N)))
     seconds, _ = _median_time(metarep_step(params, tasks, alpha=alpha, exact=exact, net=net), repeats)
+    with threads.limited(1):
+        one_thread, _ = _median_time(metarep_step(params, tasks, alpha=alpha, exact=exact, net=net), repeats)
     ref = _as_numpy(metarep_step(params, sub, alpha=alpha, exact=exact, net=net)())
     flops = step_flops(exact, N, tasks.m_in, tasks.m_out, tasks.d, params.width)
-    row: dict[str, Any] = {"method": method, "metarep_s": seconds, "flops": flops, "gflops": flops / seconds / 1e9}
+    row: dict[str, Any] = {"method": method, "metarep_s": seconds, "metarep_1thread_s": one_thread, "flops": flops,
+                           "gflops": flops / seconds / 1e9}
     for name, make in contenders.items():
         log(f"  {method}: {name} on {sub.n_tasks} tasks")
         try:
-            t, out = _median_time(make(params, sub, alpha=alpha, exact=exact), 1)
+            with one_thread_pools():  # their best case: tiny per-task products gain nothing from threads
+                t, out = _median_time(make(params, sub, alpha=alpha, exact=exact), loop_repeats)
         except ImportError as err:
             row[f"{name}_s"] = None
             row[f"{name}_note"] = f"skipped: {err}"
@@ -191,7 +203,7 @@ def bench_method(method: str, tasks, params, *, alpha: float, repeats: int, loop
 
 
 def run_mlp_bench(*, n_tasks=5000, m_in=20, m_out=10, d=50, width=50, alpha=0.1, methods=(FIRST_ORDER, EXACT),
-                  repeats=5, loop_tasks=250, seed=0, gemm_n=1024,
+                  repeats=5, loop_tasks=100, loop_repeats=3, seed=0, gemm_n=1024,
                   log: Callable[[str], None] = lambda msg: None) -> dict:
     """The whole benchmark: machine load and matrix-product rate (gemm_n^2 products), then each method."""
     import torch
@@ -202,12 +214,12 @@ def run_mlp_bench(*, n_tasks=5000, m_in=20, m_out=10, d=50, width=50, alpha=0.1,
     gemm = measure_gemm_rate(gemm_n)
     contenders = {"higher_loop": higher_loop, "torch_loop": torch_loop}
     rows = [bench_method(m, tasks, params, alpha=alpha, repeats=repeats, loop_tasks=loop_tasks,
-                         contenders=contenders, log=log) for m in methods]
+                         loop_repeats=loop_repeats, contenders=contenders, log=log) for m in methods]
     for row in rows:
         row["gemm_fraction"] = row["gflops"] * 1e9 / gemm
     return {"setting": {"N": n_tasks, "m_in": m_in, "m_out": m_out, "d": d, "width": width, "layers": 2,
                         "activation": "relu", "dtype": "float64", "alpha": alpha, "loop_tasks": loop_tasks,
-                        "repeats": repeats, "gemm_n": gemm_n},
+                        "repeats": repeats, "loop_repeats": loop_repeats, "gemm_n": gemm_n},
             "machine": {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                         "load_before": load_before, "load_after": os.getloadavg(), "gemm_gflops": gemm / 1e9},
             "rows": rows}
@@ -224,13 +236,16 @@ def format_mlp_report(result: dict) -> str:
              f"{', '.join(f'{x:.2f}' for x in m['load_before'])} before, "
              f"{', '.join(f'{x:.2f}' for x in m['load_after'])} after; float64 matrix products "
              f"(NumPy BLAS, {s['gemm_n']}^2) at {m['gemm_gflops']:.1f} GFLOP/s. The loops ran on "
-             f"{s['loop_tasks']} tasks, scaled to N.", ""]
+             f"{s['loop_tasks']} tasks on one thread, scaled to N; medians of {s['repeats']} (metarep) and "
+             f"{s['loop_repeats']} (loops) timed runs. metarep's step runs on the threads the engine gives it; "
+             f"'1 thread' is the same step on one.", ""]
     table = markdown_table(
-        ("method", "metarep (ms)", "flop/step", "GFLOP/s", "of matmul rate", "higher loop (s)", "x higher",
-         "torch loop (s)", "x torch loop"),
-        [(r["method"], fmt(r["metarep_s"] * 1e3), f"{r['flops']:.3g}", fmt(r["gflops"]),
-          f"{100 * r['gemm_fraction']:.0f}%", fmt(r.get("higher_loop_s")), fmt(r.get("speedup_higher_loop")),
-          fmt(r.get("torch_loop_s")), fmt(r.get("speedup_torch_loop"))) for r in result["rows"]])
+        ("method", "metarep (ms)", "1 thread (ms)", "flop/step", "GFLOP/s", "of matmul rate", "higher loop (s)",
+         "x higher", "torch loop (s)", "x torch loop"),
+        [(r["method"], fmt(r["metarep_s"] * 1e3), fmt(r["metarep_1thread_s"] * 1e3), f"{r['flops']:.3g}",
+          fmt(r["gflops"]), f"{100 * r['gemm_fraction']:.0f}%", fmt(r.get("higher_loop_s")),
+          fmt(r.get("speedup_higher_loop")), fmt(r.get("torch_loop_s")), fmt(r.get("speedup_torch_loop")))
+         for r in result["rows"]])
     notes = [f"- {r['method']}: {r[k]}" for r in result["rows"] for k in r if k.endswith("_note")]
     return "\n".join(lines) + table + "\n".join(notes) + ("\n" if notes else "")
 
@@ -243,7 +258,8 @@ def mlp_command(*, n_tasks, m_in, m_out, d, width, alpha, seed, repeats, quick, 
     import click
 
     result = run_mlp_bench(n_tasks=n_tasks, m_in=m_in, m_out=m_out, d=d, width=width, alpha=alpha, seed=seed,
-                           repeats=repeats or (2 if quick else 5), loop_tasks=20 if quick else 250, log=log)
+                           repeats=repeats or (2 if quick else 5), loop_tasks=20 if quick else 100,
+                           loop_repeats=1 if quick else 3, log=log)
     report = format_mlp_report(result)
     click.echo(report)
     for path in out:

@@ -137,8 +137,9 @@ def aggregate(d: Design, jobs: list[dict], results: list[list[dict]]) -> list[di
 
 
 def _rule_name(r: dict) -> str:
-    return "least squares" if r["rule"] == "lstsq" else f"ridge {r['param']:g}" if r["rule"] == "ridge" else \
-        f"{r['param']} gradient steps"
+    if r["rule"] in ("ridge", "lstsq"):
+        return "least squares" if r["rule"] == "lstsq" else f"ridge {r['param']:g}"
+    return f"{r['param']} gradient step{'' if r['param'] == 1 else 's'}"
 
 
 def summarize(d: Design, rows: list[dict]) -> dict:

@@ -305,6 +305,9 @@ def _check_method(c: Config) -> None:
         raise ValueError(f"test.adapt = {c.test.adapt!r} is not available for method {method.name!r} (it takes "
                          f"{', '.join(method.adapt_rules)})")
     arch = get_arch(c.model.arch)
+    if c.problem.teacher not in arch.teachers:
+        raise ValueError(f"problem.teacher = {c.problem.teacher!r} needs model.arch = \"mlp\": the {arch.name} "
+                         f"model's test risk and population dynamics are written for a linear teacher")
     if c.train.device not in arch.devices:
         raise ValueError(f"train.device = {c.train.device!r}: model.arch = {arch.name!r} runs on "
                          f"{', '.join(arch.devices)}")

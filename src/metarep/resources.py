@@ -7,8 +7,8 @@ The estimate counts, in float64 numbers, what a run holds at its peak:
 - working: per-task temporaries of one outer step, growing with train.inner_steps (the inner
   path keeps every iterate), plus per-method extras: one head per task (N x k') for methods
   with per-task heads such as Burer-Monteiro, a pooled copy of the data and d x d moments for
-  direct (non-iterative) estimators; a method may add its own count as
-  `Method.extra["memory_floats"]`, a function of the config;
+  direct (non-iterative) estimators; each architecture counts its own
+  (`estimate_bytes` in its module under metarep.models);
 - test_tasks: one chunk of TEST_CHUNK test tasks with their features X B and the head fit's
   workspace (m_test x m_test per task for the Bayes head), plus one risk per test task;
 - history: the logged metric rows (Python objects, their checkpoint table and CSV text).
@@ -22,10 +22,7 @@ from __future__ import annotations
 import os
 
 from metarep.config import Config, ConfigError
-from metarep.sources import TEST_CHUNK
-
-FLOAT = 8
-HISTORY_BYTES_PER_VALUE = 130  # a Python float in a dict row, its checkpoint copy and CSV text
+from metarep.models import get_arch
 
 
 class ResourceError(ConfigError):
@@ -82,40 +79,10 @@ def available_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def _size(value, default=0):
-    return default if isinstance(value, str) else int(value)
-
-
 def estimate_bytes(config: Config) -> dict[str, int]:
-    """Bytes each part of a run holds at its peak (task data dominates)."""
-    p, t, te, width = config.problem, config.train, config.test, config.model.width
-    d, k = p.d, p.k
-    method = config.method_spec
-    m = _size(t.m_in) + _size(t.m_out)
-    n_train = {"inf": 0, "online": t.batch_tasks}.get(t.tasks, t.tasks) if isinstance(t.tasks, str) else t.tasks
-    steps_kept = t.inner_steps + 1
-    # per task: the inner path (heads and prediction gradients per inner step), the reverse pass's
-    # factors and their concatenation, predictions, outer gradients, labels in flight
-    working = n_train * (6 * steps_kept * (d + width) + 2 * m) + 6 * d * width
-    if method.per_task_state:
-        working += 3 * n_train * width
-    if method.fit is not None:
-        working += n_train * m * (d + 1) + 2 * d * d + d * width
-    rule = config.adapt_rule
-    chunk = min(te.tasks, TEST_CHUNK)
-    test_ws = chunk * te.m_test * (d + 2 * width + 2) + chunk * (2 * d + 3 * width + 2 * k)
-    if rule == "bayes":
-        test_ws += chunk * te.m_test * (te.m_test + 2 * k)
-    elif rule in ("ridge", "lstsq"):
-        test_ws += chunk * (te.m_test * width * 2 + width * width * 2)
-    rows = (t.steps // t.log_every + 2) if method.iterative else 1
-    return {
-        "problem": (3 * d * k + 6 * k * k + 4 * d * width) * FLOAT,
-        "train_tasks": n_train * (m * (d + 1) + k) * FLOAT,
-        "working": working * FLOAT,
-        "test_tasks": (test_ws + te.tasks) * FLOAT,
-        "history": rows * (7 + width) * HISTORY_BYTES_PER_VALUE,
-    }
+    """Bytes each part of a run holds at its peak, as the configured architecture counts them
+    (`estimate_bytes` of its experiment module; task data dominate)."""
+    return get_arch(config.model.arch).module().estimate_bytes(config)
 
 
 ADVICE = {

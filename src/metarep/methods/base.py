@@ -40,8 +40,9 @@ class Method:
     population_step(params, problem, *, alpha, beta, m_in) -> (params, loss)
         the exact infinite-task step batched over a leading axis of runs (alpha, beta, m_in
         arrays of one value per run), where one is written;
-    fit(problem, tasks, *, width, rng) -> params
-        a direct (non-iterative) estimate of the representation;
+    fit(problem, tasks, *, width, rng, **hyper) -> params
+        a direct (non-iterative) estimate of the representation (the linear arch's keywords;
+        an arch calls its own methods' fit with its own, e.g. mlp's spec and init);
     init(params, tasks) -> params
         the model's initial parameters turned into the method's state (one head per task);
     check(config) -> None

@@ -24,14 +24,16 @@ class NoOptions(BaseModel):
 @dataclass(frozen=True)
 class Arch:
     """name: the value of `model.arch`; Options: its own [model] keys; experiment: the module that
-    defines `build(config) -> Experiment` (and optionally `estimate_bytes(config) -> dict`);
-    devices: the `train.device` values it runs on."""
+    defines `build(config) -> Experiment` and `estimate_bytes(config) -> dict`; devices: the
+    `train.device` values it runs on; teachers: the `problem.teacher` values its test risk and
+    theory are written for."""
 
     name: str
     summary: str
     Options: type[BaseModel] = NoOptions
     experiment: str = ""
     devices: tuple[str, ...] = ("cpu",)
+    teachers: tuple[str, ...] = ("linear",)
 
     def module(self):
         return importlib.import_module(self.experiment)
@@ -58,4 +60,4 @@ def archs() -> list[Arch]:
 
 register_arch(Arch("linear", "two-layer linear network x -> x^T B w (MATH 2)", experiment="metarep.models.linear"))
 register_arch(Arch("mlp", "network w^T act(W1 x) or w^T act(W2 act(W1 x)), relu or identity (torch)",
-                   Options=mlp_options.Options, experiment="metarep.models.mlp", devices=("cpu", "cuda", "auto")))
+                   Options=mlp_options.Options, experiment="metarep.models.mlp", devices=("cpu", "cuda", "auto"), teachers=("linear", "relu")))

@@ -14,9 +14,11 @@ from metarep.engine.state import TrainState
 from metarep.methods import Method, outer_step, shared_head
 from metarep.methods.base import chunked_gradient
 from metarep.params import Params, init_params, sgd_update
-from metarep.sources import TaskSource, build_source
+from metarep.sources import TEST_CHUNK, TaskSource, build_source
 from metarep.theory import lambda_star, lemma2_rate
 
+FLOAT = 8
+HISTORY_BYTES_PER_VALUE = 130  # a Python float in a dict row, its checkpoint copy and CSV text
 TRUTH_METRICS = ("align_norm", "sigma_min", "perp_norm", "mean_norm", "lambda_rel_err")
 
 
@@ -136,3 +138,39 @@ def build(config) -> LinearExperiment:
     if source.truth is not None:
         lam = lambda_star(source.truth.Sigma_star, source.truth.noise_std, t.alpha, _inf_as_float(t.m_in))
     return LinearExperiment(config, config.method_spec, source, lam, config.hyper)
+
+
+def _size(value, default=0):
+    return default if isinstance(value, str) else int(value)
+
+
+def estimate_bytes(config) -> dict[str, int]:
+    """Bytes each part of a run holds at its peak (task data dominates)."""
+    p, t, te, width = config.problem, config.train, config.test, config.model.width
+    d, k = p.d, p.k
+    method = config.method_spec
+    m = _size(t.m_in) + _size(t.m_out)
+    n_train = {"inf": 0, "online": t.batch_tasks}.get(t.tasks, t.tasks) if isinstance(t.tasks, str) else t.tasks
+    steps_kept = t.inner_steps + 1
+    # per task: the inner path (heads and prediction gradients per inner step), the reverse pass's
+    # factors and their concatenation, predictions, outer gradients, labels in flight
+    working = n_train * (6 * steps_kept * (d + width) + 2 * m) + 6 * d * width
+    if method.per_task_state:
+        working += 3 * n_train * width
+    if method.fit is not None:
+        working += n_train * m * (d + 1) + 2 * d * d + d * width
+    rule = config.adapt_rule
+    chunk = min(te.tasks, TEST_CHUNK)
+    test_ws = chunk * te.m_test * (d + 2 * width + 2) + chunk * (2 * d + 3 * width + 2 * k)
+    if rule == "bayes":
+        test_ws += chunk * te.m_test * (te.m_test + 2 * k)
+    elif rule in ("ridge", "lstsq"):
+        test_ws += chunk * (te.m_test * width * 2 + width * width * 2)
+    rows = (t.steps // t.log_every + 2) if method.iterative else 1
+    return {
+        "problem": (3 * d * k + 6 * k * k + 4 * d * width) * FLOAT,
+        "train_tasks": n_train * (m * (d + 1) + k) * FLOAT,
+        "working": working * FLOAT,
+        "test_tasks": (test_ws + te.tasks) * FLOAT,
+        "history": rows * (7 + width) * HISTORY_BYTES_PER_VALUE,
+    }

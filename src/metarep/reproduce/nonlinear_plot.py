@@ -31,6 +31,7 @@ def plot_curves(path: Path, curves: list[tuple[dict, dict]]) -> None:
         if key != "effective_rank":
             ax.set_yscale("log")
     axes[0].legend(fontsize=7)
-    fig.suptitle("FO-ANIL on the network, fresh tasks every step")
+    methods = sorted({job["method"] for job, _ in curves})
+    fig.suptitle(f"{', '.join(methods)} on the network, fresh tasks every step")
     fig.savefig(path, dpi=110)
     plt.close(fig)

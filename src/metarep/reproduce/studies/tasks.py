@@ -337,7 +337,7 @@ def _yes_no(row: dict) -> str:
 def draw(d: Design, rows: list[dict], curves: list[dict], fit: dict, out: Path) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(16, 4.6))
+    fig = Figure(figsize=(16, 4.6), layout="constrained")
     ax, ax2, ax3 = fig.subplots(1, 3)
     fin = [r for r in rows if isinstance(r["N"], int) and r["completed"]]
     _draw_curves(ax, d, curves)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from metarep.engine.protocol import Experiment
+from metarep.engine.protocol import Steps
 from metarep.engine.state import LOSS_NOT_FINITE, TrainState, params_message, params_runaway
 
 # What the loop treats as the numbers having run away: a linear-algebra routine that fails on
@@ -21,7 +21,7 @@ def _never() -> bool:
     return False
 
 
-def train(exp: Experiment, state: TrainState, *, points: Iterable[int] | None = None,
+def train(exp: Steps, state: TrainState, *, points: Iterable[int] | None = None,
           on_progress: Callable[[int], None] | None = None,
           on_checkpoint: Callable[[TrainState], None] | None = None,
           should_stop: Callable[[], bool] = _never, checkpoint_seconds: float | None = None) -> TrainState:

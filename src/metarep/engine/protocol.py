@@ -11,21 +11,22 @@ import numpy as np
 from metarep.engine.state import TrainState
 
 
-class Experiment(Protocol):
-    """Everything fixed by a config, and the pure steps the loop calls.
+class Steps(Protocol):
+    """What the one training loop calls.
 
     runs: None for one run; S when the parameters carry a leading axis of S runs advanced
-    together (each with its own divergence), as the batched population runs do.
+    together (each with its own divergence and its own `thresholds`), as the batched population
+    runs do.
     """
 
-    config: Any
-    method: Any
-    runs: int | None
-    regime: str
+    @property
+    def config(self) -> Any: ...
 
-    def initial_state(self) -> TrainState:
-        """Parameters at step 0 (a direct method's fit), and the online stream's RNG state."""
-        ...
+    @property
+    def method(self) -> Any: ...
+
+    @property
+    def runs(self) -> int | None: ...
 
     def advance(self, params, rng: np.random.Generator | None) -> tuple[Any, Any]:
         """One outer step: (new parameters, loss at the old ones; one per run for a batch)."""
@@ -33,6 +34,25 @@ class Experiment(Protocol):
 
     def measure(self, params, step: int, loss) -> Any:
         """One metrics row (a dict of floats with `step` and `loss`; a list of rows for a batch)."""
+        ...
+
+    def divergence_advice(self, state: TrainState, run: int | None = None) -> str:
+        """Which setting to lower, said after 'diverged at step t: ...'."""
+        ...
+
+    def compute(self) -> AbstractContextManager:
+        """The context the steps run in (thread pools, devices)."""
+        ...
+
+
+class Experiment(Steps, Protocol):
+    """Everything fixed by a config: the loop's steps, and what a run starts from and ends with."""
+
+    @property
+    def regime(self) -> str: ...
+
+    def initial_state(self) -> TrainState:
+        """Parameters at step 0 (a direct method's fit), and the online stream's RNG state."""
         ...
 
     def evaluate(self, params) -> dict:
@@ -43,18 +63,10 @@ class Experiment(Protocol):
         """The theory's numbers for summary.json (None: the key is left out)."""
         ...
 
-    def divergence_advice(self, state: TrainState, run: int | None = None) -> str:
-        """Which setting to lower, said after 'diverged at step t: ...'."""
-        ...
-
     def test_advice(self) -> str:
         """Which setting to lower when test-time adaptation runs away."""
         ...
 
     def arrays(self, params) -> dict[str, np.ndarray]:
         """What params.npz holds: the learned arrays and, where known, the ground truth."""
-        ...
-
-    def compute(self) -> AbstractContextManager:
-        """The context the steps run in (thread pools, devices)."""
         ...

@@ -8,7 +8,7 @@ from metarep.methods import get_method
 from metarep.methods.base import chunked_gradient
 from metarep.params import Params
 from metarep.problem import sample_tasks
-from metarep.runner import run
+from metarep.engine import run
 
 
 @pytest.mark.parametrize("name", ["fo-anil", "anil", "fo-maml", "maml"])

@@ -13,7 +13,7 @@ import pytest
 
 from metarep import kernels
 from metarep.config import validate
-from metarep.runner import run
+from metarep.engine import run
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "METAREP_THREADS")
 
@@ -25,7 +25,7 @@ import hashlib, json, sys
 import numpy as np
 from metarep import kernels, threads
 from metarep.config import validate
-from metarep.runner import run
+from metarep.engine import run
 
 kernels.PARALLEL_MIN_BYTES = 0
 

@@ -23,8 +23,8 @@ def curve(history: list[dict]) -> list[dict]:
 
 
 def run_config_job(job: dict) -> dict:
-    """runner.run on job["config"]: its status, test risk and final norms."""
-    from metarep.runner import run
+    """engine.run on job["config"]: its status, test risk and final norms."""
+    from metarep.engine import run
 
     _, _, s = run(validate(job["config"]))
     return {"status": s["status"], **final_numbers(s)}
@@ -32,11 +32,11 @@ def run_config_job(job: dict) -> dict:
 
 def trace_job(job: dict) -> dict:
     """Train job["config"] measuring at job["points"], then test it: status, curve, test risk."""
-    from metarep.runner import build, evaluate
+    from metarep.engine import build
 
     exp = build(validate(job["config"]))
     state = trace(exp, job["points"])
-    test = evaluate(exp, state.params) if state.status == "completed" else {}
+    test = exp.evaluate(state.params) if state.status == "completed" else {}
     return {"status": state.status, "message": state.message, "history": curve(state.history),
             "excess_risk": test.get("excess_risk"), "excess_risk_se": test.get("excess_risk_se")}
 

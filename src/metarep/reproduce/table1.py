@@ -104,7 +104,7 @@ def _result(row: str, seed: int, summ: dict, cpu_s: float) -> dict:
 
 
 def run_job(job: dict) -> list[dict]:
-    """One unit of work: a batched population run over seeds, or one runner.run."""
+    """One unit of work: a batched population run over seeds, or one engine.run."""
     start = time.perf_counter()
     configs = [validate(c) for c in job["configs"]]
     if job["batch"]:

@@ -108,7 +108,8 @@ def general(seed, **train):
     data = {"problem": {"d": 6, "k": 2, "noise_std": 0.8, "task_mean": [0.5, -0.3],
                         "task_cov": [[1.0, 0.3], [0.3, 0.5]]},
             "model": {"width": 5, "init_scale": 1.5},
-            "train": {"method": "fo-anil", "tasks": "inf", "m_in": 4, "m_out": 4, "alpha": 0.2, "beta": 0.1,
+            "method": {"name": "fo-anil"},
+            "train": {"tasks": "inf", "m_in": 4, "m_out": 4, "alpha": 0.2, "beta": 0.1,
                       "steps": 300, "log_every": 100, **train},
             "test": {"tasks": 200}}
     return validate(with_seed(data, seed))
@@ -136,7 +137,8 @@ def test_finite_m_in_unlearns_the_complement_infinite_samples_do_not():
     (finite m_in) shrinks it; with m_in = inf it stays."""
     data = {"problem": {"d": 10, "k": 2, "noise_std": 1.0, "task_cov": [1.0, 2.0]},
             "model": {"width": 10, "init_scale": 3.0},
-            "train": {"method": "fo-anil", "tasks": "inf", "m_in": 5, "m_out": 5, "alpha": 0.1, "beta": 0.1,
+            "method": {"name": "fo-anil"},
+            "train": {"tasks": "inf", "m_in": 5, "m_out": 5, "alpha": 0.1, "beta": 0.1,
                       "steps": 3000},
             "test": {"tasks": 200}}
     finite, infinite = population_batch([validate(data), validate(deep_merge(data, {"train": {"m_in": "inf",

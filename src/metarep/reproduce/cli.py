@@ -112,7 +112,7 @@ for _name, _, _doc in STUDIES:
 @_out("all")
 @click.pass_obj
 def all_(obj, seeds, quick, workers, out):
-    """table1, figure1 and the four studies into one folder (for `metarep report`)."""
+    """table1, figure1 and every study below into one folder (for `metarep report`)."""
     from metarep.reproduce.figure1 import figure1 as run_figure
     from metarep.reproduce.table1 import table1 as run_table
 

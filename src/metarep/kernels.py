@@ -181,18 +181,18 @@ PARALLEL_MIN_BYTES = 1 << 20
 
 @contextlib.contextmanager
 def step_threads():
-    """Within: BLAS on one thread when the numba backend is active (threadpoolctl), so that the
-    small (N, d) x (d, k') products between kernel calls do not compete with the kernel's workers.
-    A no-op for the NumPy backend or without threadpoolctl. Never changes results: the products
-    are bit-identical across BLAS thread counts (tests/test_determinism.py)."""
-    if backend() != "numba":
-        yield
-        return
+    """Within (a run's steps): BLAS on one thread when the numba backend is active, so that the
+    small (N, d) x (d, k') products between kernel calls do not compete with the kernel's workers;
+    with the NumPy backend, BLAS on no more threads than `threads.launch_count()` allows when the
+    run starts (OpenBLAS threads spin while they wait: on a busy machine two of them are far
+    slower than one). A no-op without threadpoolctl. Never changes results: the products are
+    bit-identical across BLAS thread counts (tests/test_determinism.py)."""
     controller = _blas_controller()
     if controller is None:
         yield
         return
-    with controller.limit(limits=1, user_api="blas"):
+    limit = 1 if backend() == "numba" else threads.launch_count()
+    with controller.limit(limits=limit, user_api="blas"):
         yield
 
 

@@ -30,6 +30,7 @@ def _one_step_prediction_space(params: Params, tasks, alpha: float) -> tuple[Par
     B, w = params
     P = B @ B.T
     sums = one_step.one_step_sums(tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out, B @ w, -alpha * P, P)
+    assert sums.h is not None, "one_step_sums computes h when given P"
     g = sums.g_out - alpha * sums.h
     grad_B = np.outer(g, w) - alpha * ((sums.cross + sums.cross.T) @ B)
     return Params(grad_B, B.T @ g), sums.loss

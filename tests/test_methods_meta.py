@@ -31,7 +31,7 @@ def _torch_meta_loss(name, B, w, tasks, alpha, steps):
         X, y = torch.from_numpy(tasks.X_in[i]), torch.from_numpy(tasks.y_in[i])
         Xo, yo = torch.from_numpy(tasks.X_out[i]), torch.from_numpy(tasks.y_out[i])
 
-        def inner_loss(Bi, wi):
+        def inner_loss(Bi, wi, X=X, y=y):
             r = X @ (Bi @ wi) - y
             return 0.5 * (r * r).mean()
 

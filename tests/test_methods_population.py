@@ -91,11 +91,11 @@ def test_population_gradient_batched_and_infinite_samples():
     assert grads.B.shape == Bs.shape and grads.w.shape == ws.shape and loss.shape == (3, 2)
     for i in range(3):
         for j in range(2):
-            g, l = fo_maml_population_gradient(Params(Bs[i, j], ws[i, j]), problem, alpha=alphas[i, j],
-                                               m_in=m_ins[i, j])
+            g, loss_ij = fo_maml_population_gradient(Params(Bs[i, j], ws[i, j]), problem, alpha=alphas[i, j],
+                                                     m_in=m_ins[i, j])
             np.testing.assert_allclose(grads.B[i, j], g.B, rtol=1e-12, atol=1e-14)
             np.testing.assert_allclose(grads.w[i, j], g.w, rtol=1e-12, atol=1e-14)
-            assert loss[i, j] == pytest.approx(l, rel=1e-12)
+            assert loss[i, j] == pytest.approx(loss_ij, rel=1e-12)
 
 
 def test_population_gradient_without_noise_in_the_inner_step():

@@ -64,5 +64,5 @@ for _module in (fo_anil, anil, fo_maml, maml, burer_monteiro, moments, oracle, n
 for _method in mlp.METHODS:
     register(_method)
 
-__all__ = ["DEFAULT_METHOD", "Method", "NoHyper", "get_method", "outer_step", "register", "registered", "shared_head", "table",
-           "unregister"]
+__all__ = ["DEFAULT_METHOD", "Method", "NoHyper", "get_method", "outer_step", "register", "registered",
+           "shared_head", "table", "unregister"]

@@ -60,4 +60,5 @@ def archs() -> list[Arch]:
 
 register_arch(Arch("linear", "two-layer linear network x -> x^T B w (MATH 2)", experiment="metarep.models.linear"))
 register_arch(Arch("mlp", "network w^T act(W1 x) or w^T act(W2 act(W1 x)), relu or identity (torch)",
-                   Options=mlp_options.Options, experiment="metarep.models.mlp", devices=("cpu", "cuda", "auto"), teachers=("linear", "relu")))
+                   Options=mlp_options.Options, experiment="metarep.models.mlp", devices=("cpu", "cuda", "auto"),
+                   teachers=("linear", "relu")))

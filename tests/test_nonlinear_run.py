@@ -14,6 +14,7 @@ pytest.importorskip("torch")
 from metarep.config import ConfigError, validate  # noqa: E402
 from metarep.engine import run  # noqa: E402
 from metarep.execute import execute_run  # noqa: E402
+from run_helpers import result_files, stop_after
 
 CONFIG = """[problem]
 d = 5
@@ -49,18 +50,6 @@ def _config(tmp: Path, *, method="fo-anil", tasks="12", every=0, layers=2, bias=
     return path
 
 
-def _stop_after(calls: int):
-    seen = [0]
-
-    def should_stop():
-        seen[0] += 1
-        return seen[0] == calls
-
-    return should_stop
-
-
-def _files(run_dir: Path) -> dict[str, bytes]:
-    return {name: (run_dir / name).read_bytes() for name in ("metrics.csv", "params.npz", "summary.json")}
 
 
 @pytest.mark.parametrize("method,tasks,layers,bias", [("fo-anil", '"online"', 3, "true"),
@@ -70,13 +59,13 @@ def test_interrupted_mlp_run_resumes_bit_identical(tmp_path, method, tasks, laye
     assert execute_run(config, [], tmp_path / "ref", figure=False).status == "completed"
     out = tmp_path / "run"
     rng = random.Random(7)
-    result = execute_run(config, [], out, figure=False, should_stop=_stop_after(rng.randint(2, 10)))
+    result = execute_run(config, [], out, figure=False, should_stop=stop_after(rng.randint(2, 10)))
     assert result.status == "interrupted" and not (out / "summary.json").exists()
-    result = execute_run(None, [], None, resume=out, figure=False, should_stop=_stop_after(rng.randint(2, 8)))
+    result = execute_run(None, [], None, resume=out, figure=False, should_stop=stop_after(rng.randint(2, 8)))
     assert result.status == "interrupted"
     result = execute_run(None, [], None, resume=out, figure=False)
     assert result.status == "completed"
-    assert _files(out) == _files(tmp_path / "ref")
+    assert result_files(out) == result_files(tmp_path / "ref")
 
 
 def _cfg(**over):

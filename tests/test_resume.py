@@ -17,6 +17,7 @@ from metarep.cli import main
 from metarep.config import ConfigError, load, validate
 from metarep.engine import build, train
 from metarep.execute import execute_run
+from run_helpers import result_files, stop_after
 
 CONFIG = """[problem]
 d = 5
@@ -46,25 +47,12 @@ def _config(tmp: Path, regime: str = "finite", every: int = 0) -> Path:
     return path
 
 
-def _stop_after(calls: int):
-    """should_stop that says stop on its `calls`-th poll (the loop polls once per step)."""
-    seen = [0]
-
-    def should_stop():
-        seen[0] += 1
-        return seen[0] == calls
-
-    return should_stop
-
-
-def _files(run_dir: Path) -> dict[str, bytes]:
-    return {name: (run_dir / name).read_bytes() for name in ("metrics.csv", "params.npz", "summary.json")}
 
 
 def _reference(tmp: Path, config: Path) -> dict[str, bytes]:
     result = execute_run(config, [], tmp / "reference", figure=False)
     assert result.status == "completed"
-    return _files(tmp / "reference")
+    return result_files(tmp / "reference")
 
 
 @pytest.mark.parametrize("regime", list(REGIMES))
@@ -74,15 +62,15 @@ def test_interrupted_anywhere_resume_is_bit_identical(tmp_path, regime, every):
     ref = _reference(tmp_path, config)
     out = tmp_path / "run"
     rng = random.Random(hash((regime, every)) % 1000)
-    result = execute_run(config, [], out, figure=False, should_stop=_stop_after(rng.randint(1, 15)))
+    result = execute_run(config, [], out, figure=False, should_stop=stop_after(rng.randint(1, 15)))
     assert result.status == "interrupted" and not (out / "summary.json").exists()
     for _ in range(3):  # interrupt the resumed run again, at another step
-        result = execute_run(None, [], None, resume=out, figure=False, should_stop=_stop_after(rng.randint(1, 12)))
+        result = execute_run(None, [], None, resume=out, figure=False, should_stop=stop_after(rng.randint(1, 12)))
         if result.status != "interrupted":
             break
     result = execute_run(None, [], None, resume=out, figure=False)
     assert result.status == "completed"
-    assert _files(out) == ref
+    assert result_files(out) == ref
     assert sorted(p.name for p in out.iterdir()) == ["config.toml", "metrics.csv", "params.npz", "summary.json"]
 
 
@@ -99,7 +87,7 @@ def test_interrupted_before_the_first_step_checkpoints_step_0(tmp_path):
 def test_checkpoint_records_the_config_hash_and_holds_no_pickles(tmp_path):
     config = _config(tmp_path, "online", every=5)
     out = tmp_path / "run"
-    execute_run(config, [], out, figure=False, should_stop=_stop_after(12))
+    execute_run(config, [], out, figure=False, should_stop=stop_after(12))
     with np.load(out / store.CHECKPOINT, allow_pickle=False) as data:
         assert set(data.files) == {"B", "w", "history", "meta"}
         assert all(data[name].dtype != object for name in data.files)
@@ -111,7 +99,7 @@ def test_checkpoint_records_the_config_hash_and_holds_no_pickles(tmp_path):
 def test_resume_refuses_a_checkpoint_of_an_edited_config(tmp_path, capsys):
     config = _config(tmp_path, every=5)
     out = tmp_path / "run"
-    execute_run(config, [], out, figure=False, should_stop=_stop_after(9))
+    execute_run(config, [], out, figure=False, should_stop=stop_after(9))
     before = (out / store.CHECKPOINT).read_bytes()
     text = (out / "config.toml").read_text()
     (out / "config.toml").write_text(text.replace("beta = 0.05", "beta = 0.07"))
@@ -132,38 +120,38 @@ def test_killed_between_config_and_first_checkpoint_restarts_from_step_0(tmp_pat
     store.write_config(out / "config.toml", load(config).to_dict())
     (out / ".checkpoint.npz.0123456789ab.tmp").write_bytes(b"torn")  # a write cut short
     assert execute_run(None, [], None, resume=out, figure=False).status == "completed"
-    assert _files(out) == ref and not list(out.glob(".*.tmp"))
+    assert result_files(out) == ref and not list(out.glob(".*.tmp"))
 
 
 def test_killed_after_summary_before_checkpoint_removal_is_done(tmp_path, capsys):
     config = _config(tmp_path, every=4)
     out = tmp_path / "run"
-    execute_run(config, [], out, figure=False, should_stop=_stop_after(10))
+    execute_run(config, [], out, figure=False, should_stop=stop_after(10))
     checkpoint = (out / store.CHECKPOINT).read_bytes()
     assert execute_run(None, [], None, resume=out, figure=False).status == "completed"
-    done = _files(out)
+    done = result_files(out)
     (out / store.CHECKPOINT).write_bytes(checkpoint)
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
     assert "already completed" in capsys.readouterr().out
-    assert _files(out) == done and not (out / store.CHECKPOINT).exists()
+    assert result_files(out) == done and not (out / store.CHECKPOINT).exists()
 
 
 def test_killed_while_writing_results_resumes_identically(tmp_path):
     config = _config(tmp_path, "population", every=6)
     ref = _reference(tmp_path, config)
     out = tmp_path / "run"
-    execute_run(config, [], out, figure=False, should_stop=_stop_after(20))
+    execute_run(config, [], out, figure=False, should_stop=stop_after(20))
     shutil.copy(tmp_path / "reference" / "metrics.csv", out / "metrics.csv")  # results half written
     (out / "params.npz").write_bytes(b"stale")
     assert execute_run(None, [], None, resume=out, figure=False).status == "completed"
-    assert _files(out) == ref
+    assert result_files(out) == ref
 
 
 @pytest.mark.parametrize("content", [b"", b"not a zip", b"PK\x03\x04" + bytes(100)])
 def test_unreadable_checkpoint_is_refused_with_advice(tmp_path, capsys, content):
     config = _config(tmp_path, every=3)
     out = tmp_path / "run"
-    execute_run(config, [], out, figure=False, should_stop=_stop_after(5))
+    execute_run(config, [], out, figure=False, should_stop=stop_after(5))
     (out / store.CHECKPOINT).write_bytes(content)
     assert main(["run", "--resume", str(out)]) == 2
     err = capsys.readouterr().err
@@ -173,7 +161,7 @@ def test_unreadable_checkpoint_is_refused_with_advice(tmp_path, capsys, content)
 def test_checkpoint_with_a_pickled_array_is_refused(tmp_path, capsys):
     config = _config(tmp_path, every=3)
     out = tmp_path / "run"
-    execute_run(config, [], out, figure=False, should_stop=_stop_after(5))
+    execute_run(config, [], out, figure=False, should_stop=stop_after(5))
     with np.load(out / store.CHECKPOINT, allow_pickle=False) as data:
         arrays = {name: data[name] for name in data.files}
     arrays["B"] = np.array([{"payload": 1}], dtype=object)
@@ -201,7 +189,7 @@ def test_force_removes_the_old_results_first(tmp_path):
     config = _config(tmp_path)
     out = tmp_path / "run"
     assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
-    result = execute_run(config, ["train.steps=30"], out, force=True, figure=False, should_stop=_stop_after(4),
+    result = execute_run(config, ["train.steps=30"], out, force=True, figure=False, should_stop=stop_after(4),
                          prepare_out=lambda o, c, f: o)
     assert result.status == "interrupted"
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "config.toml"]
@@ -210,7 +198,7 @@ def test_force_removes_the_old_results_first(tmp_path):
 def test_a_run_directory_in_use_is_refused(tmp_path, capsys):
     config = _config(tmp_path, every=2)
     out = tmp_path / "run"
-    execute_run(config, [], out, figure=False, should_stop=_stop_after(5))
+    execute_run(config, [], out, figure=False, should_stop=stop_after(5))
     with store.lock_run_dir(out):
         assert main(["run", "--resume", str(out)]) == 2
         assert "in use by another metarep process" in capsys.readouterr().err
@@ -308,7 +296,7 @@ def test_validation_happens_before_anything_is_written(tmp_path):
 def test_a_flipped_bit_in_the_checkpoint_is_detected(tmp_path, capsys):
     config = _config(tmp_path, every=3)
     out = tmp_path / "run"
-    execute_run(config, [], out, figure=False, should_stop=_stop_after(5))
+    execute_run(config, [], out, figure=False, should_stop=stop_after(5))
     data = bytearray((out / store.CHECKPOINT).read_bytes())
     data[data.find(b"B.npy") + 200] ^= 0x01  # inside B's values: only the zip CRC can tell
     (out / store.CHECKPOINT).write_bytes(bytes(data))

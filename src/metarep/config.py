@@ -329,7 +329,3 @@ def read_toml(path: str | PathLike) -> dict[str, Any]:
 def load(path: str | PathLike, overrides: Sequence[str] = ()) -> Config:
     """Read, override and validate a config file."""
     return validate(apply_overrides(read_toml(path), list(overrides)))
-
-
-def is_inf(value) -> bool:
-    return value == INF or (isinstance(value, float) and math.isinf(value))

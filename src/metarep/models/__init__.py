@@ -54,10 +54,6 @@ def get_arch(name: str) -> Arch:
         raise ValueError(f"model.arch must be one of {', '.join(_ARCHS)}, got {name!r}") from None
 
 
-def archs() -> list[Arch]:
-    return list(_ARCHS.values())
-
-
 register_arch(Arch("linear", "two-layer linear network x -> x^T B w (MATH 2)", experiment="metarep.models.linear"))
 register_arch(Arch("mlp", "network w^T act(W1 x) or w^T act(W2 act(W1 x)), relu or identity (torch)",
                    Options=mlp_options.Options, experiment="metarep.models.mlp", devices=("cpu", "cuda", "auto"),

@@ -7,7 +7,8 @@ Every contender is a factory with the same signature::
     step(B, w) -> (grad_B, grad_w, loss)        # NumPy arrays
 
 ``X_in`` (N, m_in, d), ``y_in`` (N, m_in), ``X_out`` (N, m_out, d), ``y_out`` (N, m_out) are
-NumPy arrays, ``method`` is ``"fo-anil"`` or ``"anil"`` and ``dtype`` is float32 or float64.
+NumPy arrays, ``method`` is the name of FO-ANIL or exact ANIL (the two methods the step benchmark
+times) and ``dtype`` is float32 or float64.
 The factory converts or uploads the data once, so that ``step`` times only the meta-gradient.
 ``loss`` is the outer (meta) loss ``(1/N) sum_i L(B, w_i; X_out_i, y_out_i)``.
 

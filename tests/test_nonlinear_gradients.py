@@ -1,4 +1,4 @@
-"""The network's outer gradients (vectorised with torch.func) against a per-task loop written
+"""The network's outer gradients (batched over tasks, summed block by block) against a per-task loop written
 with torch.autograd, and its initialisation against the linear model's."""
 
 import numpy as np
@@ -6,7 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from metarep.nonlinear.backend import Net  # noqa: E402
+import metarep.nonlinear.meta as nonlinear_meta  # noqa: E402
+from metarep.nonlinear.backend import Net, torch_tasks  # noqa: E402
 from metarep.nonlinear.meta import meta_gradient  # noqa: E402
 from metarep.nonlinear.model import MLPParams, MLPSpec, init_mlp_params  # noqa: E402
 from metarep.params import init_params  # noqa: E402
@@ -72,7 +73,12 @@ def _setup(layers, bias, seed=0, N=5, d=6, width=4):
 @pytest.mark.parametrize("method", list(VARIANTS))
 @pytest.mark.parametrize("layers,bias", [(2, False), (3, True)])
 @pytest.mark.parametrize("steps", [1, 2])
-def test_outer_gradient_matches_per_task_autograd(method, layers, bias, steps):
+@pytest.mark.parametrize("block_rows", [None, 14])
+def test_outer_gradient_matches_per_task_autograd(method, layers, bias, steps, block_rows, monkeypatch):
+    """With block_rows = 14 the 5 tasks (7 samples each) are summed in three blocks of tasks."""
+    if block_rows is not None:
+        monkeypatch.setattr(nonlinear_meta, "BLOCK_ROWS", block_rows)
+        assert len(nonlinear_meta.task_blocks(torch_tasks(_setup(layers, bias)[0], Net()))) == 3
     adapt_body, exact = VARIANTS[method]
     tasks, params = _setup(layers, bias)
     grads, loss = meta_gradient(params, tasks, net=Net("relu"), alpha=0.3, inner_steps=steps,

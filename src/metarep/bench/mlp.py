@@ -1,5 +1,5 @@
 """`metarep bench --arch mlp`: one outer step of FO-ANIL and ANIL on the two-layer relu network
-(metarep.nonlinear, torch.func over the task axis) against the way the field's libraries run it:
+(metarep.nonlinear, batched over the tasks) against the way the field's libraries run it:
 a per-task `higher` loop and a per-task torch.autograd loop.
 
 Every contender's gradient is checked against metarep's on the same tasks before it is timed. The
@@ -55,7 +55,7 @@ def _setup(N, m_in, m_out, d, width, seed):
 
 
 def metarep_step(params, tasks, *, alpha: float, exact: bool, net) -> Callable[[], tuple]:
-    """The step as the engine takes it: tasks already on the device, torch.func over the tasks, on
+    """The step as the engine takes it: tasks already on the device, batched over the tasks, on
     the threads `step_threads` gives a step of this size."""
     from metarep.nonlinear.backend import step_threads, step_work, torch_params, torch_tasks
     from metarep.nonlinear.meta import outer_gradient

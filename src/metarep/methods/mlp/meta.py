@@ -1,5 +1,5 @@
 """The four meta-learning methods on the network (MATH 3 with phi(X) for X B): one outer
-gradient (metarep.nonlinear.meta, torch.func) in four configurations. torch is imported when a
+gradient (metarep.nonlinear.meta, torch) in four configurations. torch is imported when a
 gradient is first taken, so registering these methods needs only NumPy."""
 
 from __future__ import annotations

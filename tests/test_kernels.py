@@ -157,11 +157,12 @@ def test_numpy_chunks_and_threads_do_not_change_results(theta_2d, with_y, rng):
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
 @pytest.mark.parametrize("theta_2d", [False, True])
-def test_numba_results_do_not_depend_on_the_thread_count(theta_2d, rng, monkeypatch):
+@pytest.mark.parametrize("free", [2, 3])  # 3: every CPU free, numba's pool; 2: helper threads
+def test_numba_results_do_not_depend_on_the_thread_count(theta_2d, free, rng, monkeypatch):
     X, theta, y = random_inputs(rng, 517, 20, 50, theta_2d, True)
     assert X.nbytes >= kernels.PARALLEL_MIN_BYTES                   # large enough for threads
     monkeypatch.setattr(threads, "available", lambda: 3)           # even where fewer cores are free
-    monkeypatch.setattr(threads, "free_cpus", lambda: 3)
+    monkeypatch.setattr(threads, "free_cpus", lambda: free)
     out = []
     for n in (1, 2, 3):
         with threads.limited(n):
@@ -279,3 +280,19 @@ def test_numba_requested_but_missing(fresh_default, monkeypatch):
         pass
     monkeypatch.delenv(kernels.ENV_VAR, raising=False)
     assert kernels.backend() == "numpy"
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+@pytest.mark.parametrize("free,pool", [(2, True), (1, False)])
+def test_run_units_takes_numba_pool_only_when_every_cpu_is_free(free, pool, monkeypatch):
+    """Two CPUs, both free: numba's pool runs the units; one taken by other work: not (the kernel
+    then runs on the caller, the one thread launch_count allows)."""
+    from metarep import _compiled
+    kernel, done_by = fake_unit_kernel(8, 0.0)
+    launched = []
+    monkeypatch.setitem(_compiled.ON_POOL, kernel, lambda n, counter: launched.append(n) or kernel(counter))
+    monkeypatch.setattr(threads, "available", lambda: 2)
+    monkeypatch.setattr(threads, "free_cpus", lambda: free)
+    threads.run_units(kernel, 8, True)
+    assert sorted(done_by) == list(range(8))
+    assert launched == ([2] if pool else [])

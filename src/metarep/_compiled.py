@@ -22,9 +22,9 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
-from metarep.population_formula import run_step
+from metarep import population_formula
 
 # Tasks per unit of the prediction-gradient kernel, and per block of the one-step kernel
 # (a block's inner rows, 64 x 20 x 50 doubles in the paper's setting, stay in cache between
@@ -189,7 +189,26 @@ def one_step_units(X_in, y_in, X_out, y_out, theta, M, P, second_order, q, zero,
 
 RUN_BLOCK = 4
 
-population_run = numba.njit(**KERNEL)(run_step)
+
+@overload(population_formula.axpy, jit_options={"fastmath": FASTMATH})
+def _axpy(out, a, X):
+    def loop(out, a, X):  # pragma: no cover - compiled
+        for i in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                out[i, j] += a * X[i, j]
+    return loop
+
+
+@overload(population_formula.add_outer, jit_options={"fastmath": FASTMATH})
+def _add_outer(out, u, v):
+    def loop(out, u, v):  # pragma: no cover - compiled
+        for i in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                out[i, j] += u[i] * v[j]
+    return loop
+
+
+population_run = numba.njit(**KERNEL)(population_formula.run_step)
 
 
 @numba.njit(**KERNEL)
@@ -208,3 +227,38 @@ def population_units(B, w, alpha, inv_m, beta, has_beta, Bs, mu, Sig, M, b, BsM,
         last = fetch_add(counter, 1) == nunits - 1
         u = fetch_add(counter, 0)
     return last
+
+
+# ----------------------------------------------------------------------------------------
+# The same unit kernels on numba's own threads (`threads.run_units` on an idle machine)
+# ----------------------------------------------------------------------------------------
+
+PARALLEL = {"parallel": True, "cache": True, "nogil": True}
+
+
+@numba.njit(**PARALLEL)
+def _gradient_on_pool(threads, X, theta, shared, y, has_y, G, loss, counter):  # pragma: no cover - compiled
+    for _ in numba.prange(threads):
+        prediction_gradient_units(X, theta, shared, y, has_y, G, loss, counter)
+
+
+@numba.njit(**PARALLEL)
+def _one_step_on_pool(threads, X_in, y_in, X_out, y_out, theta, M, P, second_order, q, zero,
+                      g_out_g, cross_g, h_g, loss_g, counter):  # pragma: no cover - compiled
+    for _ in numba.prange(threads):
+        one_step_units(X_in, y_in, X_out, y_out, theta, M, P, second_order, q, zero, g_out_g, cross_g, h_g,
+                       loss_g, counter)
+
+
+@numba.njit(**PARALLEL)
+def _population_on_pool(threads, B, w, alpha, inv_m, beta, has_beta, Bs, mu, Sig, M, b, BsM, tr_sig, tr_m, s2,
+                        out_B, out_w, loss, counter):  # pragma: no cover - compiled
+    for _ in numba.prange(threads):
+        population_units(B, w, alpha, inv_m, beta, has_beta, Bs, mu, Sig, M, b, BsM, tr_sig, tr_m, s2, out_B,
+                         out_w, loss, counter)
+
+
+#: each unit kernel's launch on numba's thread pool: `threads` loops of the kernel at once, every
+#: one taking units from the same counter, so the work and its sums are the helpers' exactly
+ON_POOL = {prediction_gradient_units: _gradient_on_pool, one_step_units: _one_step_on_pool,
+           population_units: _population_on_pool}

@@ -134,14 +134,30 @@ def _unbroadcast(a, full: tuple, target: tuple, core: int):
     return a[index + (slice(None),) * core].copy()
 
 
+def _advance_one(B, w, alpha: float, inv_m: float, K: _Consts, beta: float | None):
+    """`run_step` for one run without batch axes (the common case, kept short)."""
+    B = np.ascontiguousarray(B, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    out_B, out_w = np.empty_like(B), np.empty_like(w)
+    has_beta = beta is not None
+    step = run_step
+    if _HAVE_NUMBA:
+        from metarep._compiled import population_run as step
+    loss = step(B, w, alpha, inv_m, beta if has_beta else 0.0, has_beta, *K, out_B, out_w)
+    return out_B, out_w, loss
+
+
 def _advance(params: Params, problem, alpha, m_in, beta):
     """Shared body of the gradient (beta None) and the step: results with the broadcast batch
     shape of all inputs, and that shape."""
     B, w = params
+    inv_m = inverse_m(m_in)
+    if np.ndim(B) == 2 and np.ndim(w) == 1 and np.ndim(alpha) == 0 and inv_m.ndim == 0 and np.ndim(beta) == 0:
+        return _advance_one(B, w, float(alpha), float(inv_m), _consts(problem),
+                            None if beta is None else float(beta)), ()
     B = np.asarray(B, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     alpha = np.asarray(alpha, dtype=np.float64)
-    inv_m = inverse_m(m_in)
     shapes = [B.shape[:-2], w.shape[:-1], alpha.shape, inv_m.shape]
     if beta is not None:
         beta = np.asarray(beta, dtype=np.float64)

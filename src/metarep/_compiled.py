@@ -233,7 +233,7 @@ def population_units(B, w, alpha, inv_m, beta, has_beta, Bs, mu, Sig, M, b, BsM,
 # The same unit kernels on numba's own threads (`threads.run_units` on an idle machine)
 # ----------------------------------------------------------------------------------------
 
-PARALLEL = {"parallel": True, "cache": True, "nogil": True}
+PARALLEL: dict[str, Any] = {"parallel": True, "cache": True, "nogil": True}
 
 
 @numba.njit(**PARALLEL)

@@ -107,10 +107,13 @@ def test_launches_use_only_the_cpus_other_work_leaves_free(monkeypatch, fresh):
     monkeypatch.setattr(threads, "available", lambda: 4)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     monkeypatch.delenv(threads.ENV_VAR, raising=False)
-    for runnable, want in ((1, 4), (2, 3), (4, 1), (9, 1), (None, 4)):
+    # (runnable on the machine, of them this process's own, threads for the launch)
+    for runnable, own, want in ((1, 1, 4), (2, 1, 3), (4, 1, 1), (9, 1, 1), (None, 1, 4), (3, 3, 4), (4, 2, 2),
+                                (2, None, 3)):
         monkeypatch.setattr(threads, "_runnable", lambda r=runnable: r)
+        monkeypatch.setattr(threads, "_own_runnable", lambda o=own: o)
         monkeypatch.setattr(threads, "_seen", [-1.0, 0])            # look again now
-        assert threads.launch_count() == want, runnable
+        assert threads.launch_count() == want, (runnable, own)
     with threads.limited(1):
         assert threads.launch_count() == 1
     monkeypatch.setattr(threads, "_runnable", lambda: 9)
@@ -122,3 +125,5 @@ def test_launches_use_only_the_cpus_other_work_leaves_free(monkeypatch, fresh):
 def test_runnable_tasks_are_read_from_proc_loadavg():
     n = threads._runnable()
     assert n is None or n >= 1                                     # this test itself is running
+    own = threads._own_runnable()
+    assert own is None or 1 <= own <= len(os.listdir("/proc/self/task"))

@@ -153,15 +153,33 @@ def _runnable() -> int | None:
         return None
 
 
+def _own_runnable() -> int | None:
+    """This process's threads that are running or waiting for a CPU (/proc/self/task/*/stat,
+    state R): the caller, and kernel threads still busy or waiting on their core after a launch."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    n = 0
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        n += stat[stat.rindex(b")") + 2:].startswith(b"R")
+    return n
+
+
 def free_cpus() -> int:
-    """The machine's CPUs that other work does not use right now: all of them less the other
-    runnable tasks (the caller counts as one), at least one; all of them where that is not known.
-    Looked at no more often than every BUSY_INTERVAL seconds."""
+    """The machine's CPUs that other work does not use right now: all of them less the runnable
+    tasks of other processes (/proc/loadavg less this process's own), at least one; all of
+    them where that is not known. Looked at no more often than every BUSY_INTERVAL seconds."""
     now = time.monotonic()
     if now - _seen[0] >= BUSY_INTERVAL:
         cpus = os.cpu_count() or 1
         runnable = _runnable()
-        ours = 1 + _helpers.awake                 # the caller and this process's helpers not asleep
+        ours = max(1, _own_runnable() or 1)
         _seen[:] = [now, cpus if runnable is None else max(1, min(cpus, cpus - (runnable - ours)))]
     return int(_seen[1])
 
@@ -215,23 +233,20 @@ def cap_blas(n: int) -> None:
 
 class _Helpers:
     """Threads that run kernels beside the caller. Idle ones sleep on a queue (no spinning),
-    so they cost nothing while this process, or any other, needs the cores. `awake` counts the
-    helpers not asleep, which `free_cpus` does not count as other work."""
+    so they cost nothing while this process, or any other, needs the cores."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue | None = None
         self._started = 0
         self._pid: int | None = None
-        self.awake = 0
 
     def submit(self, fn, count: int) -> None:
         """Run `fn()` on `count` helpers, starting more threads when fewer are idle."""
         with self._lock:
             if self._queue is None or self._pid != os.getpid():     # none yet, or a forked child
-                self._queue, self._started, self._pid, self.awake = queue.SimpleQueue(), 0, os.getpid(), 0
+                self._queue, self._started, self._pid = queue.SimpleQueue(), 0, os.getpid()
             while self._started < count:
-                self.awake += 1
                 threading.Thread(target=self._serve, args=(self._queue,), daemon=True,
                                  name=f"metarep-kernel-{self._started}").start()
                 self._started += 1
@@ -239,18 +254,10 @@ class _Helpers:
         for _ in range(count):
             jobs.put(fn)
 
-    def _serve(self, jobs: queue.SimpleQueue) -> None:
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue) -> None:
         while True:
-            self._next(jobs)()
-
-    def _next(self, jobs: queue.SimpleQueue):
-        with self._lock:
-            self.awake -= 1
-        try:
-            return jobs.get()
-        finally:
-            with self._lock:
-                self.awake += 1
+            jobs.get()()
 
 
 _helpers = _Helpers()

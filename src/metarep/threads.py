@@ -11,11 +11,12 @@ The count is the smallest of
   calls made inside the block, in this thread, and is undone on leaving it).
 
 A kernel launch (`run_units`) takes `launch_count()`: `count()`, and fewer while
-other work keeps the machine's CPUs busy (never more threads than CPUs free right now, from the
-runnable tasks in /proc/loadavg), so that a helper thread never waits for a core; an explicit
-``$METAREP_THREADS`` is used as it is.
-the matrix products' BLAS threads are capped by `init_worker` through threadpoolctl. Results
-never depend on the count (the kernels sum in a fixed order, tests/test_determinism.py).
+other work keeps the machine's CPUs busy (never more threads than CPUs free right now: the
+runnable tasks of /proc/loadavg less this process's own), so that a thread never waits for a
+core; an explicit ``$METAREP_THREADS`` is used as it is. The threads are numba's pool when every
+CPU is free, else helper threads that sleep when idle. In a pool worker the matrix products'
+BLAS threads are capped by `init_worker` through threadpoolctl. Results never depend on the
+count (the kernels sum in a fixed order, tests/test_determinism.py).
 """
 
 from __future__ import annotations

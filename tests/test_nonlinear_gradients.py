@@ -7,6 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import metarep.nonlinear.meta as nonlinear_meta  # noqa: E402
+from metarep import kernels, threads  # noqa: E402
+from metarep.nonlinear import fused  # noqa: E402
 from metarep.nonlinear.backend import Net, torch_tasks  # noqa: E402
 from metarep.nonlinear.meta import meta_gradient  # noqa: E402
 from metarep.nonlinear.model import MLPParams, MLPSpec, init_mlp_params  # noqa: E402
@@ -127,3 +129,59 @@ def test_three_layer_init_shapes_and_scales():
     assert abs(p.W1.var() * 40 / 4 - 1) < 0.1 and abs(p.W2.var() * 60 / 4 - 1) < 0.1
     assert not p.b1.any() and not p.b2.any()
     assert type(p)(**{k: np.asarray(v) for k, v in p._asdict().items()}) is not None
+
+
+@pytest.mark.parametrize("exact", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "identity"])
+def test_compiled_head_pass_matches_per_task_autograd(exact, bias, activation):
+    """FO-ANIL and ANIL with one inner step, two layers, float64 on the CPU: the compiled pass
+    (nonlinear/fused.py) against the per-task loop, and against the torch path."""
+    pytest.importorskip("numba")
+    tasks, params = _setup(2, bias, N=150)                         # 150 tasks: three blocks of 64
+    assert fused.applies(params, device="cpu", dtype="float64", inner_steps=1, adapt_body=False)
+    grads, loss = fused.head_pass(params, tasks, activation=activation, alpha=0.3, exact=exact)
+    ref = reference_gradient(params, tasks, activation=activation, alpha=0.3, steps=1, adapt_body=False,
+                             exact=exact)
+    got = {**grads.body(), "w": grads.w}
+    assert set(got) == set(ref)
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=1e-10 * max(1.0, np.abs(ref[k]).max()))
+    with kernels.use("numpy"):                                     # the torch path
+        via_torch, torch_loss = meta_gradient(params, tasks, net=Net(activation), alpha=0.3, adapt_body=False,
+                                              exact=exact)
+    assert abs(loss - torch_loss) < 1e-12 * max(1.0, abs(torch_loss))
+    assert all(np.allclose(a, b, rtol=0, atol=1e-12 * max(1.0, np.abs(b).max(initial=0.0)))
+               for a, b in zip(grads, via_torch))
+
+
+def test_compiled_head_pass_is_taken_only_where_it_applies(monkeypatch):
+    pytest.importorskip("numba")
+    tasks, params = _setup(2, False)
+    three = _setup(3, True)[1]
+    ok = {"device": "cpu", "dtype": "float64", "inner_steps": 1, "adapt_body": False}
+    assert fused.applies(params, **ok)
+    for change in ({"device": "cuda"}, {"dtype": "float32"}, {"inner_steps": 2}, {"adapt_body": True}):
+        assert not fused.applies(params, **{**ok, **change})
+    assert not fused.applies(three, **ok)
+    with kernels.use("numpy"):
+        assert not fused.applies(params, **ok)
+    calls = []
+    monkeypatch.setattr(fused, "head_pass", lambda *a, **k: calls.append(k) or (params, 0.0))
+    meta_gradient(params, tasks, net=Net("relu"), alpha=0.3, adapt_body=False, exact=True)
+    meta_gradient(params, tasks, net=Net("relu"), alpha=0.3, inner_steps=2, adapt_body=False, exact=True)
+    assert len(calls) == 1 and calls[0]["exact"] is True
+
+
+def test_compiled_head_pass_does_not_depend_on_the_thread_count(monkeypatch):
+    pytest.importorskip("numba")
+    tasks, params = _setup(2, True, N=64 * 40, d=50, width=50)     # over 1 MB: several threads
+    monkeypatch.setattr(threads, "available", lambda: 3)
+    out = []
+    for free, n in ((3, 1), (3, 2), (3, 3), (2, 2)):                # numba's pool, then helper threads
+        monkeypatch.setattr(threads, "free_cpus", lambda f=free: f)
+        with threads.limited(n):
+            out.append(fused.head_pass(params, tasks, activation="relu", alpha=0.1, exact=True))
+    for grads, loss in out[1:]:
+        assert loss == out[0][1]
+        assert all(np.array_equal(a, b) for a, b in zip(grads, out[0][0]))

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import importlib.util
 import os
 import threading
 from collections.abc import Iterator
@@ -204,6 +205,8 @@ def _blas_controller():
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return None
+    if importlib.util.find_spec("scipy") is not None:
+        import scipy.linalg  # noqa: F401  (loads SciPy's BLAS, which the compiled kernels call, so it is limited too)
     return ThreadpoolController()
 
 

@@ -1,6 +1,10 @@
 """The network's outer gradients (batched over tasks, summed block by block) against a per-task loop written
 with torch.autograd, and its initialisation against the linear model's."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -185,3 +189,31 @@ def test_compiled_head_pass_does_not_depend_on_the_thread_count(monkeypatch):
     for grads, loss in out[1:]:
         assert loss == out[0][1]
         assert all(np.array_equal(a, b) for a, b in zip(grads, out[0][0]))
+
+
+def test_compiled_head_pass_runs_blas_on_one_thread_inside_its_threads():
+    """The kernel's matrix products run inside numba's OpenMP loop: SciPy's OpenBLAS must be held
+    to one thread there (else it warns, on every product, that the application may hang), also
+    when the BLAS limit was first set up before SciPy's BLAS was loaded (a fresh process)."""
+    pytest.importorskip("numba")
+    script = """
+import numpy as np
+import torch  # as in a network run; OpenBLAS notices the OpenMP loop only with it loaded
+from metarep import kernels, threads
+from metarep.nonlinear import fused
+from metarep.nonlinear.model import MLPSpec, init_mlp_params
+from metarep.problem import make_problem, sample_tasks
+with kernels.step_threads():
+    pass
+threads.available = lambda: 2
+threads.free_cpus = lambda: 2
+problem = make_problem(50, 2, task_cov=1.0, rng=np.random.default_rng(0), teacher="relu")
+tasks = sample_tasks(problem, 64 * 8, 20, 10, np.random.default_rng(1))
+params = init_mlp_params(MLPSpec(d=50, width=50), init_scale=1.0, init_head_scale=1.0, rng=np.random.default_rng(2))
+for _ in range(2):
+    fused.head_pass(params, tasks, activation="relu", alpha=0.1, exact=True)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "OpenBLAS" not in done.stderr

@@ -13,7 +13,9 @@ from typing import Any
 
 import numba
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba's products call: loaded before the first
 
+#                                 launch, so that kernels.step_threads keeps it on one thread from the start)
 from metarep._compiled import FASTMATH, ON_POOL, PARALLEL, fetch_add
 
 # Tasks per block: a block's features, 64 x 30 x 50 doubles (770 KB) in the paper's setting,

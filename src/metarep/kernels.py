@@ -33,8 +33,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import importlib.util
 import os
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -197,16 +197,19 @@ def step_threads():
         yield
 
 
-@functools.lru_cache(maxsize=1)
 def _blas_controller():
-    """threadpoolctl's view of the loaded BLAS libraries, inspected once (a fresh inspection per
-    step would cost a large part of a step), or None without threadpoolctl."""
+    """threadpoolctl's view of the loaded BLAS libraries, or None without threadpoolctl: inspected
+    once (a fresh inspection per step would cost a large part of a step), and once more after
+    SciPy's BLAS, which the compiled kernels' matrix products call, has been loaded."""
+    return _inspected("scipy.linalg.cython_blas" in sys.modules)
+
+
+@functools.lru_cache(maxsize=2)
+def _inspected(scipy_blas_loaded: bool):
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return None
-    if importlib.util.find_spec("scipy") is not None:
-        import scipy.linalg  # noqa: F401  (loads SciPy's BLAS, which the compiled kernels call, so it is limited too)
     return ThreadpoolController()
 
 

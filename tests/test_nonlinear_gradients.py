@@ -142,7 +142,7 @@ def test_compiled_head_pass_matches_per_task_autograd(exact, bias, activation):
     """FO-ANIL and ANIL with one inner step, two layers, float64 on the CPU: the compiled pass
     (nonlinear/fused.py) against the per-task loop, and against the torch path."""
     pytest.importorskip("numba")
-    tasks, params = _setup(2, bias, N=150)                         # 150 tasks: three blocks of 64
+    tasks, params = _setup(2, bias, N=150)                         # 150 tasks: five blocks of 32
     assert fused.applies(params, device="cpu", dtype="float64", inner_steps=1, adapt_body=False)
     grads, loss = fused.head_pass(params, tasks, activation=activation, alpha=0.3, exact=exact)
     ref = reference_gradient(params, tasks, activation=activation, alpha=0.3, steps=1, adapt_body=False,

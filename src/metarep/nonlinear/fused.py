@@ -18,7 +18,7 @@ and the outer objective is (1/N) sum_i L_i. Its gradient, task by task:
 - a feature gradient dF becomes dZ = dF * act'(Z), and dL/dW1 = dZ^T X, dL/db1 = the sum of
   dZ's rows.
 
-The kernel (`metarep._compiled_network`) forms a block of 64 tasks' features by two matrix
+The kernel (`metarep._compiled_network`) forms a block of 32 tasks' features by two matrix
 products, runs the per-task lines above in loops while the block is in cache, and adds the
 block's dZ^T X by two more; blocks are grouped into fixed units with their own partial sums,
 taken by `metarep.threads` and added in unit order (results do not depend on the thread count).

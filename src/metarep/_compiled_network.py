@@ -50,10 +50,65 @@ def _add_layer_gradient(dZ, X, gW1, gb1, has_bias):  # pragma: no cover - compil
 
 
 @numba.njit(**KERNEL)
+def _head_step(Fi, a, y, w, alpha, r, Wt):  # pragma: no cover - compiled
+    """Task rows a.. of Fi, targets y (m_in,): r = F_i w - y, Wt = w - (alpha / m_in) F_i^T r."""
+    m_in, n = r.shape[0], w.shape[0]
+    for j in range(m_in):
+        s = 0.0
+        for k in range(n):
+            s += Fi[a + j, k] * w[k]
+        r[j] = s - y[j]
+    Wt[:] = w
+    for j in range(m_in):                          # row by row: contiguous reads
+        coef = -alpha / m_in * r[j]
+        for k in range(n):
+            Wt[k] += coef * Fi[a + j, k]
+
+
+@numba.njit(**KERNEL)
+def _outer_residuals(Fo, c, y, Wt, relu, u):  # pragma: no cover - compiled
+    """Task rows c.. of Fo, targets y (m_out,): r' = F'_i W_i - y; u = F'_i^T r' / m_out; the rows
+    of Fo become dZ' = (r' W_i^T / m_out) * act'(Z'). Returns |r'|^2 / (2 m_out)."""
+    m_out, n = y.shape[0], Wt.shape[0]
+    u[:] = 0.0
+    loss = 0.0
+    for j in range(m_out):
+        s = 0.0
+        for k in range(n):
+            s += Fo[c + j, k] * Wt[k]
+        s -= y[j]
+        loss += 0.5 * s * s / m_out
+        for k in range(n):
+            u[k] += s * Fo[c + j, k] / m_out
+            Fo[c + j, k] = s * Wt[k] / m_out if Fo[c + j, k] != 0.0 or not relu else 0.0
+    return loss
+
+
+@numba.njit(**KERNEL)
+def _through_inner_step(Fi, a, r, u, w, alpha, relu, Fu, gw, dFi):  # pragma: no cover - compiled
+    """ANIL's terms through W_i = w - (alpha / m_in) F_i^T (F_i w - y_i): gw -= (alpha / m_in)
+    F_i^T F_i u, and rows a.. of dFi = -(alpha / m_in) (r u^T + F_i u w^T) * act'(Z_i)."""
+    m_in, n = r.shape[0], w.shape[0]
+    for j in range(m_in):
+        s = 0.0
+        for k in range(n):
+            s += Fi[a + j, k] * u[k]
+        Fu[j] = s
+    for j in range(m_in):
+        coef = -alpha / m_in * Fu[j]
+        for k in range(n):
+            gw[k] += coef * Fi[a + j, k]
+    for j in range(m_in):
+        for k in range(n):
+            live = not relu or Fi[a + j, k] > 0.0
+            dFi[a + j, k] = -alpha / m_in * (r[j] * u[k] + Fu[j] * w[k]) if live else 0.0
+
+
+@numba.njit(**KERNEL)
 def _block(t0, t1, X_in, y_in, X_out, y_out, W1T, b1, has_bias, w, alpha, relu, exact,
            gW1, gb1, gw):  # pragma: no cover - compiled
     """Tasks t0..t1: adds their outer-gradient sums into gW1, gb1, gw; returns their outer
-    squared residuals sum_i sum_j r'_ij^2 / (2 m_out)."""
+    squared residuals sum_i |r'_i|^2 / (2 m_out)."""
     nb = t1 - t0
     m_in, m_out, d = X_in.shape[1], X_out.shape[1], X_in.shape[2]
     n = w.shape[0]
@@ -61,52 +116,16 @@ def _block(t0, t1, X_in, y_in, X_out, y_out, W1T, b1, has_bias, w, alpha, relu, 
     Xo = X_out[t0:t1].reshape(nb * m_out, d)
     Fi = _features(Xi, W1T, b1, has_bias, relu)
     Fo = _features(Xo, W1T, b1, has_bias, relu)
-    r = np.empty(m_in)
-    Wt = np.empty(n)
-    u = np.empty(n)
-    Fu = np.empty(m_in)
+    r, Fu = np.empty(m_in), np.empty(m_in)
+    Wt, u = np.empty(n), np.empty(n)
     dFi = np.empty((nb * m_in, n)) if exact else np.empty((0, n))
     loss = 0.0
     for t in range(nb):
-        a, c = t * m_in, t * m_out
-        for j in range(m_in):                      # r_i = F_i w - y_i
-            s = 0.0
-            for k in range(n):
-                s += Fi[a + j, k] * w[k]
-            r[j] = s - y_in[t0 + t, j]
-        for k in range(n):                         # W_i = w - (alpha / m_in) F_i^T r_i, row by row
-            Wt[k] = w[k]
-        for j in range(m_in):
-            coef = -alpha / m_in * r[j]
-            for k in range(n):
-                Wt[k] += coef * Fi[a + j, k]
-        for k in range(n):
-            u[k] = 0.0
-        for j in range(m_out):                     # r'_i = F'_i W_i - y'_i; u = F'_i^T r'_i / m_out
-            s = 0.0
-            for k in range(n):
-                s += Fo[c + j, k] * Wt[k]
-            s -= y_out[t0 + t, j]
-            loss += 0.5 * s * s / m_out
-            for k in range(n):
-                u[k] += s * Fo[c + j, k] / m_out
-                Fo[c + j, k] = s * Wt[k] / m_out if Fo[c + j, k] != 0.0 or not relu else 0.0
-        for k in range(n):
-            gw[k] += u[k]
-        if exact:                                  # through W_i = w - (alpha / m_in) F_i^T (F_i w - y_i)
-            for j in range(m_in):
-                s = 0.0
-                for k in range(n):
-                    s += Fi[a + j, k] * u[k]
-                Fu[j] = s
-            for j in range(m_in):                  # dW_i/dw = I - (alpha / m_in) F_i^T F_i
-                coef = -alpha / m_in * Fu[j]
-                for k in range(n):
-                    gw[k] += coef * Fi[a + j, k]
-            for j in range(m_in):                  # dL/dF_i = -(alpha / m_in) (r_i u^T + F_i u w^T), times act'
-                for k in range(n):
-                    live = not relu or Fi[a + j, k] > 0.0
-                    dFi[a + j, k] = -alpha / m_in * (r[j] * u[k] + Fu[j] * w[k]) if live else 0.0
+        _head_step(Fi, t * m_in, y_in[t0 + t], w, alpha, r, Wt)
+        loss += _outer_residuals(Fo, t * m_out, y_out[t0 + t], Wt, relu, u)
+        gw += u                                    # FO-ANIL: dW_i/dw taken as the identity
+        if exact:
+            _through_inner_step(Fi, t * m_in, r, u, w, alpha, relu, Fu, gw, dFi)
     _add_layer_gradient(Fo, Xo, gW1, gb1, has_bias)                # Fo holds dZ' by now
     if exact:
         _add_layer_gradient(dFi, Xi, gW1, gb1, has_bias)

@@ -208,7 +208,7 @@ def test_experiment_files_validate():
     for quick_mode in (False, True):
         rows = load_rows(quick=quick_mode)
         assert {r.key for r in rows} == ROWS
-        for name in ("tasks", "adapt", "moments", "rates"):
+        for name in ("tasks", "adapt", "heads", "rates"):
             data, study = load_study(name, quick=quick_mode)
             validate(with_seed(deep_merge(data, {"train": {"tasks": "inf"}}) if name == "adapt" else data, 0))
             assert study

@@ -49,8 +49,8 @@ def test_adapt_more_steps_help_the_unlearned_model_and_diverge_on_the_other():
     assert {r["rule"] for r in rows} == {"gradient", "ridge", "lstsq", "reference"}
 
 
-def test_moments_limits_hold_beyond_the_assumptions():
-    s = summary("moments")
+def test_heads_limits_hold_beyond_the_assumptions():
+    s = summary("heads")
     variants = s["variants"]
     assert set(variants) == {"diag", "mean", "full", "both"}
     for key, v in variants.items():

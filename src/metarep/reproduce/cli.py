@@ -75,7 +75,7 @@ STUDIES = (
      "FO-ANIL with N training tasks against infinite tasks, trained until perp_norm settles."),
     ("adapt", "metarep.reproduce.studies.adapt",
      "Excess risk against test-time gradient steps, and ridge / least squares on the learned features."),
-    ("moments", "metarep.reproduce.studies.moments",
+    ("heads", "metarep.reproduce.studies.heads",
      "Non-zero head mean and non-diagonal Sigma*: do the tracked limits still hold?"),
     ("rates", "metarep.reproduce.studies.rates",
      "Unlearning rate of perp_norm^2 against alpha, beta, m_in, next to Lemma 2."),

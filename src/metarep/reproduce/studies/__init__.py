@@ -7,6 +7,6 @@ writes <name>.md, <name>.csv, <name>_summary.json and <name>.png.
            perp_norm settles;
 - adapt:   test excess risk against the number of test-time gradient steps, and ridge / least
            squares on the learned features;
-- moments: non-zero head mean and non-diagonal Sigma*: do the tracked limits still hold?
+- heads: non-zero head mean and non-diagonal Sigma*: do the tracked limits still hold?
 - rates:   the unlearning rate of perp_norm^2 against alpha, beta and m_in, next to Lemma 2.
 """

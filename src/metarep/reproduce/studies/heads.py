@@ -1,10 +1,10 @@
-"""Study `moments`: the theory assumes mu* = 0 and Sigma* = c I. With a non-zero head mean and a
+"""Study `heads`: the theory assumes mu* = 0 and Sigma* = c I. With a non-zero head mean and a
 non-diagonal covariance, do Lambda_t -> Lambda*, B_t w_t -> B* mu* and the unlearning of B*_perp
 still hold?
 
-Settings: experiments/studies/moments.toml ([study]: the task distributions, seeds, points).
+Settings: experiments/studies/heads.toml ([study]: the task distributions, seeds, points).
 Exact infinite-task FO-ANIL (MATH 4 holds for any mu*, Sigma*), all seeds of a distribution in
-one batched run. Writes moments.md, moments.csv, moments_summary.json and moments.png.
+one batched run. Writes heads.md, heads.csv, heads_summary.json and heads.png.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from metarep.reproduce.figure1 import late_slope
 from metarep.reproduce.jobs import curve, final_numbers
 from metarep.reproduce.studies import page
 
-NAME = "moments"
+NAME = "heads"
 LAMBDA_TOL = 0.05          # "Lambda_t -> Lambda*" holds when the final relative error is below this
 MONOTONE_FROM = 100        # perp_norm is checked to be non-increasing from this step on
 
@@ -83,7 +83,7 @@ def _non_increasing(history: list[dict]) -> bool:
 
 
 def aggregate(d: Design, results: list[list[dict]]) -> tuple[list[dict], dict]:
-    """(rows of moments.csv, the seed-0 curve of each variant)."""
+    """(rows of heads.csv, the seed-0 curve of each variant)."""
     rows, curves = [], {}
     for v, runs in zip(d.variants, results):
         done = [r for r in runs if r["status"] == "completed"]

@@ -125,7 +125,7 @@ def time_one_step_sums(name: str, tasks, params, args) -> None:
     P = B @ B.T
     data = (tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out, B @ w, -0.1 * P)
     paths = [("composed", one_step.numpy_one_step_sums)]
-    if name == "numba" and one_step.numba_available():
+    if name == "numba" and kernels.compiled_available():
         paths.append(("fused", one_step.numba_one_step_sums))
     with kernels.step_threads():
         for label, fn in paths:

@@ -7,7 +7,7 @@ import pytest
 
 from metarep import kernels, one_step, threads
 
-HAVE_FUSED = one_step.numba_available()
+HAVE_FUSED = kernels.compiled_available()
 needs_fused = pytest.mark.skipif(not HAVE_FUSED, reason="numba and scipy not installed")
 
 # (N, m_in, m_out, d): fewer tasks than a block, blocks split unevenly over groups, more blocks than groups
@@ -111,7 +111,7 @@ def test_dispatch_follows_the_kernel_backend(rng, monkeypatch):
     seen = []
     monkeypatch.setattr(one_step, "numba_one_step_sums", lambda *a, **k: seen.append("numba"))
     monkeypatch.setattr(one_step, "numpy_one_step_sums", lambda *a, **k: seen.append("numpy"))
-    monkeypatch.setattr(one_step, "numba_available", lambda: True)
+    monkeypatch.setattr(kernels, "compiled_available", lambda: True)
     case = random_case(rng, 3, 2, 2, 3)
     for name in ("numba", "numpy"):
         with kernels.use(name):

@@ -9,23 +9,17 @@ results do not depend on the number of threads.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numba
 import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba's products call: loaded before the first
 
 #                                 launch, so that kernels.step_threads keeps it on one thread from the start)
-from metarep._compiled import FASTMATH, ON_POOL, PARALLEL, fetch_add
+from metarep._compiled import KERNEL, ON_POOL, PARALLEL, fetch_add
 
 # Tasks per block: a block's features, 32 x 30 x 50 doubles (384 KB) in the paper's setting,
 # stay in cache from the product that makes them to the one that takes their gradient (32
 # measured 5-8% faster than 64 or 128 there).
 BLOCK = 32
-
-KERNEL: dict[str, Any] = {"cache": True, "fastmath": FASTMATH, "error_model": "numpy", "nogil": True,
-                          "boundscheck": False}
-
 
 @numba.njit(**KERNEL)
 def _features(X, W1T, b1, has_bias, relu):  # pragma: no cover - compiled

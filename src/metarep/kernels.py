@@ -213,6 +213,14 @@ def _inspected(scipy_blas_loaded: bool):
     return ThreadpoolController()
 
 
+@functools.lru_cache(maxsize=1)
+def compiled_available() -> bool:
+    """Whether the compiled kernels can run: numba, and SciPy, whose BLAS numba's matrix products
+    call (looked up once, without importing either: the answer is asked every step)."""
+    import importlib.util
+    return all(importlib.util.find_spec(name) is not None for name in ("numba", "scipy"))
+
+
 def _numba_importable() -> bool:
     """Whether numba is installed (found without importing it, which takes a while)."""
     import importlib.util

@@ -30,8 +30,6 @@ or the call's `backend=`):
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 from typing import NamedTuple
 
 import numpy as np
@@ -82,13 +80,6 @@ def applies(B, inner_steps: int) -> bool:
     return inner_steps == 1 and 2 * d < 3 * width
 
 
-@functools.lru_cache(maxsize=1)
-def numba_available() -> bool:
-    """Whether the fused kernel can run: numba, and SciPy for its matrix products (looked up
-    once: the answer is asked every step)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("numba", "scipy"))
-
-
 def numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None, q=0.0) -> OneStepSums:
     """The sums in one fused pass over blocks of tasks (see the module docstring)."""
     arrays = (X_in, y_in, X_out, y_out)
@@ -125,6 +116,6 @@ def one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None, q=0.0, *, backend:
     `backend` ('numba', 'numpy') overrides the kernel backend in effect (`kernels.use`).
     """
     name = kernels.chosen(backend)
-    if name == "numba" and numba_available():
+    if name == "numba" and kernels.compiled_available():
         return numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P, q)
     return numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P, q, backend=name)

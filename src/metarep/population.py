@@ -15,13 +15,12 @@ the batch shape of the inputs it depends on (new w does not depend on m_in, the 
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from typing import NamedTuple
 
 import numpy as np
 
-from metarep import threads
+from metarep import kernels, threads
 from metarep.buffers import recycled_empty
 from metarep.params import Params
 from metarep.population_formula import run_step
@@ -85,11 +84,7 @@ def _consts(problem) -> _Consts:
 PARALLEL_MIN_RUNS = 16
 
 
-def _numba_available() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in ("numba", "scipy"))
-
-
-_HAVE_NUMBA = _numba_available()
+_HAVE_NUMBA = kernels.compiled_available()
 
 
 def _run(B, w, alpha, inv_m, K: _Consts, beta):

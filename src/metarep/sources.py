@@ -45,6 +45,21 @@ class TaskSource(Protocol):
         ...
 
 
+class FromSource:
+    """For an experiment with a `source`: its regime and its ground truth (`problem`, None when
+    unknown) are the source's."""
+
+    source: TaskSource
+
+    @property
+    def regime(self) -> str:
+        return self.source.regime
+
+    @property
+    def problem(self):
+        return self.source.truth
+
+
 @dataclass(frozen=True)
 class SyntheticSource:
     """Tasks drawn from the model of MATH 1: a fixed set of train.tasks tasks, fresh tasks every

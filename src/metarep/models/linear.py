@@ -14,7 +14,7 @@ from metarep.engine.state import TrainState
 from metarep.methods import Method, outer_step, shared_head
 from metarep.methods.base import chunked_gradient
 from metarep.params import Params, init_params, sgd_update
-from metarep.sources import TEST_CHUNK, TaskSource, build_source
+from metarep.sources import TEST_CHUNK, FromSource, TaskSource, build_source
 from metarep.theory import lambda_star, lemma2_rate
 
 FLOAT = 8
@@ -27,7 +27,7 @@ def _inf_as_float(m):
 
 
 @dataclass(frozen=True)
-class LinearExperiment:
+class LinearExperiment(FromSource):
     """Everything fixed by the config: the method, the task source and, where the ground truth
     is known, the limit Lambda* the tracked error refers to."""
 
@@ -37,14 +37,6 @@ class LinearExperiment:
     lam_star: np.ndarray | None
     hyper: dict
     runs: int | None = None
-
-    @property
-    def regime(self) -> str:
-        return self.source.regime
-
-    @property
-    def problem(self):
-        return self.source.truth
 
     def compute(self):
         return kernels.step_threads()

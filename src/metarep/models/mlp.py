@@ -19,7 +19,7 @@ from metarep.engine.state import TrainState
 from metarep.methods import Method, outer_step
 from metarep.nonlinear.model import MLPParams, MLPSpec, init_mlp_params
 from metarep.problem import sample_tasks
-from metarep.sources import TEST_CHUNK, SyntheticSource, synthetic_source
+from metarep.sources import TEST_CHUNK, FromSource, SyntheticSource, synthetic_source
 
 # Inputs the representation is measured on (metrics) and the excess risk is averaged over.
 PROBE_INPUTS = 2000
@@ -34,7 +34,7 @@ def spec_of(config) -> MLPSpec:
 
 
 @dataclass(frozen=True)
-class MLPExperiment:
+class MLPExperiment(FromSource):
     """Everything fixed by the config. `spec` is the trained network's architecture (a direct
     method may fix its own, e.g. the oracle's teacher network); `net` the activation, precision
     and device the steps run in; `train_tensors` the fixed training set on that device."""
@@ -50,14 +50,6 @@ class MLPExperiment:
     direct: MLPParams | None = None
     train_tensors: Any = None
     runs: int | None = None
-
-    @property
-    def regime(self) -> str:
-        return self.source.regime
-
-    @property
-    def problem(self):
-        return self.source.truth
 
     def compute(self):
         return contextlib.nullcontext()

@@ -27,9 +27,6 @@ tests/test_nonlinear_gradients.py checks it against a per-task torch.autograd lo
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-
 import numpy as np
 
 from metarep import kernels, threads
@@ -39,16 +36,11 @@ from metarep.nonlinear.model import MLPParams
 GROUPS = 32
 
 
-@functools.lru_cache(maxsize=1)
-def _compilable() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in ("numba", "scipy"))
-
-
 def applies(params: MLPParams, *, device: str, dtype: str, inner_steps: int, adapt_body: bool) -> bool:
     """Whether the compiled pass computes this gradient: a head-only method with one inner step,
     two layers, on the CPU in float64, with the numba kernel backend in effect."""
     return (not adapt_body and inner_steps == 1 and params.layers == 2 and device == "cpu"
-            and dtype == "float64" and kernels.backend() == "numba" and _compilable())
+            and dtype == "float64" and kernels.backend() == "numba" and kernels.compiled_available())
 
 
 def _arrays(tasks) -> tuple[np.ndarray, ...]:

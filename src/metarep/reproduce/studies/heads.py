@@ -29,7 +29,6 @@ from metarep.reproduce.common import (
     population_batch,
     with_seed,
     write_csv,
-    write_text,
 )
 from metarep.reproduce.figure1 import late_slope
 from metarep.reproduce.jobs import curve, final_numbers
@@ -172,10 +171,5 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / f"{NAME}.csv", rows, list(rows[0]))
     draw(curves, {v["key"]: v.get("label", v["key"]) for v in d.variants}, out)
-    wall = time.perf_counter() - start
-    summary = summarize(d, rows)
-    page.write_summary(out, NAME, {**summary, "wall_s": wall})
-    text = render(d, rows, findings(rows), quick=quick, wall=wall, machine=machine)
-    write_text(out / f"{NAME}.md", text)
-    echo(text)
-    return {"rows": rows, "summary": summary, "wall_s": wall}
+    return page.publish(out, NAME, rows=rows, summary=summarize(d, rows), start=start, echo=echo,
+                        render=lambda wall: render(d, rows, findings(rows), quick=quick, wall=wall, machine=machine))

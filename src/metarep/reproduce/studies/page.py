@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,6 +50,19 @@ def _plain(value):
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     return value
+
+
+def publish(out: Path, name: str, *, rows: list[dict], summary: dict, start: float, render: Callable[[float], str],
+            echo: Callable[[str], None]) -> dict:
+    """A study's last lines: its wall time since `start`, <name>_summary.json (with `wall_s`),
+    <name>.md (`render(wall)`), the page echoed; returns what the study's `run` returns."""
+    wall = time.perf_counter() - start
+    summary = {**summary, "wall_s": wall}
+    write_summary(out, name, summary)
+    text = render(wall)
+    write_text(Path(out) / f"{name}.md", text)
+    echo(text)
+    return {"rows": rows, "summary": summary, "wall_s": wall}
 
 
 def write_summary(out: Path, name: str, summary: dict) -> None:

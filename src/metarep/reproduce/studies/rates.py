@@ -26,7 +26,6 @@ from metarep.reproduce.common import (
     parallel_map,
     with_seed,
     write_csv,
-    write_text,
 )
 from metarep.reproduce.figure1 import late_slope
 from metarep.reproduce.jobs import population_job
@@ -204,9 +203,5 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / f"{NAME}.csv", rows, list(rows[0]))
     draw(d, rows, runs, summary, out)
-    wall = time.perf_counter() - start
-    page.write_summary(out, NAME, {**summary, "wall_s": wall})
-    text = render(d, rows, findings(summary), quick=quick, wall=wall, machine=machine)
-    write_text(out / f"{NAME}.md", text)
-    echo(text)
-    return {"rows": rows, "summary": summary, "wall_s": wall}
+    return page.publish(out, NAME, rows=rows, summary=summary, start=start, echo=echo,
+                        render=lambda wall: render(d, rows, findings(summary), quick=quick, wall=wall, machine=machine))

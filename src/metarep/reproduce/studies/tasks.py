@@ -32,7 +32,6 @@ from metarep.reproduce.common import (
     mean_std,
     with_seed,
     write_csv,
-    write_text,
 )
 from metarep.reproduce.jobs import METRICS, population_job, run_config_job, trace_job
 from metarep.reproduce.resume import finished, resumable_map
@@ -355,11 +354,7 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
     write_csv(out / f"{NAME}_curves.csv", curves, CURVE_COLUMNS)
     draw(d, rows, curves, fit, out)
     notes = findings(d, rows, summary)
-    wall = time.perf_counter() - start
-    summary["wall_s"] = wall
-    page.write_summary(out, NAME, summary)
-    text = render(d, rows, notes, quick=quick, wall=wall, machine=machine)
-    write_text(out / f"{NAME}.md", text)
+    result = page.publish(out, NAME, rows=rows, summary=summary, start=start, echo=echo,
+                          render=lambda wall: render(d, rows, notes, quick=quick, wall=wall, machine=machine))
     finished(kept)
-    echo(text)
-    return {"rows": rows, "summary": summary, "wall_s": wall}
+    return result

@@ -198,7 +198,7 @@ def test_files(tmp_path):
     with pytest.raises(ConfigError, match=r"data\.path: .* is not a readable CSV"):
         read_file(str(tmp_path / "bad.csv"))
     (tmp_path / "empty.csv").write_text("")
-    with pytest.raises(ConfigError, match=r"not a readable CSV"):
+    with pytest.raises(ConfigError, match=r"is empty"):
         read_file(str(tmp_path / "empty.csv"))
 
 

@@ -61,9 +61,11 @@ def read_file(path: str) -> pd.DataFrame:
         if file.suffix.lower() in (".parquet", ".pq"):
             return _read_parquet(file)
         return pd.read_csv(file)
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"data.path: {path!r} is empty (no header, no rows)") from None
     except OSError as err:
         raise ConfigError(f"data.path: cannot read {path!r}: {err.strerror or err}") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise ConfigError(f"data.path: {path!r} is not a readable CSV table ({_first_line(err)})") from None
 
 

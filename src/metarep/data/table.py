@@ -143,8 +143,11 @@ def _check_columns(frame: pd.DataFrame, columns: Columns, where: str) -> tuple[s
     for key, column in wanted:
         if column not in frame.columns:
             raise ConfigError(f"{where}.{key}: no column {column!r} in the table (columns: {listed})")
+    if len(frame) == 0:
+        raise ConfigError(f"{where}: the table is empty (a header and no rows)")
     target = frame[columns.target]
     if not pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
+        _refuse_stray_cells(target, f"{where}.target", "")
         raise ConfigError(f"{where}.target: column {columns.target!r} is not numeric (dtype {target.dtype})")
     features = columns.features or tuple(c for c in frame.columns if c not in (columns.task, columns.target))
     if not features:
@@ -152,7 +155,35 @@ def _check_columns(frame: pd.DataFrame, columns: Columns, where: str) -> tuple[s
     stray = sorted(set(columns.categorical) - set(features))
     if stray:
         raise ConfigError(f"{where}.categorical: {stray[0]!r} is not among the features")
+    for column in features:
+        if column not in columns.categorical:
+            _refuse_stray_cells(frame[column], f"{where}.features",
+                                f", or list it in {where}.categorical to encode every value as a level")
     return tuple(features)
+
+
+NUMERIC_SHARE = 0.5  # a text column whose cells are mostly numbers is a numeric column with typos
+
+
+def _refuse_stray_cells(values: pd.Series, key: str, alternative: str) -> None:
+    """ConfigError naming the non-numeric cells (data row from 1, value) of a text column whose
+    cells are mostly numbers (or numbers with a decimal comma): one typo would otherwise turn the
+    column into one indicator per distinct number."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return
+    present = values.notna().to_numpy()
+    mask = present & pd.to_numeric(values, errors="coerce").isna().to_numpy()
+    comma = present & values.astype(str).str.fullmatch(r"\s*[-+]?\d*,\d+\s*").to_numpy()
+    n, n_bad = int(present.sum()), int(mask.sum())
+    if n_bad == 0 or (n - n_bad + comma.sum()) / n <= NUMERIC_SHARE:
+        return
+    bad = values[mask]
+    rows = np.flatnonzero(mask)[:3] + 1
+    cells = ", ".join(f"row {r}: {str(v)[:20]!r}" for r, v in zip(rows, bad.iloc[:3], strict=True))
+    more = f" and {n_bad - 3} more" if n_bad > 3 else ""
+    hint = "; decimal commas? write 1.5, not 1,5" if comma.any() else ""
+    raise ConfigError(f"{key}: column {values.name!r} holds numbers but {n_bad} of its {n} cells are "
+                      f"not ({cells}{more}){hint}: fix the cells{alternative}")
 
 
 def _missing(frame: pd.DataFrame, used: list[str], rule: str, where: str) -> tuple[pd.DataFrame, int]:

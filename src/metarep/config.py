@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from metarep.config_checks import check_covariance, check_limit, check_method, check_regime
-from metarep.data.config import DataConfig, check_table_config, drop_synthetic_keys
+from metarep.data.config import DataConfig, check_table_config, drop_synthetic_keys, refuse_synthetic_keys
 from metarep.methods import DEFAULT_METHOD, NoHyper, get_method
 from metarep.models import NoOptions, get_arch
 from metarep.problem import as_mean
@@ -189,6 +189,12 @@ class Config(Section):
         method = _split_table(data.get("method", {}), "method", "name", DEFAULT_METHOD, {"name"},
                               lambda name: get_method(name, arch).Hyper)
         return {**data, "method": method}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _table_keys_first(cls, data):
+        refuse_synthetic_keys(data)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self):

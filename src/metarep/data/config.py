@@ -111,6 +111,22 @@ class DataConfig(BaseModel):
 SYNTHETIC_KEYS = {"problem": None, "train": ("tasks", "batch_tasks"), "test": ("tasks",)}
 
 
+def refuse_synthetic_keys(raw: Any) -> None:
+    """check_table_config's first rule, on the config as written, before the sections' own checks
+    run: problem.task_cov checked against the default problem.k would name the wrong mistake."""
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if not isinstance(data, dict):
+        return
+    source = data.get("source") or ("file" if "path" in data else "dataset" if "dataset" in data else None)
+    if source not in ("file", "dataset"):
+        return
+    for section, keys in SYNTHETIC_KEYS.items():
+        given = raw.get(section)
+        for key in sorted(given if keys is None else set(given) & set(keys)) if isinstance(given, dict) else ():
+            raise ValueError(f"{section}.{key} does not apply to data.source = \"{source}\" (the tasks, their number "
+                             "and d are the table's): leave it out")
+
+
 def check_table_config(config) -> None:
     """What a table source asks of the rest of the config (ValueError, one line): no key of
     the synthetic model (the training tasks and d are the table's), no method that needs the

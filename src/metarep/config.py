@@ -154,16 +154,57 @@ class TrainConfig(Section):
         return data
 
 
+TuneRule = Literal["gradient", "ridge", "lstsq", "bayes"]
+TUNE_KEYS = ("validation_tasks", "tune_rules", "tune_steps", "tune_alpha", "tune_ridge")
+VALIDATION_TASKS = 500
+TUNE_DEFAULTS = {"tune_rules": ["gradient", "ridge", "lstsq", "bayes"],
+                 "tune_steps": [1, 2, 5, 10, 20], "tune_ridge": [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]}
+
+
 class TestConfig(Section):
-    """[test]: adaptation to new tasks (MATH 6)."""
+    """[test]: adaptation to new tasks (MATH 6). `adapt = "tuned"` chooses the rule and its
+    hyper-parameters among the grid of the tune_* keys by the mean score on validation tasks
+    (metarep.tuning); the tune_* keys and validation_tasks apply only then."""
 
     m_test: PositiveInt = 20
-    adapt: Literal["default", "gradient", "ridge", "lstsq", "bayes"] = "default"
+    adapt: Literal["default", "gradient", "ridge", "lstsq", "bayes", "tuned"] = "default"
     adapt_steps: Annotated[int, Field(ge=0, strict=True)] = 1
     alpha: PositiveFloat | None = None
     ridge: NonNegativeFloat = 1e-3
     tasks: PositiveInt = 1000
     seed: Annotated[int, Field(ge=0, strict=True)] = 1
+    # The grid is filled in with TUNE_DEFAULTS when adapt = "tuned" (the resolved config shows
+    # it); validation_tasks (synthetic tasks only) is VALIDATION_TASKS when left out. Given
+    # without adapt = "tuned" they are refused: they would apply to nothing.
+    validation_tasks: PositiveInt | None = None
+    tune_rules: Annotated[list[TuneRule], Field(min_length=1)] | None = None
+    tune_steps: Annotated[list[Annotated[int, Field(ge=0, strict=True)]], Field(min_length=1)] | None = None
+    tune_alpha: Annotated[list[PositiveFloat], Field(min_length=1)] | None = None
+    tune_ridge: Annotated[list[NonNegativeFloat], Field(min_length=1)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tune_defaults(cls, data):
+        if isinstance(data, dict) and data.get("adapt") == "tuned":
+            return {**TUNE_DEFAULTS, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _tune_keys(self):
+        if self.adapt != "tuned":
+            for key in TUNE_KEYS:
+                if getattr(self, key) is not None:
+                    raise ValueError(f"test.{key} applies only with test.adapt = \"tuned\"")
+        return self
+
+    @property
+    def n_validation(self) -> int:
+        return VALIDATION_TASKS if self.validation_tasks is None else self.validation_tasks
+
+    def tune_alphas(self, alpha: float) -> list[float]:
+        """The step sizes tried: tune_alpha, or alpha (test.alpha, else train.alpha) halved,
+        as is, and doubled."""
+        return list(self.tune_alpha) if self.tune_alpha is not None else [alpha / 2, alpha, 2 * alpha]
 
 
 class Config(Section):
@@ -220,7 +261,8 @@ class Config(Section):
 
     @property
     def adapt_rule(self) -> str:
-        return self.method_spec.default_adapt if self.test.adapt == "default" else self.test.adapt
+        """The rule asked for, or the method's own (also the reference a tuned run is compared to)."""
+        return self.method_spec.default_adapt if self.test.adapt in ("default", "tuned") else self.test.adapt
 
     @property
     def test_alpha(self) -> float:

@@ -86,7 +86,7 @@ def check_regime(c: Config) -> None:
 def check_method(c: Config) -> None:
     """The method's own constraints, the test-time rules it admits, the devices its arch runs on."""
     method = c.method_spec
-    if c.test.adapt != "default" and c.test.adapt not in method.adapt_rules:
+    if c.test.adapt not in ("default", "tuned") and c.test.adapt not in method.adapt_rules:
         raise ValueError(f"test.adapt = {c.test.adapt!r} is not available for method {method.name!r} (it takes "
                          f"{', '.join(method.adapt_rules)})")
     arch = get_arch(c.model.arch)

@@ -4,15 +4,17 @@ test section of the summary; it never needs to know which source it has."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from metarep import seeds
-from metarep.adapt import excess_risk, expected_excess_risk_one_step, fit_heads, summarize
+from metarep import seeds, tuning
+from metarep.adapt import ADAPT_RULES, excess_risk, expected_excess_risk_one_step, fit_heads, summarize
 from metarep.problem import Problem, make_problem, sample_tasks
 from metarep.tasks import Tasks
+from metarep.tuning import Rule
 
 # Test tasks are drawn and scored this many at a time (bounded working memory).
 TEST_CHUNK = 2048
@@ -40,8 +42,9 @@ class TaskSource(Protocol):
         """The tasks of one outer step (the fixed set, or a fresh draw from `rng`)."""
         ...
 
-    def evaluate(self, B: np.ndarray, w: np.ndarray, config: Any) -> dict:
-        """The test section of the summary for the representation B and the shared head w."""
+    def evaluate(self, B: np.ndarray, w: np.ndarray, config: Any, *, on_chunk=None, should_stop=None) -> dict:
+        """The test section of the summary for the representation B and the shared head w
+        (on_chunk(done, total) after each chunk of tasks; should_stop() before each)."""
         ...
 
 
@@ -86,24 +89,85 @@ class SyntheticSource:
         assert rng is not None, "online tasks need the task stream's generator"
         return sample_tasks(self.truth, self.batch_tasks, self.m_in, self.m_out, rng)
 
-    def evaluate(self, B: np.ndarray, w: np.ndarray, config: Any) -> dict:
+    def evaluate(self, B: np.ndarray, w: np.ndarray, config: Any, *, on_chunk=None, should_stop=None) -> dict:
         """Excess risk on test.tasks new tasks after test-time adaptation (MATH 6), mean and s.e.
-        Test tasks depend only on the problem and test.seed, so every method meets the same tasks."""
-        te, rule, problem = config.test, config.adapt_rule, self.truth
-        rng = seeds.rng(te.seed, "test_tasks")
-        risks = []
-        for start in range(0, te.tasks, TEST_CHUNK):
-            tasks = sample_tasks(problem, min(TEST_CHUNK, te.tasks - start), te.m_test, 0, rng)
-            heads = fit_heads(rule, B, w, tasks.X_in, tasks.y_in, problem=problem, alpha=config.test_alpha,
-                              steps=te.adapt_steps, ridge=te.ridge)
-            risks.append(excess_risk(B, heads, problem.B_star, tasks.w_star))
-        mean, se = summarize(np.concatenate(risks))
+        Test (and validation) tasks depend only on the problem and test.seed, so every method
+        meets the same tasks. on_chunk(done, total) follows the scored tasks; should_stop() is
+        asked before each chunk (KeyboardInterrupt when it says so)."""
+        problem = self.truth
+
+        def score_chunk(rules, tasks):
+            return np.stack([excess_risk(B, fit_heads(r.adapt, B, w, tasks.X_in, tasks.y_in, problem=problem,
+                                                      **r.keywords()), problem.B_star, tasks.w_star)
+                             for r in rules])
+
+        def score(rules, which, progress):
+            return chunked_scores(problem, rules, config, which, progress, score_chunk)
+
+        outcome = run_protocol(score, config, admits=ADAPT_RULES, on_chunk=on_chunk, should_stop=should_stop)
+        head = headline_rule(outcome, config)
         expected = None
-        if rule == "gradient" and te.adapt_steps == 1:
-            expected = expected_excess_risk_one_step(B, w, problem, alpha=config.test_alpha, m_test=te.m_test)
-        return {"excess_risk": mean, "excess_risk_se": se, "excess_risk_expected": expected, "adapt": rule,
-                "adapt_steps": te.adapt_steps if rule == "gradient" else None, "alpha": config.test_alpha,
-                "ridge": te.ridge if rule == "ridge" else None, "m_test": te.m_test, "tasks": te.tasks}
+        if head.adapt == "gradient" and head.steps == 1:
+            expected = expected_excess_risk_one_step(B, w, problem, alpha=head.alpha, m_test=config.test.m_test)
+        mean, se = summarize(outcome.test)
+        return {"excess_risk": mean, "excess_risk_se": se, "excess_risk_expected": expected,
+                **test_keys(head, config), "tasks": config.test.tasks,
+                "tuned": tuning.tuned_summary(outcome, "excess_risk")}
+
+
+def asked_rule(config) -> Rule:
+    """The rule the config asks for (the method's own under "default" and "tuned")."""
+    te = config.test
+    return Rule(config.adapt_rule, steps=te.adapt_steps, alpha=config.test_alpha, ridge=te.ridge)
+
+
+def candidate_rules(config, admits: Sequence[str]) -> tuple[Rule, ...]:
+    """The tuning grid (empty unless test.adapt = "tuned"): the tune_* keys' rules that the
+    method and the source admit."""
+    te = config.test
+    if te.adapt != "tuned":
+        return ()
+    rules = [r for r in te.tune_rules if r in config.method_spec.adapt_rules and r in admits]
+    return tuning.grid(rules, steps=te.tune_steps, alphas=te.tune_alphas(config.test_alpha), ridges=te.tune_ridge)
+
+
+def run_protocol(score, config, *, admits: Sequence[str], n_validation: int | None = None, n_test: int | None = None,
+                 on_chunk=None, should_stop=None) -> tuning.Outcome:
+    """The test scores of the asked rule, or of the tuned protocol (metarep.tuning.run)."""
+    te = config.test
+    tasks = {"validation": te.n_validation if n_validation is None else n_validation,
+             "test": te.tasks if n_test is None else n_test}
+    return tuning.run(score, asked_rule(config), candidates=candidate_rules(config, admits), tasks=tasks,
+                      on_chunk=on_chunk, should_stop=should_stop)
+
+
+def headline_rule(outcome: tuning.Outcome, config) -> Rule:
+    """The rule behind the headline score: the chosen one when tuned, else the asked one."""
+    return outcome.tuned["chosen"] if outcome.tuned is not None else asked_rule(config)
+
+
+def test_keys(head: Rule, config) -> dict:
+    """The rule keys of the test section, for the rule behind the headline score."""
+    gradient = head.adapt == "gradient"
+    return {"adapt": head.adapt, "adapt_steps": head.steps if gradient else None,
+            "alpha": head.alpha if gradient else config.test_alpha,
+            "ridge": head.ridge if head.adapt == "ridge" else None, "m_test": config.test.m_test}
+
+
+def chunked_scores(problem: Problem, rules, config, which: str, progress: tuning.Progress, score_chunk) -> np.ndarray:
+    """Per-task scores (len(rules), n) of the synthetic "test" (test.tasks, stream test_tasks) or
+    "validation" tasks (test.validation_tasks, stream validation_tasks) of test.seed, drawn and
+    scored TEST_CHUNK at a time by score_chunk(rules, tasks) -> (len(rules), chunk)."""
+    te = config.test
+    n = te.tasks if which == "test" else te.n_validation
+    rng = seeds.rng(te.seed, "test_tasks" if which == "test" else "validation_tasks")
+    out = []
+    for start in range(0, n, TEST_CHUNK):
+        progress.check()
+        tasks = sample_tasks(problem, min(TEST_CHUNK, n - start), te.m_test, 0, rng)
+        out.append(score_chunk(rules, tasks))
+        progress.chunk(tasks.n_tasks)
+    return np.concatenate(out, axis=1)
 
 
 def synthetic_problem(config) -> Problem:

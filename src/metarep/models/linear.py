@@ -94,14 +94,14 @@ class LinearExperiment(FromSource):
             return f"lower train.alpha (now {t.alpha}) or model.init_scale"
         return f"lower train.beta (now {t.beta})"
 
-    def evaluate(self, params: Params) -> dict:
-        return self.source.evaluate(params.B, shared_head(params), self.config)
+    def evaluate(self, params: Params, *, on_chunk=None, should_stop=None) -> dict:
+        """The test section (on_chunk(done, total) after each chunk of tasks scored; should_stop()
+        asked before each, KeyboardInterrupt when it says so)."""
+        return self.source.evaluate(params.B, shared_head(params), self.config, on_chunk=on_chunk,
+                                    should_stop=should_stop)
 
     def test_advice(self) -> str:
-        c = self.config
-        if c.adapt_rule == "gradient":
-            return f"lower test.alpha (now {c.test_alpha}) or test.adapt_steps"
-        return f"lower train.beta (now {c.train.beta})"
+        return test_advice(self.config)
 
     def arrays(self, params: Params) -> dict[str, np.ndarray]:
         out = {"B": params.B, "w": params.w}
@@ -122,6 +122,15 @@ class LinearExperiment(FromSource):
                 "lemma2_rate": rate}
 
 
+def test_advice(config) -> str:
+    """Which setting to lower when test-time adaptation runs away."""
+    if config.test.adapt == "tuned":
+        return "narrow test.tune_alpha or test.tune_steps (or leave \"gradient\" out of test.tune_rules)"
+    if config.adapt_rule == "gradient":
+        return f"lower test.alpha (now {config.test_alpha}) or test.adapt_steps"
+    return f"lower train.beta (now {config.train.beta})"
+
+
 def build(config) -> LinearExperiment:
     """The experiment a config describes: the problem and training tasks drawn from its seeds."""
     t = config.train
@@ -130,6 +139,13 @@ def build(config) -> LinearExperiment:
     if source.truth is not None:
         lam = lambda_star(source.truth.Sigma_star, source.truth.noise_std, t.alpha, _inf_as_float(t.m_in))
     return LinearExperiment(config, config.method_spec, source, lam, config.hyper)
+
+
+def tuning_candidates(te) -> int:
+    """How many rules the tuning grid holds at most (the method may admit fewer)."""
+    rules = te.tune_rules or ()
+    return 1 + len(te.tune_steps or ()) * len(te.tune_alpha or (0, 0, 0)) * ("gradient" in rules) + \
+        len(te.tune_ridge or ()) * ("ridge" in rules) + ("lstsq" in rules) + ("bayes" in rules)
 
 
 def _size(value, default=0):
@@ -152,12 +168,15 @@ def estimate_bytes(config) -> dict[str, int]:
     if method.fit is not None:
         working += n_train * m * (d + 1) + 2 * d * d + d * width
     rule = config.adapt_rule
-    chunk = min(te.tasks, TEST_CHUNK)
+    tuned = te.adapt == "tuned"
+    chunk = min(max(te.tasks, te.n_validation if tuned else 0), TEST_CHUNK)
     test_ws = chunk * te.m_test * (d + 2 * width + 2) + chunk * (2 * d + 3 * width + 2 * k)
-    if rule == "bayes":
+    if rule == "bayes" or tuned:
         test_ws += chunk * te.m_test * (te.m_test + 2 * k)
-    elif rule in ("ridge", "lstsq"):
+    if rule in ("ridge", "lstsq") or tuned:
         test_ws += chunk * (te.m_test * width * 2 + width * width * 2)
+    if tuned:  # one score per task for every candidate of the grid
+        test_ws += (te.n_validation + te.tasks) * tuning_candidates(te)
     rows = (t.steps // t.log_every + 2) if method.iterative else 1
     return {
         "problem": (3 * d * k + 6 * k * k + 4 * d * width) * FLOAT,

@@ -315,3 +315,47 @@ def test_sigkill_while_writing_results_then_resume_is_identical(tmp_path, refere
     assert rc == 0, err
     assert_identical(reference("finite"), out)
     survived(1)
+
+
+def _checkpoint_meta(out: Path) -> tuple[dict, np.ndarray] | None:
+    try:
+        with np.load(out / "checkpoint.npz", allow_pickle=False) as data:
+            return json.loads(data["meta"].tobytes().decode()), data["history"].copy()
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_sigint_during_a_long_test_evaluation_exits_130_at_once_and_resume_only_evaluates(tmp_path):
+    """Training ends with a checkpoint of its last step; a signal during the test evaluation
+    (which has no step boundary) stops it within a second; the resume evaluates, never trains."""
+    steps = 30
+    config = _config(tmp_path, "finite", steps=steps)
+    config.write_text(config.read_text().replace("m_test = 5\ntasks = 40", "m_test = 5\ntasks = 600000"))
+    out = tmp_path / "run"
+    proc = _start(config, out)
+    deadline = time.monotonic() + 60
+    while True:  # the checkpoint written when training completed: the last step, its final metrics row
+        meta = _checkpoint_meta(out) if proc.poll() is None else None
+        if meta and meta[0]["step"] == steps and meta[1][-1, 0] == steps:
+            break
+        assert proc.poll() is None and time.monotonic() < deadline, "training never completed"
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert proc.poll() is None, "the evaluation ended before the signal"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    rc, err = _finish(proc)
+    assert rc == 130 and time.monotonic() - sent < 2.0, err
+    assert "test evaluation" in err and f"--resume {out}" in err and "Traceback" not in err
+    COUNTS["SIGINT"] += 1
+    meta, history = _checkpoint_meta(out)
+    assert meta["step"] == steps and history[-1, 0] == steps and not (out / "summary.json").exists()
+    resumed = subprocess.run([sys.executable, "-m", "metarep.cli", "run", "--resume", str(out)], env=_env(),
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"training complete (step {steps}): evaluating on 600000 test tasks" in resumed.stderr
+    assert "steps:" not in resumed.stderr  # no training progress
+    rows = np.loadtxt(out / "metrics.csv", delimiter=",", skiprows=1, ndmin=2)
+    np.testing.assert_array_equal(rows, history)
+    assert json.loads((out / "summary.json").read_text())["test"]["tasks"] == 600000
+    survived(1)

@@ -7,7 +7,8 @@ The order of events is what makes every fault recoverable:
    config.toml first (so it stops being resumable), then its other results;
 3. config.toml is written, then a checkpoint of step 0 that records the config's hash;
 4. checkpoints follow every train.checkpoint_every steps, every CHECKPOINT_SECONDS of wall
-   time, and on SIGINT/SIGTERM;
+   time, on SIGINT/SIGTERM, and when training completes (before the test evaluation, which a
+   signal interrupts at once: a resume then skips training and evaluates again);
 5. results are written with summary.json last, and only then is the checkpoint removed.
 
 A kill at any instant leaves one of: no config.toml (run again), config.toml and maybe a
@@ -17,6 +18,9 @@ checkpoint (resume), or summary.json (done). Every write is atomic.
 from __future__ import annotations
 
 import contextlib
+import inspect
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,11 +148,68 @@ def _train_and_store(exp, state, run_dir: Path, digest: str, *, progress, should
         checkpoint(state)
         return RunResult("interrupted", run_dir, None, f"interrupted at step {state.step}; continue with "
                                                        f"`metarep run --resume {run_dir}`")
-    test = evaluate_final(exp, state)
+    if state.status == "completed" and exp.method.iterative:
+        checkpoint(state)  # the finished training survives an interrupted or killed test evaluation
+    try:
+        test = _evaluate(exp, state, progress=progress, should_stop=should_stop)
+    except KeyboardInterrupt:
+        return RunResult("interrupted", run_dir, None,
+                         f"interrupted during the test evaluation; training is complete (step {state.step}, "
+                         f"checkpointed): `metarep run --resume {run_dir}` re-runs the evaluation only")
     with np.errstate(all="ignore"):
         result = run_summary(exp, state, test)
     store.write_results(run_dir, exp, state, result, figure=figure)
     return RunResult(state.status, run_dir, result, _describe(run_dir, result))
+
+
+def _evaluate(exp, state, *, progress: bool, should_stop: Callable[[], bool]) -> dict | None:
+    """evaluate_final, stopped by KeyboardInterrupt at a stop request: SIGINT/SIGTERM raise it
+    at once in the main thread (the evaluation has no step boundary that polls a flag), and
+    should_stop() is polled between chunks where evaluate_final takes `should_stop`."""
+    if state.status != "completed":
+        return evaluate_final(exp, state)
+    if should_stop():
+        raise KeyboardInterrupt
+    n = exp.config.test.tasks
+    with progress_display(n, 0, progress, unit="task", desc="test") as bar, _signals_interrupt():
+        if progress:
+            bar.write(f"training complete (step {state.step}): evaluating on {n} test tasks")
+        return evaluate_final(exp, state, **_evaluation_hooks(bar, should_stop))
+
+
+def _evaluation_hooks(bar, should_stop: Callable[[], bool]) -> dict:
+    """The progress and stop hooks that evaluate_final accepts (older versions take none)."""
+    accepted = inspect.signature(evaluate_final).parameters
+    hooks: dict = {}
+    if "on_chunk" in accepted:
+        last = [0]
+
+        def on_chunk(done: int, total: int) -> None:
+            bar.update(done - last[0])
+            last[0] = done
+
+        hooks["on_chunk"] = on_chunk
+    if "should_stop" in accepted:
+        hooks["should_stop"] = should_stop
+    return hooks
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGINT and SIGTERM raise KeyboardInterrupt while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def _describe(run_dir: Path, s: dict) -> str:

@@ -101,8 +101,25 @@ def _gib(n: int) -> str:
         return f"about 10^{len(str(n // 2**30)) - 1} GiB"
 
 
+# More test tasks than this buys nothing a reader can see (the standard error is already 0.1%
+# of the scores' spread) and costs minutes: 4e6 tasks took 63 s at d = 6; 4e5 took 11 s at
+# d = 50, m_test = 20 (`metarep run` with those [test] keys).
+MAX_TEST_TASKS = 1_000_000
+
+
+def check_test_size(config: Config) -> None:
+    """Refuse a test evaluation too long to be worth it (ResourceError naming test.tasks)."""
+    n = config.test.tasks
+    if n > MAX_TEST_TASKS:
+        raise ResourceError(f"test.tasks = {n} is above the cap of {MAX_TEST_TASKS} (the standard error is "
+                            f"already 0.1% of the scores' spread there, and the evaluation takes minutes): lower "
+                            f"test.tasks")
+
+
 def check_memory(config: Config, *, fraction: float = 0.8) -> int:
-    """Raise ResourceError when the estimate exceeds `fraction` of available memory; return the estimate."""
+    """Raise ResourceError when the estimate exceeds `fraction` of available memory, or when
+    test.tasks is above MAX_TEST_TASKS; return the estimate."""
+    check_test_size(config)
     parts = estimate_bytes(config)
     need, have = sum(parts.values()), available_bytes()
     if need > fraction * have:

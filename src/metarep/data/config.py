@@ -16,10 +16,13 @@ DATASETS = ("chem97", "exam", "mathachieve", "star")
 # The keys each source reads; every other key (but `source`) is refused for it.
 APPLIES = {
     "synthetic": (),
-    "file": ("path", "task", "target", "features", "categorical", "test_fraction", "seed", "draw", "missing",
-             "standardize", "intercept"),
-    "dataset": ("dataset", "test_fraction", "seed", "draw", "missing", "standardize", "intercept"),
+    "file": ("path", "task", "target", "features", "categorical", "test_fraction", "validation_fraction", "seed",
+             "draw", "missing", "standardize", "intercept"),
+    "dataset": ("dataset", "test_fraction", "validation_fraction", "seed", "draw", "missing", "standardize",
+                "intercept"),
 }
+# The share of the training tasks set aside as validation tasks when test.adapt = "tuned".
+VALIDATION_FRACTION = 0.2
 Name = Annotated[str, Field(min_length=1, strict=True)]
 
 
@@ -30,8 +33,9 @@ class DataConfig(BaseModel):
              features (default: every other column), categorical (numeric columns to one-hot
              encode as well as the non-numeric ones);
     dataset: dataset, one of DATASETS (bundled school data, tasks are schools);
-    both:    test_fraction of the tasks held out (a seeded draw over tasks), seed (the split and
-             the order of rows within each task), draw ("every_step": training draws
+    both:    test_fraction of the tasks held out (a seeded draw over tasks), validation_fraction
+             of the other tasks set aside for tuning (test.adapt = "tuned" only; a seeded draw
+             over tasks), seed (the splits and the order of rows within each task), draw ("every_step": training draws
              m_in + m_out rows of each training task afresh every outer step; "once": one draw,
              fixed), missing ("refuse" rows with missing values, the default for files, or
              "drop" them, the default for bundled datasets; either way the count is reported),
@@ -51,6 +55,8 @@ class DataConfig(BaseModel):
     # Defaults of the keys both table sources read: filled in for them (so that the resolved
     # config shows them), left None for the synthetic source (so that it dumps to no keys).
     test_fraction: Annotated[float, Field(gt=0, lt=1, strict=True)] | None = None
+    # Only with test.adapt = "tuned" (VALIDATION_FRACTION when left out); see validation_fraction().
+    validation_fraction: Annotated[float, Field(gt=0, lt=1, strict=True)] | None = None
     seed: Annotated[int, Field(ge=0, strict=True)] | None = None
     draw: Literal["every_step", "once"] | None = None
     missing: Literal["refuse", "drop"] | None = None
@@ -108,7 +114,7 @@ class DataConfig(BaseModel):
 
 # Keys only the synthetic model reads (None: the whole table): refused when given with a table
 # source, and left out of its resolved config. (test.seed is kept: sweeps set it; it is unused.)
-SYNTHETIC_KEYS = {"problem": None, "train": ("tasks", "batch_tasks"), "test": ("tasks",)}
+SYNTHETIC_KEYS = {"problem": None, "train": ("tasks", "batch_tasks"), "test": ("tasks", "validation_tasks")}
 
 
 def refuse_synthetic_keys(raw: Any) -> None:
@@ -137,12 +143,24 @@ def check_table_config(config) -> None:
         for key in sorted(given if keys is None else given & set(keys)):
             raise ValueError(f"{section}.{key} does not apply to {source} (the tasks, their number and d are "
                              "the table's): leave it out")
+    if config.data.validation_fraction is not None and config.test.adapt != "tuned":
+        raise ValueError("data.validation_fraction applies only with test.adapt = \"tuned\" (other rules train on "
+                         "every training task)")
     if config.method_spec.needs_truth:
         raise ValueError(f"method.name = \"{config.method.name}\" needs the true representation B*, which "
                          f"{source} does not have")
     if config.model.arch != "linear":
         raise ValueError(f"model.arch = \"{config.model.arch}\" does not read tasks from {source} (only "
                          "\"linear\" does)")
+
+
+def validation_fraction(config) -> float:
+    """The share of the training tasks a table source sets aside as validation tasks: none
+    unless test.adapt = "tuned", then data.validation_fraction (VALIDATION_FRACTION when left out)."""
+    if config.test.adapt != "tuned":
+        return 0.0
+    given = config.data.validation_fraction
+    return VALIDATION_FRACTION if given is None else given
 
 
 def drop_synthetic_keys(dumped: dict) -> None:

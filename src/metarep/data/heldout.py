@@ -14,6 +14,8 @@ import numpy as np
 from metarep.adapt import fit_heads, summarize
 from metarep.data.table import TaskSet
 
+HELDOUT_RULES = ("gradient", "ridge", "lstsq")
+
 
 @dataclass(frozen=True)
 class Episodes:
@@ -56,7 +58,7 @@ def heldout_mse(B: np.ndarray, w: np.ndarray, ep: Episodes, *, rule: str, alpha:
                 ridge: float = 0.0) -> np.ndarray:
     """Per-task test MSE of the model x^T B w after the test-time rule ("gradient": `steps`
     head steps of size alpha from w; "ridge", "lstsq": a head fitted on X B), (T,)."""
-    if rule not in ("gradient", "ridge", "lstsq"):
+    if rule not in HELDOUT_RULES:
         raise ValueError(f"test.adapt = {rule!r} needs the synthetic model's truth; real data takes gradient, "
                          "ridge or lstsq")
     heads = fit_heads(rule, B, w, ep.X, ep.y, alpha=alpha, steps=steps, ridge=ridge)

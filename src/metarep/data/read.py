@@ -17,7 +17,7 @@ from metarep.data.config import DataConfig
 from metarep.data.table import Columns, TaskData, prepare
 
 
-def load(data: DataConfig, *, m_train: int, m_test: int) -> TaskData:
+def load(data: DataConfig, *, m_train: int, m_test: int, validation_fraction: float = 0.0) -> TaskData:
     """The tasks of a file or bundled [data] source: training tasks with at least `m_train`
     rows, held-out tasks with at least m_test + 1 (m_test to adapt on, one or more to score)."""
     if data.source == "synthetic":
@@ -27,7 +27,8 @@ def load(data: DataConfig, *, m_train: int, m_test: int) -> TaskData:
     return prepare(frame, columns, m_train=m_train, min_heldout_rows=m_test + 1,
                    test_fraction=data.test_fraction, missing=data.missing, standardize=bool(data.standardize),
                    intercept=bool(data.intercept), rng_split=seeds.rng(data.seed, "data_split"),
-                   rng_rows=seeds.rng(data.seed, "data_rows"))
+                   rng_rows=seeds.rng(data.seed, "data_rows"), validation_fraction=validation_fraction,
+                   rng_validation=seeds.rng(data.seed, "validation_split"))
 
 
 def read(data: DataConfig) -> tuple[pd.DataFrame, Columns]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from metarep import seeds
 from metarep.config import ConfigError
+from metarep.data.config import validation_fraction
 from metarep.data.read import load
 from metarep.data.source import TableSource, draw_tasks
 from metarep.data.table import TaskData
@@ -18,7 +19,8 @@ from metarep.data.table import TaskData
 def table_source(config) -> TableSource:
     """The TableSource of config.data (a file or a bundled dataset), or ConfigError."""
     data_cfg, t = config.data, config.train
-    data = load(data_cfg, m_train=t.m_in + t.m_out, m_test=config.test.m_test)
+    data = load(data_cfg, m_train=t.m_in + t.m_out, m_test=config.test.m_test,
+                validation_fraction=validation_fraction(config))
     _check_method(config, data.d)
     fixed = None
     if data_cfg.draw == "once":

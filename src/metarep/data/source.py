@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from metarep.data.heldout import episodes, heldout_mse, summary
+from metarep.data.heldout import HELDOUT_RULES, episodes, heldout_mse, summary
 from metarep.data.table import TaskData, TaskSet
+from metarep.sources import headline_rule, run_protocol, test_keys
 from metarep.tasks import Tasks
+from metarep.tuning import tuned_summary
 
 
 def draw_rows(tasks: TaskSet, m: int, rng: np.random.Generator) -> np.ndarray:
@@ -59,11 +61,23 @@ class TableSource:
         assert rng is not None, "rows drawn every step need the task stream's generator"
         return draw_tasks(self.data.train, self.m_in, self.m_out, rng)
 
-    def evaluate(self, B: np.ndarray, w: np.ndarray, config: Any) -> dict:
-        """Test MSE on the held-out tasks after the test-time rule (metarep.data.heldout)."""
-        te, rule = config.test, config.adapt_rule
-        ep = episodes(self.data.heldout, te.m_test)
-        mse = heldout_mse(B, w, ep, rule=rule, alpha=config.test_alpha, steps=te.adapt_steps, ridge=te.ridge)
-        return {**summary(mse, ep, te.m_test), "adapt": rule,
-                "adapt_steps": te.adapt_steps if rule == "gradient" else None, "alpha": config.test_alpha,
-                "ridge": te.ridge if rule == "ridge" else None, "data": self.description}
+    def evaluate(self, B: np.ndarray, w: np.ndarray, config: Any, *, on_chunk=None, should_stop=None) -> dict:
+        """Test MSE on the held-out tasks after the test-time rule (metarep.data.heldout); with
+        test.adapt = "tuned", the rule chosen on the validation tasks (metarep.tuning). Each set
+        of tasks is one chunk for on_chunk(done, total) and should_stop()."""
+        te = config.test
+        sets = {"test": episodes(self.data.heldout, te.m_test)}
+        if self.data.validation is not None:
+            sets["validation"] = episodes(self.data.validation, te.m_test)
+
+        def score(rules, which, progress):
+            progress.check()
+            out = np.stack([heldout_mse(B, w, sets[which], rule=r.adapt, **r.keywords()) for r in rules])
+            progress.chunk(sets[which].n_tasks)
+            return out
+
+        n_validation = sets["validation"].n_tasks if "validation" in sets else 0
+        outcome = run_protocol(score, config, admits=HELDOUT_RULES, n_validation=n_validation,
+                               n_test=sets["test"].n_tasks, on_chunk=on_chunk, should_stop=should_stop)
+        return {**summary(outcome.test, sets["test"], te.m_test), **test_keys(headline_rule(outcome, config), config),
+                "data": self.description, "tuned": tuned_summary(outcome, "mse")}

@@ -2,7 +2,8 @@
 
 `prepare` does, in order: check the columns; refuse or drop rows with missing values; one-hot
 encode categorical features (levels from the whole table, first level dropped); draw the
-held-out tasks (a seeded permutation of the tasks, never of rows); drop tasks too small for
+held-out tasks (a seeded permutation of the tasks, never of rows) and, for tuning, validation
+tasks among the others (another seeded draw); drop tasks too small for
 their role; standardise features and target with the kept training rows only; shuffle the
 rows of every task with the seed; append the constant feature. Tasks are ragged: each set is
 one (rows, d) array plus offsets, rows of task i at offsets[i]:offsets[i + 1].
@@ -72,6 +73,7 @@ class TaskData:
     features: tuple[str, ...]
     standardizer: Standardizer
     counts: dict = field(default_factory=dict)
+    validation: TaskSet | None = None
 
     @property
     def d(self) -> int:
@@ -90,9 +92,12 @@ class Columns:
 
 def prepare(frame: pd.DataFrame, columns: Columns, *, m_train: int, min_heldout_rows: int, test_fraction: float,
             missing: str, standardize: bool, intercept: bool, rng_split: np.random.Generator,
-            rng_rows: np.random.Generator, where: str = "data") -> TaskData:
+            rng_rows: np.random.Generator, where: str = "data", validation_fraction: float = 0.0,
+            rng_validation: np.random.Generator | None = None) -> TaskData:
     """TaskData from a table (module docstring). Training tasks keep at least `m_train` rows,
-    held-out tasks at least `min_heldout_rows`. Raises ConfigError naming the problem."""
+    held-out tasks at least `min_heldout_rows`. With validation_fraction > 0, that share of the
+    other tasks (a draw from rng_validation) are validation tasks, kept like held-out ones and
+    left out of the training tasks and their statistics. Raises ConfigError naming the problem."""
     features = _check_columns(frame, columns, where)
     frame, n_missing = _missing(frame, [columns.task, columns.target, *features], missing, where)
     design, names = _encode(frame, features, set(columns.categorical))
@@ -109,14 +114,19 @@ def prepare(frame: pd.DataFrame, columns: Columns, *, m_train: int, min_heldout_
     heldout = split_tasks(n_tasks, test_fraction, rng_split)
     is_heldout = np.zeros(n_tasks, dtype=bool)
     is_heldout[heldout] = True
-    keep = np.where(is_heldout, sizes >= min_heldout_rows, sizes >= m_train)
+    is_validation = _validation_tasks(is_heldout, validation_fraction, rng_validation)
+    is_train = ~is_heldout & ~is_validation
+    keep = np.where(is_train, sizes >= m_train, sizes >= min_heldout_rows)
     counts = {"rows": int(len(frame) + n_missing), "rows_missing_dropped": n_missing, "tasks": n_tasks,
-              "train_tasks": int((~is_heldout & keep).sum()), "train_tasks_dropped": int((~is_heldout & ~keep).sum()),
+              "train_tasks": int((is_train & keep).sum()), "train_tasks_dropped": int((is_train & ~keep).sum()),
               "heldout_tasks": int((is_heldout & keep).sum()), "heldout_tasks_dropped": int((is_heldout & ~keep).sum())}
+    if validation_fraction > 0:
+        counts.update(validation_tasks=int((is_validation & keep).sum()),
+                      validation_tasks_dropped=int((is_validation & ~keep).sum()))
     _enough(counts, m_train, min_heldout_rows, where)
     order = _grouped_order(codes, rng_rows)
     X, y, codes = design[order], target[order], codes[order]
-    train_rows = ~is_heldout[codes] & keep[codes]
+    train_rows = is_train[codes] & keep[codes]
     scaler = _standardizer(X[train_rows], y[train_rows], standardize)
     X = (X - scaler.mean) / scaler.scale
     y = (y - scaler.y_mean) / scaler.y_scale
@@ -124,8 +134,9 @@ def prepare(frame: pd.DataFrame, columns: Columns, *, m_train: int, min_heldout_
         X, names = np.hstack([X, np.ones((len(X), 1))]), (*names, "(intercept)")
     tasks = TaskSet(np.ascontiguousarray(X), y, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
                     tuple(str(v) for v in labels))
-    train = tasks.select(np.flatnonzero(~is_heldout & keep))
-    return TaskData(train, tasks.select(np.flatnonzero(is_heldout & keep)), names, scaler, counts)
+    validation = tasks.select(np.flatnonzero(is_validation & keep)) if validation_fraction > 0 else None
+    return TaskData(tasks.select(np.flatnonzero(is_train & keep)), tasks.select(np.flatnonzero(is_heldout & keep)),
+                    names, scaler, counts, validation)
 
 
 def split_tasks(n_tasks: int, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -133,6 +144,16 @@ def split_tasks(n_tasks: int, test_fraction: float, rng: np.random.Generator) ->
     at least one and at most n - 1."""
     n_heldout = min(max(int(round(test_fraction * n_tasks)), 1), n_tasks - 1)
     return np.sort(rng.permutation(n_tasks)[:n_heldout])
+
+
+def _validation_tasks(is_heldout: np.ndarray, fraction: float, rng: np.random.Generator | None) -> np.ndarray:
+    """A mask of the validation tasks: `split_tasks` of the tasks not held out (none for fraction 0)."""
+    is_validation = np.zeros(len(is_heldout), dtype=bool)
+    if fraction > 0:
+        assert rng is not None, "validation tasks are drawn with their own generator"
+        rest = np.flatnonzero(~is_heldout)
+        is_validation[rest[split_tasks(len(rest), fraction, rng)]] = True
+    return is_validation
 
 
 def _check_columns(frame: pd.DataFrame, columns: Columns, where: str) -> tuple[str, ...]:
@@ -238,6 +259,11 @@ def _one_hot(values: pd.Series) -> tuple[np.ndarray, list[str]]:
 
 
 def _enough(counts: dict, m_train: int, min_heldout_rows: int, where: str) -> None:
+    if counts.get("validation_tasks", MIN_TASKS) < MIN_TASKS:
+        raise ConfigError(
+            f"{where}: too few validation tasks after filtering: {counts['validation_tasks']} with >= "
+            f"{min_heldout_rows} rows (test.m_test + 1); need {MIN_TASKS}: raise {where}.validation_fraction or "
+            "lower test.m_test")
     if counts["train_tasks"] < MIN_TASKS or counts["heldout_tasks"] < MIN_TASKS:
         raise ConfigError(
             f"{where}: too few tasks after filtering: {counts['train_tasks']} training tasks with >= {m_train} rows "

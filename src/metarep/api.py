@@ -87,10 +87,19 @@ class Result:
         """params.npz's arrays: the learned ones, then the ground truth."""
         return {**self.params, **(self.problem._asdict() if self.problem is not None else {})}
 
-    def save(self, run_dir: str | PathLike, *, figure: bool = True) -> Path:
+    def save(self, run_dir: str | PathLike, *, figure: bool = True, overwrite: bool = False) -> Path:
         """Write the run directory `metarep run` writes (config.toml, metrics.csv, params.npz,
-        summary.json, metrics.png), byte for byte the same files."""
+        summary.json, metrics.png), byte for byte the same files. Like `metarep run --out`, a
+        directory holding anything is refused (ConfigError) unless `overwrite` (then an earlier
+        run's files are removed first)."""
         path = Path(run_dir)
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{str(path)!r} exists and is not a directory: choose another run_dir")
+        if path.exists() and not store.only_temporaries(path):
+            if not overwrite:
+                raise ConfigError(f"run directory {str(path)!r} is not empty: choose another run_dir, or pass "
+                                  "overwrite=True to replace it")
+            store.clear_run_dir(path)
         path.mkdir(parents=True, exist_ok=True)
         store.write_config(path / "config.toml", self.config.to_dict())
         store.write_outputs(path, list(self.history), self.arrays(), self.summary, self.config, figure=figure)
@@ -110,8 +119,8 @@ def _split_arrays(arrays: Mapping[str, np.ndarray]) -> tuple[dict, GroundTruth |
 
 
 def _as_json(summary: dict) -> dict:
-    """The summary exactly as summary.json holds it (lists, not tuples or arrays)."""
-    return json.loads(json.dumps(summary))
+    """The summary exactly as summary.json holds it (lists, not tuples or arrays; None for NaN)."""
+    return json.loads(store.summary_bytes(summary))
 
 
 def run(config: ConfigLike, *, out: str | PathLike | None = None, progress: bool = False,

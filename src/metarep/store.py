@@ -20,6 +20,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -213,13 +214,31 @@ def write_outputs(run_dir: Path, history: list[dict], arrays: dict, summary: dic
         from metarep.plots import metrics_figure, save_figure
 
         save_figure(metrics_figure(history, summary, config), run_dir / "metrics.png")
-    atomic_write(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write(run_dir / "summary.json", summary_bytes(summary))
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
     fsync_dir(run_dir)
 
 
+def json_safe(value):
+    """`value` with every non-finite float (NaN, +-inf) replaced by None: strict JSON has no
+    NaN, and summary.json is read by tools other than Python (null means "no value")."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def summary_bytes(summary: dict) -> bytes:
+    """summary.json's content: strict JSON (non-finite numbers as null), indented."""
+    return (json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n").encode()
+
+
 def read_summary(run_dir: Path) -> dict | None:
-    """summary.json of a finished run, None when there is none; an unreadable one is a ConfigError."""
+    """summary.json of a finished run, None when there is none; an unreadable one is a ConfigError.
+    A number with no value (NaN when computed) reads back as None, as it was written."""
     path = Path(run_dir) / "summary.json"
     if not path.exists():
         return None

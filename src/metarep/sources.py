@@ -154,6 +154,22 @@ def test_keys(head: Rule, config) -> dict:
             "ridge": head.ridge if head.adapt == "ridge" else None, "m_test": config.test.m_test}
 
 
+def test_advice(config) -> str:
+    """Which setting to lower when test-time adaptation runs away."""
+    if config.test.adapt == "tuned":
+        return "narrow test.tune_alpha or test.tune_steps (or leave \"gradient\" out of test.tune_rules)"
+    if config.adapt_rule == "gradient":
+        return f"lower test.alpha (now {config.test_alpha}) or test.adapt_steps"
+    return f"lower train.beta (now {config.train.beta})"
+
+
+def tuning_candidates(te) -> int:
+    """How many rules the tuning grid holds at most (the method may admit fewer)."""
+    rules = te.tune_rules or ()
+    return 1 + len(te.tune_steps or ()) * len(te.tune_alpha or (0, 0, 0)) * ("gradient" in rules) + \
+        len(te.tune_ridge or ()) * ("ridge" in rules) + ("lstsq" in rules) + ("bayes" in rules)
+
+
 def chunked_scores(problem: Problem, rules, config, which: str, progress: tuning.Progress, score_chunk) -> np.ndarray:
     """Per-task scores (len(rules), n) of the synthetic "test" (test.tasks, stream test_tasks) or
     "validation" tasks (test.validation_tasks, stream validation_tasks) of test.seed, drawn and

@@ -14,7 +14,7 @@ from metarep.engine.state import TrainState
 from metarep.methods import Method, outer_step, shared_head
 from metarep.methods.base import chunked_gradient
 from metarep.params import Params, init_params, sgd_update
-from metarep.sources import TEST_CHUNK, FromSource, TaskSource, build_source
+from metarep.sources import TEST_CHUNK, FromSource, TaskSource, build_source, test_advice, tuning_candidates
 from metarep.theory import lambda_star, lemma2_rate
 
 FLOAT = 8
@@ -122,15 +122,6 @@ class LinearExperiment(FromSource):
                 "lemma2_rate": rate}
 
 
-def test_advice(config) -> str:
-    """Which setting to lower when test-time adaptation runs away."""
-    if config.test.adapt == "tuned":
-        return "narrow test.tune_alpha or test.tune_steps (or leave \"gradient\" out of test.tune_rules)"
-    if config.adapt_rule == "gradient":
-        return f"lower test.alpha (now {config.test_alpha}) or test.adapt_steps"
-    return f"lower train.beta (now {config.train.beta})"
-
-
 def build(config) -> LinearExperiment:
     """The experiment a config describes: the problem and training tasks drawn from its seeds."""
     t = config.train
@@ -139,13 +130,6 @@ def build(config) -> LinearExperiment:
     if source.truth is not None:
         lam = lambda_star(source.truth.Sigma_star, source.truth.noise_std, t.alpha, _inf_as_float(t.m_in))
     return LinearExperiment(config, config.method_spec, source, lam, config.hyper)
-
-
-def tuning_candidates(te) -> int:
-    """How many rules the tuning grid holds at most (the method may admit fewer)."""
-    rules = te.tune_rules or ()
-    return 1 + len(te.tune_steps or ()) * len(te.tune_alpha or (0, 0, 0)) * ("gradient" in rules) + \
-        len(te.tune_ridge or ()) * ("ridge" in rules) + ("lstsq" in rules) + ("bayes" in rules)
 
 
 def _size(value, default=0):

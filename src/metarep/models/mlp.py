@@ -13,17 +13,27 @@ from typing import Any
 
 import numpy as np
 
-from metarep import seeds
-from metarep.adapt import summarize
+from metarep import seeds, tuning
+from metarep.adapt import ADAPT_RULES, summarize
 from metarep.engine.state import TrainState
 from metarep.methods import Method, outer_step
+from metarep.nonlinear.evaluate import EVAL_BLOCK, EVAL_INPUTS, feature_moments, fit_test_heads, moment_risk
 from metarep.nonlinear.model import MLPParams, MLPSpec, init_mlp_params
-from metarep.problem import sample_tasks
-from metarep.sources import TEST_CHUNK, FromSource, SyntheticSource, synthetic_source
+from metarep.sources import (
+    TEST_CHUNK,
+    FromSource,
+    SyntheticSource,
+    chunked_scores,
+    headline_rule,
+    run_protocol,
+    synthetic_source,
+    test_advice,
+    test_keys,
+    tuning_candidates,
+)
 
-# Inputs the representation is measured on (metrics) and the excess risk is averaged over.
+# Inputs the representation is measured on (metrics).
 PROBE_INPUTS = 2000
-EVAL_INPUTS = 4096
 FIRST_LAYER_METRICS = ("align_norm", "sigma_min", "perp_norm", "effective_rank", "r2")
 
 
@@ -46,7 +56,6 @@ class MLPExperiment(FromSource):
     net: Any
     hyper: dict
     X_probe: np.ndarray
-    X_eval: np.ndarray
     direct: MLPParams | None = None
     train_tensors: Any = None
     runs: int | None = None
@@ -92,32 +101,30 @@ class MLPExperiment(FromSource):
             return f"lower train.alpha (now {t.alpha}) or model.init_scale"
         return f"lower train.beta (now {t.beta})"
 
-    def evaluate(self, params: MLPParams) -> dict:
-        """Excess risk on test.tasks new tasks (the linear model's test tasks: same seed, same
-        draws) after fitting each head on phi(X), averaged over the evaluation inputs."""
-        from metarep.nonlinear.evaluate import excess_risk, fit_test_heads
+    def evaluate(self, params: MLPParams, *, on_chunk=None, should_stop=None) -> dict:
+        """Excess risk on test.tasks new tasks (the linear model's test and validation tasks: same
+        seed, same draws) after fitting each head on phi(X): the quadratic form of each task's head
+        error in the second moments of (phi, phi*) on EVAL_INPUTS inputs (nonlinear.evaluate).
+        on_chunk(done, total) after each chunk of tasks; should_stop() before each."""
+        c, problem, activation = self.config, self.problem, self.spec.activation
+        M = feature_moments(params, problem, activation, seeds.rng(c.test.seed, "eval_inputs"))
 
-        c, problem = self.config, self.problem
-        te, rule = c.test, c.adapt_rule
-        rng = seeds.rng(te.seed, "test_tasks")
-        risks = []
-        for start in range(0, te.tasks, TEST_CHUNK):
-            tasks = sample_tasks(problem, min(TEST_CHUNK, te.tasks - start), te.m_test, 0, rng)
-            heads = fit_test_heads(rule, params, tasks.X_in, tasks.y_in, activation=self.spec.activation,
-                                   problem=problem, alpha=c.test_alpha, steps=te.adapt_steps, ridge=te.ridge)
-            assert tasks.w_star is not None
-            risks.append(excess_risk(params, heads, problem, tasks.w_star, self.X_eval, self.spec.activation))
-        mean, se = summarize(np.concatenate(risks))
-        return {"excess_risk": mean, "excess_risk_se": se, "excess_risk_expected": None, "adapt": rule,
-                "adapt_steps": te.adapt_steps if rule == "gradient" else None, "alpha": c.test_alpha,
-                "ridge": te.ridge if rule == "ridge" else None, "m_test": te.m_test, "tasks": te.tasks,
-                "eval_inputs": EVAL_INPUTS}
+        def score_chunk(rules, tasks):
+            return np.stack([moment_risk(fit_test_heads(r.adapt, params, tasks.X_in, tasks.y_in, activation=activation,
+                                                        problem=problem, **r.keywords()), tasks.w_star, M)
+                             for r in rules])
+
+        def score(rules, which, progress):
+            return chunked_scores(problem, rules, c, which, progress, score_chunk)
+
+        outcome = run_protocol(score, c, admits=ADAPT_RULES, on_chunk=on_chunk, should_stop=should_stop)
+        mean, se = summarize(outcome.test)
+        return {"excess_risk": mean, "excess_risk_se": se, "excess_risk_expected": None,
+                **test_keys(headline_rule(outcome, c), c), "tasks": c.test.tasks, "eval_inputs": EVAL_INPUTS,
+                "tuned": tuning.tuned_summary(outcome, "excess_risk")}
 
     def test_advice(self) -> str:
-        c = self.config
-        if c.adapt_rule == "gradient":
-            return f"lower test.alpha (now {c.test_alpha}) or test.adapt_steps"
-        return f"lower train.beta (now {c.train.beta})"
+        return test_advice(self.config)
 
     def arrays(self, params: MLPParams) -> dict[str, np.ndarray]:
         """Every field of the network (absent layers as empty arrays) and the ground truth."""
@@ -148,14 +155,13 @@ def build(config) -> MLPExperiment:
     net = Net(spec.activation, config.model.options.dtype, resolve_device(config.train.device))
     d = config.problem.d
     X_probe = seeds.rng(config.problem.seed, "probe").standard_normal((PROBE_INPUTS, d))
-    X_eval = seeds.rng(config.test.seed, "eval_inputs").standard_normal((EVAL_INPUTS, d))
     direct = None
     if method.fit is not None:
         tasks = source.training_tasks(seeds.rng(config.train.seed, "train_tasks"))
         direct, spec = method.fit(source.truth, tasks, spec=spec, init=lambda s: init_network(config, s))
         direct = MLPParams(*(a.astype(np.dtype(config.model.options.dtype)) for a in direct))
     tensors = torch_tasks(source.tasks, net) if source.tasks is not None and method.iterative else None
-    return MLPExperiment(config, method, source, spec, net, config.hyper, X_probe, X_eval, direct, tensors)
+    return MLPExperiment(config, method, source, spec, net, config.hyper, X_probe, direct, tensors)
 
 
 def estimate_bytes(config) -> dict[str, int]:
@@ -171,11 +177,13 @@ def estimate_bytes(config) -> dict[str, int]:
     units = spec.n1 + (spec.width if spec.layers == 3 else 0)
     per_body = getattr(config.method_spec.gradient, "per_task_body", False)
     per_task = n * n_params * 4 * (t.inner_steps + 1) if per_body else 3 * n * spec.width
+    n_validation = te.n_validation if te.adapt == "tuned" else 0
     return {
         "problem": (3 * p.d * p.k + 6 * n_params) * 8,
         "train_tasks": copies * samples * (p.d + 1) * 8,
         "working": (samples * units * (4 + 2 * t.inner_steps) + per_task) * 8,
-        "test_tasks": (min(te.tasks, TEST_CHUNK) * te.m_test * (p.d + 3 * spec.width) + EVAL_INPUTS
-                       * (p.d + spec.width + te.tasks) + PROBE_INPUTS * (p.d + spec.width)) * 8,
+        "test_tasks": (min(max(te.tasks, n_validation), TEST_CHUNK) * te.m_test * (p.d + 3 * spec.width) + EVAL_BLOCK
+                       * (p.d + units + spec.width + p.k) + (te.tasks + n_validation) * tuning_candidates(te)
+                       + PROBE_INPUTS * (p.d + spec.width)) * 8,
         "history": ((t.steps // t.log_every + 2) * (8 + 2 * spec.width)) * 130,
     }

@@ -21,6 +21,7 @@ import tomli_w
 from metarep.atomic import atomic_write
 from metarep.config import ConfigError, validate
 from metarep.metrics import numerical_rank
+from metarep.reproduce import protocol, verdict
 from metarep.reproduce.common import (
     adapt_description,
     batchable,
@@ -41,10 +42,12 @@ from metarep.reproduce.common import (
 COARSE_TOL = 0.1         # a second, coarser rank threshold: 1/t unlearning makes the 1e-2 one slow to reach
 ROW_FILE = re.compile(r"^(\d+)_(\w+)\.toml$")
 CSV_COLUMNS = ("row", "label", "method", "training", "tasks", "m_in", "m_out", "steps", "width", "test_adapt",
-               "seeds", "completed", "excess_risk_mean", "excess_risk_std", "excess_risk_se_mean",
+               "seeds", "completed", "excess_risk_mean", "excess_risk_std", "excess_risk_se_mean", "tuned_risk_mean",
+               "tuned_risk_std", "tuned_rules",
                "perp_norm_mean", "perp_norm_std", "align_norm_mean", "mean_norm_mean", "lambda_rel_err_mean",
                "rank_min", "rank_max", "rank_rel_tol", "rank_10_min", "rank_10_max", "cpu_s")
-SEED_COLUMNS = ("row", "seed", "status", "excess_risk", "excess_risk_se", "perp_norm", "align_norm", "mean_norm",
+SEED_COLUMNS = ("row", "seed", "status", "excess_risk", "excess_risk_se", "tuned_risk", "tuned_risk_se",
+                "tuned_validation", "tuned_rule", "perp_norm", "align_norm", "mean_norm",
                 "lambda_rel_err", "rank", "rank_10", "steps", "cpu_s", "message")
 
 
@@ -94,9 +97,13 @@ def load_rows(*, quick: bool, experiments=None, only: tuple[str, ...] = (), step
 
 
 def _result(row: str, seed: int, summ: dict, cpu_s: float) -> dict:
-    final, test = summ["final"], summ["test"] or {}
-    return {"row": row, "seed": seed, "status": summ["status"], "excess_risk": test.get("excess_risk"),
-            "excess_risk_se": test.get("excess_risk_se"), "perp_norm": final["perp_norm"],
+    """One (row, seed): excess_risk under the row's own rule; tuned_* under the tuned rule
+    (None for a row that is not tuned)."""
+    final, score = summ["final"], protocol.scores(summ["test"])
+    return {"row": row, "seed": seed, "status": summ["status"], "excess_risk": score["own"],
+            "excess_risk_se": score["own_se"], "tuned_risk": score["tuned"], "tuned_risk_se": score["tuned_se"],
+            "tuned_validation": score["tuned_validation"], "tuned_rule": score["tuned_rule"],
+            "perp_norm": final["perp_norm"],
             "align_norm": final["align_norm"], "mean_norm": final["mean_norm"],
             "lambda_rel_err": final["lambda_rel_err"], "rank": final["rank"], "rank_rel_tol": final["rank_rel_tol"],
             "rank_10": int(numerical_rank(np.asarray(final["singular_values"]), COARSE_TOL)),
@@ -156,10 +163,14 @@ def training_text(config) -> str:
 def _stats(done: list[dict]) -> dict:
     """Mean (and spread) over the completed seeds of one row."""
     risk, risk_std = mean_std([r["excess_risk"] for r in done])
+    tuned = [r["tuned_risk"] for r in done if r["tuned_risk"] is not None]
+    tuned_risk, tuned_std = mean_std(tuned) if tuned else (None, None)
     perp, perp_std = mean_std([r["perp_norm"] for r in done])
     ranks, ranks10 = [r["rank"] for r in done], [r["rank_10"] for r in done]
     return {"excess_risk_mean": risk, "excess_risk_std": risk_std,
             "excess_risk_se_mean": mean_std([r["excess_risk_se"] for r in done])[0],
+            "tuned_risk_mean": tuned_risk, "tuned_risk_std": tuned_std,
+            "tuned_rules": protocol.chosen([r["tuned_rule"] for r in done]) if tuned else None,
             "perp_norm_mean": perp, "perp_norm_std": perp_std,
             "align_norm_mean": mean_std([r["align_norm"] for r in done])[0],
             "mean_norm_mean": mean_std([r["mean_norm"] for r in done])[0],
@@ -190,23 +201,13 @@ def aggregate(rows: list[Row], results: list[dict]) -> list[dict]:
     return table
 
 
-def paired(results: list[dict], a: str, b: str) -> tuple[float, float, int] | None:
-    """Mean and standard deviation over seeds of risk(a) - risk(b), on the seeds both completed."""
-    ra = {r["seed"]: r["excess_risk"] for r in results if r["row"] == a and r["status"] == "completed"}
-    rb = {r["seed"]: r["excess_risk"] for r in results if r["row"] == b and r["status"] == "completed"}
+def paired(results: list[dict], a: str, b: str, key: str = "excess_risk") -> verdict.Verdict | None:
+    """The verdict on "row a has lower `key` than row b" from the paired differences over the
+    seeds both completed (None when there are none)."""
+    ra = {r["seed"]: r[key] for r in results if r["row"] == a and r["status"] == "completed" and r[key] is not None}
+    rb = {r["seed"]: r[key] for r in results if r["row"] == b and r["status"] == "completed" and r[key] is not None}
     common = sorted(set(ra) & set(rb))
-    if not common:
-        return None
-    diff = [ra[s] - rb[s] for s in common]
-    mean, std = mean_std(diff)
-    return mean, std, len(common)
-
-
-def _strength(mean: float, std: float, n: int) -> str:
-    if n > 1 and np.isfinite(std) and std > 0:
-        sig = abs(mean) / (std / np.sqrt(n))
-        return "consistently" if sig > 3 else "but not consistently across seeds" if sig < 2 else "mostly"
-    return "(one seed)"
+    return verdict.paired([ra[s] - rb[s] for s in common]) if common else None
 
 
 def _horizon(ra: dict, rb: dict) -> str:
@@ -217,16 +218,19 @@ def _horizon(ra: dict, rb: dict) -> str:
 
 
 def compare(by: dict, results: list[dict], a: str, b: str, what: str) -> str | None:
-    """The paired comparison of rows a and b, as a sentence (None if either is missing)."""
+    """The paired comparison of rows a and b, under each row's own rule and under the tuned rule,
+    with its verdict on "a is lower" (None if either row is missing)."""
     p = paired(results, a, b) if a in by and b in by else None
     if p is None:
         return None
-    mean, std, n = p
     ra, rb = by[a], by[b]
-    verb = "lower" if mean < 0 else "higher"
-    return (f"{what}: {ra['label']} has {verb} test excess risk than {rb['label']} "
-            f"({fmt(ra['excess_risk_mean'])} vs {fmt(rb['excess_risk_mean'])}; paired difference {fmt(mean)} +- "
-            f"{fmt(std)} over {n} seeds, {_strength(mean, std, n)}{_horizon(ra, rb)}).")
+    text = (f"{what}: is {ra['label']} lower than {rb['label']}? Own rules: {fmt(ra['excess_risk_mean'])} vs "
+            f"{fmt(rb['excess_risk_mean'])}, paired difference {p.text()}")
+    tuned = paired(results, a, b, "tuned_risk")
+    if tuned is not None and tuned.n:
+        text += (f"; tuned rule: {fmt(ra['tuned_risk_mean'])} vs {fmt(rb['tuned_risk_mean'])}, paired difference "
+                 f"{tuned.text()}")
+    return text + f"{_horizon(ra, rb)}."
 
 
 def _unlearning(a: dict, b: dict) -> str:
@@ -286,7 +290,9 @@ def _table_body(table: list[dict]) -> list[list]:
         risk = f"{fmt(r['excess_risk_mean'])} +- {fmt(r['excess_risk_std'], 2)}" if r["completed"] else "diverged"
         if r["completed"] < r["seeds"] and r["completed"]:
             risk += f" ({r['completed']}/{r['seeds']} seeds)"
-        body.append([r["label"], r["training"], r["steps"] or "-", r["test_adapt"], risk,
+        tuned = (f"{fmt(r['tuned_risk_mean'])} +- {fmt(r['tuned_risk_std'], 2)} ({r['tuned_rules']})"
+                 if r["completed"] and r["tuned_risk_mean"] is not None else "-")
+        body.append([r["label"], r["training"], r["steps"] or "-", r["test_adapt"], risk, tuned,
                      f"{fmt(r['perp_norm_mean'])}", _span(r["rank_min"], r["rank_max"]),
                      _span(r["rank_10_min"], r["rank_10_max"]), r["paper"]])
     return body
@@ -297,10 +303,17 @@ def render_markdown(table, notes: list[str], *, base: dict, seeds, quick: bool, 
     lines = [f"# Table 1: test excess risk after adaptation{' (quick run)' if quick else ''}", "",
              f"`{command}`: wall time **{wall_s:.1f} s** ({machine}).", "", _setting(base, seeds, steps), "",
              "Excess risk: mean +- standard deviation over seeds of each seed's mean over its test tasks "
-             "(same B* and same test tasks for every row of a seed). perp_norm = ||P_perp B||_2 at the end "
-             "(mean over seeds).", "", "![table1](table1.png)", ""]
+             "(same B* and same test tasks for every row of a seed), first under the row's own test-time rule "
+             "(the paper's protocol: one head step for the meta-learners), then under the tuned rule: every "
+             "rule (gradient steps and step sizes, ridge strengths, least squares, Bayes) tried on validation "
+             "tasks drawn apart from the test tasks, the lowest mean validation risk chosen per seed, and that "
+             "choice scored on the same test tasks (chosen rules in brackets, with their count over seeds). "
+             "perp_norm = ||P_perp B||_2 at the end (mean over seeds). Paired differences come with a 95% "
+             "t-interval over seeds and a verdict: holds or does not hold only when the interval excludes "
+             "zero, otherwise not decided.", "", "![table1](table1.png)", ""]
     tol = next((r["rank_rel_tol"] for r in table if r["rank_rel_tol"] is not None), None)
-    header = ["row", "training", "steps", "test-time adaptation", "excess risk", "perp_norm",
+    header = ["row", "training", "steps", "own test-time rule", "excess risk (own rule)",
+              "excess risk (tuned rule)", "perp_norm",
               f"rank (tol {tol:g})" if tol else "rank", f"rank (tol {COARSE_TOL:g})", "paper"]
     lines.append(markdown_table(header, _table_body(table)))
     lines += ["The two rank columns count singular values of B above 1e-2 and 1e-1 of the largest (min-max over "
@@ -326,7 +339,11 @@ def draw(table: list[dict], path: Path) -> None:
     ax = fig.subplots()
     y = np.arange(len(done))[::-1]
     ax.barh(y, [r["excess_risk_mean"] for r in done], xerr=[r["excess_risk_std"] or 0.0 for r in done],
-            color="C0", capsize=3, label="measured (mean +- std over seeds)")
+            color="C0", capsize=3, label="own test-time rule (mean +- std over seeds)")
+    tuned = [(yi, r["tuned_risk_mean"]) for yi, r in zip(y, done) if r["tuned_risk_mean"] is not None]
+    if tuned:
+        ax.plot([v for _, v in tuned], [yi for yi, _ in tuned], "o", color="C1",
+                label="tuned rule (chosen on validation tasks)")
     paper = [(yi, float(r["paper"].split()[0])) for yi, r in zip(y, done) if r["paper"]]
     if paper:
         ax.plot([v for _, v in paper], [yi for yi, _ in paper], "k^", label="the paper's value")

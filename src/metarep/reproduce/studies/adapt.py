@@ -2,13 +2,16 @@
 compare with ridge / least squares on the learned features? (The paper leaves it open.)
 
 Settings: experiments/studies/adapt.toml ([study]: the trained models, the test-time rules, the
-reference rows, seeds). Each model is trained once per seed and evaluated with every rule on the
-same test tasks. Writes adapt.md, adapt.csv, adapt_summary.json and adapt.png.
+reference rows, seeds). Each model is trained once per seed and scored with every rule on
+validation tasks and on test tasks (independent draws: the library's validation_tasks and
+test_tasks streams of test.seed). The number of steps, and the closed-form head, are chosen per
+seed by the mean validation risk; the test risk of that choice is what the study reports. The
+whole grid on the test tasks is shown for reference only (choosing from it would be optimistic).
+Writes adapt.md, adapt.csv, adapt_seeds.csv, adapt_summary.json and adapt.png.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from metarep import tuning
+from metarep.adapt import excess_risk, fit_heads
+from metarep.adapt import summarize as mean_se
 from metarep.config import validate
+from metarep.methods.base import shared_head
+from metarep.reproduce import protocol, verdict
 from metarep.reproduce.common import (
     batchable,
     deep_merge,
@@ -35,7 +43,10 @@ from metarep.reproduce.studies import page
 
 NAME = "adapt"
 COLUMNS = ("model", "label", "rule", "param", "seeds", "excess_risk_mean", "excess_risk_std", "excess_risk_se_mean",
-           "perp_norm_mean")
+           "validation_mean", "perp_norm_mean")
+SEED_COLUMNS = ("model", "seed", "status", "one_step", "chosen_steps", "chosen_steps_validation", "chosen_steps_risk",
+                "chosen_closed_form", "chosen_closed_form_validation", "chosen_closed_form_risk", "perp_norm")
+CLOSED = ("ridge", "lstsq")
 SECTIONS = ("problem", "model", "method", "train", "test")
 
 
@@ -46,6 +57,7 @@ class Design:
     models: list[dict]           # key, label and config overrides of each trained model
     rules: list[dict]            # rule, param and the [test] keys of each test-time rule
     references: list[dict]       # rows evaluated once with their own rule (e.g. the oracle)
+    validation_tasks: int        # validation tasks per seed (the choice is made on them)
 
     def config(self, over: dict, seed: int) -> dict:
         return with_seed(deep_merge(self.data, {k: v for k, v in over.items() if k in SECTIONS}), seed)
@@ -58,7 +70,7 @@ def design(data: dict, study: dict) -> Design:
               for lam in study["ridge"]]
     rules += [{"rule": "lstsq", "param": None, "test": {"adapt": "lstsq"}}]
     return Design(data, list(range(int(study.get("seeds", 3)))), list(study["models"]), rules,
-                  list(study.get("references", [])))
+                  list(study.get("references", [])), int(study.get("validation_tasks", 1000)))
 
 
 def plan(d: Design) -> tuple[list[dict], list[float]]:
@@ -68,12 +80,13 @@ def plan(d: Design) -> tuple[list[dict], list[float]]:
         configs = [d.config(model, s) for s in d.seeds]
         if batchable(validate(configs[0])):
             jobs.append({"kind": "adapt", "model": model["key"], "configs": configs, "batch": True, "rules": d.rules,
-                         "tag": model["key"]})
+                         "validation_tasks": d.validation_tasks, "tag": model["key"]})
             costs.append(1.0)
         else:
             for s, c in zip(d.seeds, configs):
                 jobs.append({"kind": "adapt", "model": model["key"], "configs": [c], "batch": False,
-                             "rules": d.rules, "tag": f"{model['key']} seed {s}"})
+                             "rules": d.rules, "validation_tasks": d.validation_tasks,
+                             "tag": f"{model['key']} seed {s}"})
                 costs.append(10.0)
     for ref in d.references:
         for s in d.seeds:
@@ -87,9 +100,33 @@ def work(job: dict) -> list[dict]:
     return [run_config_job(job)] if job["kind"] == "run" else adapt_job(job)
 
 
+def _as_rule(rule: dict, config) -> tuning.Rule:
+    te = rule["test"]
+    return tuning.Rule(te["adapt"], steps=te.get("adapt_steps", 1), alpha=config.test_alpha, ridge=te.get("ridge", 0.0))
+
+
+def rule_scores(exp, params, rules: list[dict], which: str, n: int) -> np.ndarray:
+    """Per-task excess risk (len(rules), n) of every rule on the run's `which` tasks ("validation"
+    or "test": the library's validation_tasks / test_tasks streams of test.seed), all rules on the
+    same tasks."""
+    from metarep.sources import chunked_scores
+
+    config, problem = exp.config, exp.problem
+    B, w = params.B, shared_head(params)
+    ruled = [_as_rule(r, config) for r in rules]
+
+    def score_chunk(rs, tasks):
+        return np.stack([excess_risk(B, fit_heads(r.adapt, B, w, tasks.X_in, tasks.y_in, problem=problem,
+                                                  **r.keywords()), problem.B_star, tasks.w_star) for r in rs])
+
+    # a copy, not a validated config: validation_tasks sizes the validation draw here, with no tuning
+    sized = config.model_copy(update={"test": config.test.model_copy(update={"validation_tasks": n, "tasks": n})})
+    return chunked_scores(problem, ruled, sized, which, tuning.Progress(n), score_chunk)
+
+
 def adapt_job(job: dict) -> list[dict]:
-    """Train one model (a population batch over seeds, or one finite run), then evaluate it with
-    every test-time rule of the study on the same test tasks."""
+    """Train one model (a population batch over seeds, or one finite run), then score it with
+    every test-time rule of the study on the same validation tasks and the same test tasks."""
     from metarep.engine import build, train
 
     configs = [validate(c) for c in job["configs"]]
@@ -101,21 +138,30 @@ def adapt_job(job: dict) -> list[dict]:
             exp = build(c)
             trained.append((exp, train(exp, exp.initial_state())))
     rows = []
-    for (exp, state), data in zip(trained, job["configs"]):
-        for rule in job["rules"]:
+    for exp, state in trained:
+        ok = state.status == "completed"
+        if ok:
+            val = rule_scores(exp, state.params, job["rules"], "validation", job["validation_tasks"])
+            test = rule_scores(exp, state.params, job["rules"], "test", exp.config.test.tasks)
+        for i, rule in enumerate(job["rules"]):
             item = {"model": job["model"], "seed": exp.config.problem.seed, "rule": rule["rule"],
                     "param": rule["param"], "status": state.status, "excess_risk": None, "excess_risk_se": None,
-                    "perp_norm": state.history[-1]["perp_norm"]}
-            if state.status == "completed":
-                ruled = dataclasses.replace(exp, config=validate(deep_merge(data, {"test": rule["test"]})))
-                r = ruled.evaluate(state.params)
-                item.update(excess_risk=r["excess_risk"], excess_risk_se=r["excess_risk_se"])
+                    "validation": None, "perp_norm": state.history[-1]["perp_norm"]}
+            if ok:
+                t_mean, t_se = mean_se(test[i])
+                item.update(excess_risk=t_mean, excess_risk_se=t_se, validation=float(val[i].mean()))
             rows.append(item)
     return rows
 
 
+def flatten(jobs: list[dict], results: list[list[dict]]) -> list[dict]:
+    """Every (model, seed, rule) of the trained models."""
+    return [r for job, batch in zip(jobs, results) if job["kind"] == "adapt" for r in batch]
+
+
 def aggregate(d: Design, jobs: list[dict], results: list[list[dict]]) -> list[dict]:
-    flat = [r for job, batch in zip(jobs, results) if job["kind"] == "adapt" for r in batch]
+    """The grid: per model and rule, the test risk over seeds (and the validation risk)."""
+    flat = flatten(jobs, results)
     rows = []
     for model in d.models:
         for rule in d.rules:
@@ -126,6 +172,7 @@ def aggregate(d: Design, jobs: list[dict], results: list[list[dict]]) -> list[di
                          "param": rule["param"], "seeds": len(mine), "excess_risk_mean": risk[0],
                          "excess_risk_std": risk[1],
                          "excess_risk_se_mean": mean_std([r["excess_risk_se"] for r in mine])[0],
+                         "validation_mean": mean_std([r["validation"] for r in mine])[0],
                          "perp_norm_mean": mean_std([r["perp_norm"] for r in mine])[0]})
     for ref in d.references:
         mine = [b[0] for job, b in zip(jobs, results) if job["kind"] == "run" and job["model"] == ref["key"]]
@@ -135,60 +182,125 @@ def aggregate(d: Design, jobs: list[dict], results: list[list[dict]]) -> list[di
     return rows
 
 
+def _pick(rules: list[dict]) -> dict | None:
+    """The rule with the lowest validation risk (finite), or None."""
+    finite = [r for r in rules if r["validation"] is not None and np.isfinite(r["validation"])]
+    return min(finite, key=lambda r: r["validation"]) if finite else None
+
+
+def choices(d: Design, flat: list[dict]) -> list[dict]:
+    """Per model and seed: the one-step test risk, and the number of steps and the closed-form
+    head chosen on the validation tasks with the test risk of each choice."""
+    out = []
+    for model in d.models:
+        for seed in d.seeds:
+            mine = [r for r in flat if r["model"] == model["key"] and r["seed"] == seed]
+            if not mine:
+                continue
+            row = {"model": model["key"], "seed": seed, "status": mine[0]["status"], "perp_norm": mine[0]["perp_norm"]}
+            if mine[0]["status"] == "completed":
+                grad = [r for r in mine if r["rule"] == "gradient"]
+                steps, closed = _pick(grad), _pick([r for r in mine if r["rule"] in CLOSED])
+                row["one_step"] = next((r["excess_risk"] for r in grad if r["param"] == 1), None)
+                for key, pick in (("chosen_steps", steps), ("chosen_closed_form", closed)):
+                    if pick is not None:
+                        row[key] = pick["param"] if key == "chosen_steps" else _rule_name(pick)
+                        row[f"{key}_validation"], row[f"{key}_risk"] = pick["validation"], pick["excess_risk"]
+            out.append(row)
+    return out
+
+
 def _rule_name(r: dict) -> str:
-    if r["rule"] in ("ridge", "lstsq"):
+    if r["rule"] in CLOSED:
         return "least squares" if r["rule"] == "lstsq" else f"ridge {r['param']:g}"
     return f"{r['param']} gradient step{'' if r['param'] == 1 else 's'}"
 
 
-def summarize(d: Design, rows: list[dict]) -> dict:
-    """adapt_summary.json: per model the one-step risk, the best number of steps and the best
-    closed-form head; the reference rows."""
+def _versus(seeds: list[dict], a: str, b: str) -> dict:
+    """The verdict on "a is lower than b" over the seeds that have both."""
+    both = [(r[a], r[b]) for r in seeds if r.get(a) is not None and r.get(b) is not None]
+    return verdict.paired([x - y for x, y in both]).as_dict()
+
+
+def summarize(d: Design, rows: list[dict], seeds: list[dict]) -> dict:
+    """adapt_summary.json: per model the one-step risk, the step count and the closed-form head
+    chosen on validation tasks (their test risk, paired verdicts against one step), and for
+    reference the grid's best on the test tasks themselves; the reference rows."""
     models = {}
     for model in d.models:
         mine = [r for r in rows if r["model"] == model["key"] and np.isfinite(r["excess_risk_mean"])]
         grad = [r for r in mine if r["rule"] == "gradient"]
-        closed = [r for r in mine if r["rule"] in ("ridge", "lstsq")]
-        if not grad:
+        closed = [r for r in mine if r["rule"] in CLOSED]
+        per_seed = [r for r in seeds if r["model"] == model["key"] and r["status"] == "completed"]
+        if not grad or not per_seed:
             continue
         one = next((r for r in grad if r["param"] == 1), grad[0])
         best = min(grad, key=lambda r: r["excess_risk_mean"])
         best_closed = min(closed, key=lambda r: r["excess_risk_mean"], default=None)
         models[model["key"]] = {
             "label": model.get("label", model["key"]), "one_step": one["excess_risk_mean"],
-            "best_steps": best["param"], "best_steps_risk": best["excess_risk_mean"],
+            "chosen_steps": protocol.chosen([str(r.get("chosen_steps")) for r in per_seed]),
+            "chosen_steps_risk": _mean(per_seed, "chosen_steps_risk"),
+            "chosen_closed_form": protocol.chosen([r.get("chosen_closed_form") for r in per_seed]),
+            "chosen_closed_form_risk": _mean(per_seed, "chosen_closed_form_risk"),
+            "steps_vs_one": _versus(per_seed, "chosen_steps_risk", "one_step"),
+            "closed_form_vs_steps": _versus(per_seed, "chosen_closed_form_risk", "chosen_steps_risk"),
             "most_steps": grad[-1]["param"], "most_steps_risk": grad[-1]["excess_risk_mean"],
-            "best_closed_form": _rule_name(best_closed) if best_closed else None,
-            "best_closed_form_risk": best_closed["excess_risk_mean"] if best_closed else None}
+            "test_grid_best_steps": best["param"], "test_grid_best_steps_risk": best["excess_risk_mean"],
+            "test_grid_best_closed_form": _rule_name(best_closed) if best_closed else None,
+            "test_grid_best_closed_form_risk": best_closed["excess_risk_mean"] if best_closed else None}
     refs = {r["model"]: r["excess_risk_mean"] for r in rows if r["rule"] == "reference"}
-    return {"seeds": len(d.seeds), "models": models, "references": refs}
+    return {"seeds": len(d.seeds), "validation_tasks": d.validation_tasks, "models": models, "references": refs}
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _said(v: dict, unit: str = "seeds") -> str:
+    return (f"{fmt(v['mean'])} (95% CI [{fmt(v['low'])}, {fmt(v['high'])}], {v['n']} {unit}): "
+            f"{v['verdict']}")
 
 
 def findings(summary: dict) -> list[str]:
     notes = []
     refs = "; ".join(f"{k}: {fmt(v)}" for k, v in summary["references"].items())
     for m in summary["models"].values():
-        line = (f"{m['label']}: one step gives {fmt(m['one_step'])}; the best number of steps is {m['best_steps']} "
-                f"({fmt(m['best_steps_risk'])}); {m['most_steps']} steps give {fmt(m['most_steps_risk'])}")
-        if m["best_closed_form"]:
-            line += f"; the best closed-form head ({m['best_closed_form']}) gives {fmt(m['best_closed_form_risk'])}"
+        line = (f"{m['label']}: one step gives {fmt(m['one_step'])}; the step count chosen on validation tasks "
+                f"({m['chosen_steps']}) gives {fmt(m['chosen_steps_risk'])} on the test tasks, paired difference "
+                f"with one step {_said(m['steps_vs_one'])}; the closed-form head chosen on validation tasks "
+                f"({m['chosen_closed_form']}) gives {fmt(m['chosen_closed_form_risk'])}, paired difference with "
+                f"the chosen steps {_said(m['closed_form_vs_steps'])}; {m['most_steps']} steps give "
+                f"{fmt(m['most_steps_risk'])}")
         if m["most_steps_risk"] > 100 * m["one_step"]:
-            line += (f"; with {m['most_steps']} steps of size alpha the head iteration diverges on some test tasks "
-                     "(the mean is dominated by them)")
+            line += (f" (with {m['most_steps']} steps of size alpha the head iteration diverges on some test tasks, "
+                     "which dominate the mean)")
         notes.append(line + (f". (References: {refs}.)" if refs else "."))
     return notes
 
 
-def render(d: Design, rows: list[dict], notes: list[str], *, quick: bool, wall: float, machine: str) -> str:
+def render(d: Design, rows: list[dict], seeds: list[dict], notes: list[str], *, quick: bool, wall: float,
+           machine: str) -> str:
     cfg = validate(with_seed(d.data, 0))
+    chosen = [[r["model"], r["seed"], fmt(r.get("one_step")), r.get("chosen_steps", "-"),
+               fmt(r.get("chosen_steps_risk")), r.get("chosen_closed_form", "-"), fmt(r.get("chosen_closed_form_risk"))]
+              for r in seeds]
     body = [[r["label"], r["rule"] if r["rule"] == "reference" else _rule_name(r),
-             f"{fmt(r['excess_risk_mean'])} +- {fmt(r['excess_risk_std'], 2)}"] for r in rows]
+             fmt(r.get("validation_mean")), f"{fmt(r['excess_risk_mean'])} +- {fmt(r['excess_risk_std'], 2)}"]
+            for r in rows]
     lines = page.header("Test-time adaptation: gradient steps, ridge and least squares", NAME, quick=quick,
                         wall=wall, machine=machine) + [
         f"Table setting (d = {cfg.problem.d}, k' = {cfg.model.width}, m_test = {cfg.test.m_test}, "
-        f"{cfg.test.tasks} test tasks per seed, {len(d.seeds)} seeds); gradient steps of size alpha = "
-        f"{cfg.test_alpha} on the head from the learned w; ridge / least squares on the features X B.", "",
-        markdown_table(["model", "rule", "excess risk"], body)]
+        f"{cfg.test.tasks} test tasks and {d.validation_tasks} validation tasks per seed, {len(d.seeds)} seeds); "
+        f"gradient steps of size alpha = {cfg.test_alpha} on the head from the learned w; ridge / least squares on "
+        "the features X B. The step count and the closed-form head are chosen per seed by the mean risk on the "
+        "validation tasks; the test risk of the choice is reported.", "",
+        "## Chosen on validation tasks, scored on test tasks", "",
+        markdown_table(["model", "seed", "1 step", "steps chosen", "test risk", "closed form chosen", "test risk"],
+                       chosen),
+        "## The whole grid (for reference: reading the best off the test column would be optimistic)", "",
+        markdown_table(["model", "rule", "validation risk", "test risk (mean +- std over seeds)"], body)]
     return "\n".join(lines + page.findings_block(notes))
 
 
@@ -250,10 +362,13 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
     echo(f"{NAME}: {len(d.models)} trained models x {len(d.seeds)} seeds x {len(d.rules)} test rules")
     results = parallel_map(work, jobs, workers=workers, costs=costs, on_done=page.echo_done(echo, jobs, NAME))
     rows = aggregate(d, jobs, results)
-    summary = summarize(d, rows)
+    seeds = choices(d, flatten(jobs, results))
+    summary = summarize(d, rows, seeds)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / f"{NAME}.csv", rows, COLUMNS)
+    write_csv(out / f"{NAME}_seeds.csv", seeds, SEED_COLUMNS)
     draw(d, rows, out)
     return page.publish(out, NAME, rows=rows, summary=summary, start=start, echo=echo,
-                        render=lambda wall: render(d, rows, findings(summary), quick=quick, wall=wall, machine=machine))
+                        render=lambda wall: render(d, rows, seeds, findings(summary), quick=quick, wall=wall,
+                                                   machine=machine))

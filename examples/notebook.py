@@ -12,7 +12,8 @@
 # FO-ANIL on multi-task linear regression with a network wider than the true rank
 # (`k' = d = 20 > k = 3`): does it learn the subspace of `B*` and unlearn the rest?
 # Open this file as a notebook with `jupytext --to notebook examples/notebook.py`, or run it
-# as a script: `python examples/notebook.py`.
+# as a script: `python examples/notebook.py` (it prints the tables; no `if __name__ == "__main__":`
+# is needed around the sweep, whose worker processes do not re-run this file).
 
 # %%
 import metarep
@@ -35,7 +36,7 @@ result
 result.metrics[["step", "loss", "align_norm", "perp_norm"]].tail()
 
 # %%
-result.summary["test"]
+print(result.summary["test"])
 
 # %%
 figure = result.figure()
@@ -45,11 +46,13 @@ figure
 # The methods metarep knows, and what each can do:
 
 # %%
-metarep.methods("linear")[["name", "iterative", "infinite_tasks", "online_tasks", "default_adapt"]]
+print(metarep.methods("linear")[["name", "iterative", "infinite_tasks", "online_tasks", "default_adapt"]])
 
 # %% [markdown]
-# A small sweep: two inner-loop sample sizes, two seeds. The table has one row per run;
-# running the same call again on the same `out` skips what is complete.
+# A small sweep: two inner-loop sample sizes, two seeds, run on worker processes. The table has
+# one row per run; running the same call again on the same `out` skips what is complete. When a
+# run fails, `metarep.sweep` raises `metarep.sweeps.RunsFailed` once every run is recorded, so
+# a script stops with a non-zero exit status.
 
 # %%
 import tempfile
@@ -57,4 +60,4 @@ import tempfile
 out = tempfile.mkdtemp(prefix="metarep-sweep-")
 table = metarep.sweep({**config, "train": {**config["train"], "steps": 100}},
                       grid={"train.m_in": [5, 20]}, seeds=[0, 1], out=out)
-table.groupby("train.m_in")[["perp_norm", "excess_risk"]].mean()
+print(table.groupby("train.m_in")[["perp_norm", "excess_risk"]].mean())

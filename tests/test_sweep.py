@@ -334,8 +334,8 @@ def test_a_pool_worker_gets_its_share_of_the_cpus():
 
     code = ("import multiprocessing as mp, signal\n"
             "from metarep import threads\n"
-            "from metarep.sweeps import backends\n"
-            "backends._init_worker(mp.get_context('spawn').Event(), 4)\n"
+            "from metarep import pool\n"
+            "pool._init_worker(mp.get_context('spawn').Event(), 4)\n"
             "print(threads.count(), threads.share(4), signal.getsignal(signal.SIGINT) is signal.SIG_IGN)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == [out[1], out[1], "True"] and int(out[0]) >= 1

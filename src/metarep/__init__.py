@@ -13,7 +13,7 @@ pure functions over NumPy arrays; the engine, config, store, sweeps, plots and t
 top. The formulas follow MATH.md (sections cited in each docstring).
 """
 
-from metarep import methods
+from metarep import methods as _registry
 from metarep.api import GroundTruth, Result, load, run
 from metarep.config import Config, ConfigError
 from metarep.params import Params
@@ -23,6 +23,21 @@ from metarep.tasks import Tasks
 __all__ = ["Config", "ConfigError", "GroundTruth", "Params", "Problem", "Result", "Tasks", "load", "make_problem",
            "methods", "run", "sample_heads", "sample_tasks", "sweep"]
 __version__ = "0.1.0"
+
+
+def methods(arch: str | None = None):
+    """The registered methods (of one arch, "linear" or "mlp") and what each can do: a pandas
+    DataFrame, one row each. The registry itself is the package metarep.methods
+    (`from metarep.methods import Method, register`)."""
+    return _registry.table(arch)
+
+
+# `metarep.methods.register(...)` reads as the package's register: the name metarep.methods is
+# this function, which carries the registry's functions people reach through it.
+methods.register = _registry.register  # type: ignore[attr-defined]
+methods.unregister = _registry.unregister  # type: ignore[attr-defined]
+methods.registered = _registry.registered  # type: ignore[attr-defined]
+methods.Method = _registry.Method  # type: ignore[attr-defined]
 
 
 def sweep(config, grid=None, *, seeds=None, backend: str = "local", workers: int | None = None, out,

@@ -5,9 +5,6 @@ calls it, or a test module that does)."""
 
 from __future__ import annotations
 
-import sys
-import types
-
 from metarep.methods import anil, burer_monteiro, fo_anil, fo_maml, maml, mlp, moments, none, oracle, pooled
 from metarep.methods.base import Method, NoHyper, outer_step, shared_head
 
@@ -43,21 +40,12 @@ def get_method(name: str, arch: str = "linear") -> Method:
 
 
 def table(arch: str | None = None):
-    """The registered methods and what each can do: a pandas DataFrame, one row each."""
+    """The registered methods and what each can do: a pandas DataFrame, one row each
+    (`metarep.methods()`)."""
     import pandas as pd
 
     return pd.DataFrame([m.capabilities() for m in registered(arch)])
 
-
-class _Methods(types.ModuleType):
-    """`metarep.methods()` lists the methods while `metarep.methods` stays this package: a module
-    cannot be called, so this module's class is given a __call__."""
-
-    def __call__(self, arch: str | None = None):
-        return table(arch)
-
-
-sys.modules[__name__].__class__ = _Methods
 
 for _module in (fo_anil, anil, fo_maml, maml, burer_monteiro, moments, oracle, none, pooled):
     register(_module.METHOD)

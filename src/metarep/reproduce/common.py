@@ -1,5 +1,5 @@
-"""What the reproduction commands share: layered experiment files, seeds, process
-parallelism, batched population runs, log-spaced traces and small CSV/Markdown writers.
+"""What the reproduction commands share: layered experiment files, seeds, the process pool
+(metarep.pool), batched population runs, log-spaced traces and small CSV/Markdown writers.
 
 An experiment file is a config (sections [problem], [model], [train], [test]) plus two
 optional tables that are not part of the config: a metadata table ([row] or [study]) and
@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import math
 import os
-import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from metarep import seeds, tables, threads
+from metarep import seeds, tables
 from metarep.atomic import atomic_write
 from metarep.config import SECTIONS, Config, ConfigError, read_toml, validate
 from metarep.engine import evaluate_final, run_summary, train
 from metarep.models import linear_batch
+from metarep.pool import parallel_map  # noqa: F401 - re-exported for the reproductions
 from metarep.results import mean_std  # noqa: F401 - re-exported for the reproductions
 
 ENV_EXPERIMENTS = "METAREP_EXPERIMENTS"
@@ -97,45 +95,6 @@ def load_study(name: str, *, quick: bool, experiments: str | Path | None = None)
         raise ConfigError(f"study file {str(path)!r} not found")
     data, meta = compose([path], quick=quick)
     return data, meta.get("study", {})
-
-
-# ----------------------------------------------------------------------------------------
-# Parallelism
-# ----------------------------------------------------------------------------------------
-
-def parallel_map(fn: Callable, jobs: Sequence, *, workers: int, costs: Sequence[float] | None = None,
-                 on_done: Callable[[int, Any, float], None] | None = None) -> list:
-    """[fn(job) for job in jobs], on `workers` spawned processes (in this process when 1).
-
-    Jobs start in decreasing `costs` order (longest first balances the workers); results come
-    back in the order of `jobs`. `on_done(index, result, seconds)` is called as each finishes.
-    """
-    order = sorted(range(len(jobs)), key=lambda i: -(costs[i] if costs is not None else 0.0))
-    results: list = [None] * len(jobs)
-    workers = max(1, min(int(workers), len(jobs)))
-    if workers == 1:
-        for i in order:
-            start = time.perf_counter()
-            results[i] = fn(jobs[i])
-            if on_done:
-                on_done(i, results[i], time.perf_counter() - start)
-        return results
-    # each worker caps its kernels and BLAS at its share of the CPUs (metarep.threads)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=threads.init_worker,
-                             initargs=(workers,)) as pool:
-        futures = {pool.submit(_timed, fn, jobs[i]): i for i in order}
-        for future in as_completed(futures):
-            i = futures[future]
-            results[i], seconds = future.result()
-            if on_done:
-                on_done(i, results[i], seconds)
-    return results
-
-
-def _timed(fn, job):
-    start = time.perf_counter()
-    result = fn(job)
-    return result, time.perf_counter() - start
 
 
 # ----------------------------------------------------------------------------------------

@@ -13,11 +13,11 @@ number of workers or the order in which runs finish.
 
 The modules, in the order a sweep goes through them: `grid` (axes, seeds, expansion), `plan`
 (the validated runs, their ids, the spec and command line), `directory` (sweep.toml, the lock,
-each run's directory), `backends` (a local process pool, Ray), `run` (running and continuing a
-sweep; `run_grid` from Python).
+each run's directory), `backends` (the local process pool of metarep.pool, Ray), `run` (running
+and continuing a sweep through metarep.pool's kept results; `run_grid` from Python).
 """
 
-from metarep.sweeps.backends import BACKENDS, one_line, run_local, run_one, run_ray
+from metarep.sweeps.backends import BACKENDS, one_line, run_one, run_ray, run_task
 from metarep.sweeps.directory import (
     BASE_FILE,
     LOCK_FILE,
@@ -44,12 +44,12 @@ from metarep.sweeps.grid import (
     split_values,
 )
 from metarep.sweeps.plan import PlannedRun, Sweep, command_line, plan, run_hash, run_id_for
-from metarep.sweeps.run import SweepOutcome, run_grid, run_sweep
+from metarep.sweeps.run import RunsFailed, SweepOutcome, run_grid, run_sweep
 
 __all__ = [
     "BACKENDS", "BASE_FILE", "LOCK_FILE", "RESULTS_CSV", "RESULTS_DB", "RUNS_DIR", "SEED_KEYS", "SEED_RULE",
-    "SPEC_FILE", "TEST_SEED_OFFSET", "Axis", "PlannedRun", "Sweep", "SweepError", "SweepOutcome", "check_out",
-    "command_line", "expand", "format_seeds", "format_value", "inline_toml", "one_line", "parse_axis",
-    "parse_grid", "parse_seeds", "plan", "read_spec", "run_grid", "run_hash", "run_id_for", "run_local",
-    "run_one", "run_ray", "run_sweep", "split_values",
+    "SPEC_FILE", "TEST_SEED_OFFSET", "Axis", "PlannedRun", "RunsFailed", "Sweep", "SweepError", "SweepOutcome",
+    "check_out", "command_line", "expand", "format_seeds", "format_value", "inline_toml", "one_line", "parse_axis",
+    "parse_grid", "parse_seeds", "plan", "read_spec", "run_grid", "run_hash", "run_id_for", "run_one",
+    "run_ray", "run_sweep", "run_task", "split_values",
 ]

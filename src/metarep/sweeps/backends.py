@@ -1,9 +1,10 @@
 """Where a sweep's runs execute: a local pool of processes (this process itself for one
 worker), or Ray tasks.
 
-A backend runs each task (a planned run and its prepared directory) with `run_one`, calls
-`on_result(run, result)` in this process as each finishes, and returns True when it stopped
-early because `should_stop()` said so. The workers only write their own run directories.
+A backend has the signature of `metarep.pool.run_jobs` (the local one is it): it runs a job
+function on each job, calls `on_done(index, result, seconds)` in this process as each finishes,
+and returns True when it stopped early because `should_stop()` said so. A sweep's job is
+`run_task((run_dir, figure))`; the workers only write their own run directories.
 
 Every worker gets its share of the CPUs for its kernels and BLAS (metarep.threads): a local
 pool of W processes gives each `threads.share(W)`; Ray reserves one CPU per task, so a task
@@ -12,28 +13,16 @@ gets one thread. Thread counts never change the numbers (tests/test_determinism.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import signal
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from metarep import threads
+from metarep import pool, threads
 from metarep.sweeps.grid import SweepError
-from metarep.sweeps.plan import PlannedRun
 
-Task = tuple[PlannedRun, Path]
-OnResult = Callable[[PlannedRun, dict], None]
-ShouldStop = Callable[[], bool]
-
-_STOP: Any = None  # the pool's stop event, in a worker process
-
-
-def _should_stop() -> bool:
-    return _STOP is not None and _STOP.is_set()
+Backend = Callable[..., bool]  # pool.run_jobs's signature
 
 
 def one_line(err: BaseException, limit: int = 400) -> str:
@@ -41,11 +30,11 @@ def one_line(err: BaseException, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _failed(err: BaseException) -> dict[str, Any]:
+def failed(err: BaseException) -> dict[str, Any]:
     return {"status": "failed", "summary": None, "message": one_line(err), "wall_s": None}
 
 
-def run_one(run_dir: str, figure: bool = True, should_stop: ShouldStop = _should_stop) -> dict[str, Any]:
+def run_one(run_dir: str, figure: bool = True, should_stop: Callable[[], bool] = pool.stopping) -> dict[str, Any]:
     """Run (or continue, from its checkpoint) the experiment in `run_dir`, whose config.toml is written.
 
     Returns {"status", "summary", "message", "wall_s"}; an exception becomes status "failed".
@@ -57,74 +46,14 @@ def run_one(run_dir: str, figure: bool = True, should_stop: ShouldStop = _should
         result = execute_run(None, [], None, resume=Path(run_dir), figure=figure, should_stop=should_stop)
         out: dict[str, Any] = {"status": result.status, "summary": result.summary, "message": result.message}
     except Exception as err:  # noqa: BLE001 - any error of one run is recorded, the sweep goes on
-        out = _failed(err)
+        out = failed(err)
     out["wall_s"] = time.perf_counter() - start
     return out
 
 
-# ----------------------------------------------------------------------------- local processes
-
-
-def _init_worker(stop_event: Any, workers: int) -> None:
-    """A pool worker: its share of the CPUs, and Ctrl-C left to the parent, which asks the
-    workers to stop through the event."""
-    global _STOP
-    threads.init_worker(workers)
-    _STOP = stop_event
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _collect(done: set[Future], futures: dict[Future, PlannedRun], on_result: OnResult) -> None:
-    """Hand each finished future's result to on_result, in grid order."""
-    for future in sorted(done, key=lambda f: futures[f].index):
-        if future.cancelled():
-            continue
-        try:
-            result = future.result()
-        except Exception as err:  # noqa: BLE001 - e.g. a worker killed by the OS
-            result = _failed(err)
-        on_result(futures[future], result)
-
-
-def _run_here(tasks: list[Task], figures: bool, should_stop: ShouldStop, on_result: OnResult) -> bool:
-    """The runs one after another in this process; True when stopped early (the run in
-    progress checkpoints and stops at its next step)."""
-    for run, run_dir in tasks:
-        if should_stop():
-            return True
-        on_result(run, run_one(str(run_dir), figures, should_stop))
-    return should_stop()
-
-
-def run_local(tasks: list[Task], workers: int, figures: bool, should_stop: ShouldStop, on_result: OnResult) -> bool:
-    """Run on a pool of `workers` fresh ("spawn") processes, or in this process for one worker
-    (no process to start: a script needs no `if __name__ == "__main__"` guard then); True when
-    stopped early."""
-    if workers == 1:
-        return _run_here(tasks, figures, should_stop, on_result)
-    ctx = multiprocessing.get_context("spawn")
-    stop = ctx.Event()
-    size = max(1, min(workers, len(tasks)))
-    stopped = False
-    with ProcessPoolExecutor(max_workers=size, mp_context=ctx, initializer=_init_worker,
-                             initargs=(stop, size)) as pool:
-        futures = {pool.submit(run_one, str(run_dir), figures): run for run, run_dir in tasks}
-        pending = set(futures)
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                _collect(done, futures, on_result)
-                if not stopped and should_stop():
-                    stopped = True
-                    stop.set()
-                    for future in pending:
-                        future.cancel()
-        except BaseException:
-            stop.set()
-            for future in pending:
-                future.cancel()
-            raise
-    return stopped
+def run_task(task: tuple[str, bool]) -> dict[str, Any]:
+    """A sweep's job: run_one(run_dir, figure), stopping when the pool stops."""
+    return run_one(*task)
 
 
 # ----------------------------------------------------------------------------- Ray
@@ -139,10 +68,11 @@ def import_ray() -> Any:
     return ray
 
 
-def _ray_task(run_dir: str, figure: bool) -> dict[str, Any]:
-    """run_one in a Ray worker, which Ray gives one CPU: one thread for its kernels and BLAS."""
+def _ray_task(fn: Callable, job: Any) -> tuple[Any, float]:
+    """fn(job) in a Ray worker, which Ray gives one CPU: one thread for its kernels and BLAS."""
     threads.init_worker(threads.available())
-    return run_one(run_dir, figure)
+    start = time.perf_counter()
+    return fn(job), time.perf_counter() - start
 
 
 def _start_ray(ray: Any, workers: int) -> bool:
@@ -157,23 +87,29 @@ def _start_ray(ray: Any, workers: int) -> bool:
     return True
 
 
-def run_ray(tasks: list[Task], workers: int, figures: bool, should_stop: ShouldStop, on_result: OnResult) -> bool:
-    """Run as Ray tasks: on the cluster at $RAY_ADDRESS, else on a local Ray started for the sweep
-    with `workers` CPUs (shut down at the end). True when stopped early."""
+def run_ray(fn: Callable, jobs: Sequence, *, workers: int, on_done: pool.OnDone,
+            costs: Sequence[float] | None = None, should_stop: Callable[[], bool] = lambda: False,
+            on_error: pool.OnError | None = None) -> bool:
+    """pool.run_jobs as Ray tasks: on the cluster at $RAY_ADDRESS, else on a local Ray started
+    for the sweep with `workers` CPUs (shut down at the end). True when stopped early."""
     ray = import_ray()
     started = _start_ray(ray, workers)
+    order = sorted(range(len(jobs)), key=lambda i: -(costs[i] if costs is not None else 0.0))
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
-        refs = {remote.remote(str(run_dir), figures): run for run, run_dir in tasks}
+        refs = {remote.remote(fn, jobs[i]): i for i in order}
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=0.2)
             for ref in ready:
                 try:
-                    result = ray.get(ref)
-                except Exception as err:  # noqa: BLE001 - a task or worker that died
-                    result = _failed(err)
-                on_result(refs[ref], result)
+                    result, seconds = ray.get(ref)
+                except Exception as err:  # a task or worker that died
+                    if on_error is None:
+                        raise
+                    on_error(refs[ref], err)
+                    continue
+                on_done(refs[ref], result, seconds)
             if pending and should_stop():
                 for ref in pending:
                     ray.cancel(ref, force=True)
@@ -184,5 +120,4 @@ def run_ray(tasks: list[Task], workers: int, figures: bool, should_stop: ShouldS
     return False
 
 
-BACKENDS: dict[str, Callable[[list[Task], int, bool, ShouldStop, OnResult], bool]] = {
-    "local": run_local, "ray": run_ray}
+BACKENDS: dict[str, Backend] = {"local": pool.run_jobs, "ray": run_ray}

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from metarep import pool, threads
 from metarep import progress as progress_display
-from metarep import threads
 from metarep.results import Results, failed_row, row_from_summary
-from metarep.sweeps.backends import BACKENDS, Task, import_ray
+from metarep.sweeps.backends import BACKENDS, failed, import_ray, run_task
 from metarep.sweeps.directory import (
     RESULTS_CSV,
     RESULTS_DB,
@@ -76,48 +76,56 @@ def run_sweep(sweep: Sweep, out: str | Path, *, backend: str = "local", workers:
             write_spec(out, sweep)
         (out / RUNS_DIR).mkdir(exist_ok=True)
         with Results(out / RESULTS_DB, sweep.grid_keys) as table:
-            tasks = _pending(sweep, out, table)
-            skipped = len(sweep.runs) - len(tasks)
+            kept = _Kept(out, table, sweep.runs)
+            results = pool.kept_results(sweep.runs, kept)
+            todo = sum(result is None for result in results)
             stopped = False
             try:
-                with progress_display.progress(len(sweep.runs), skipped, progress, unit="run", desc="sweep") as bar:
-                    say = echo or bar.write
-                    if tasks:
-                        stopped = BACKENDS[backend](tasks, workers, figures, should_stop,
-                                                    lambda run, result: _record(table, run, result, bar, say))
+                with progress_display.progress(len(sweep.runs), len(sweep.runs) - todo, progress, unit="run",
+                                               desc="sweep") as bar:
+                    kept.bar, kept.say = bar, echo or bar.write
+                    jobs = [(str(out / RUNS_DIR / run.run_id), figures) for run in sweep.runs]
+                    stopped = pool.run_missing(run_task, jobs, results, kept=kept, workers=workers,
+                                               should_stop=should_stop, run=BACKENDS[backend],
+                                               on_error=lambda i, err: kept.put(i, jobs[i], failed(err)))
             finally:
                 table.export_csv(out / RESULTS_CSV)
-            return SweepOutcome(out, table.columns, table.rows(), len(sweep.runs), skipped, len(tasks), stopped)
+            return SweepOutcome(out, table.columns, table.rows(), len(sweep.runs), len(sweep.runs) - todo, todo,
+                                stopped)
 
 
-def _pending(sweep: Sweep, out: Path, table: Results) -> list[Task]:
-    """The runs to do, each directory made ready; the done ones are (re)recorded if the table
-    lacks them (a sweep killed between a run's summary.json and its row)."""
-    tasks: list[Task] = []
-    for run in sweep.runs:
-        run_dir = out / RUNS_DIR / run.run_id
-        summary = prepare_run_dir(run_dir, run.config)
-        if summary is None:
-            tasks.append((run, run_dir))
-            continue
-        row = table.get(run.run_id)
-        if row is None or row["status"] != summary["status"]:
-            table.record(row_from_summary(run.run_id, run.index, run.point, run.seed, summary))
-    return tasks
+class _Kept:
+    """The sweep directory as the place a sweep keeps its results (pool.Kept): a run is done
+    when its summary.json says so; each result becomes a row of the results table."""
 
+    def __init__(self, out: Path, table: Results, runs: list[PlannedRun]):
+        self.out, self.table, self.runs = out, table, runs
+        self.bar: Any = None
+        self.say: Callable[[str], None] = print
 
-def _record(table: Results, run: PlannedRun, result: dict, bar: Any, say: Callable[[str], None]) -> None:
-    """One run's result into the table; an interrupted run is left for the next call."""
-    status = result["status"]
-    if status in ("completed", "diverged"):
-        table.record(row_from_summary(run.run_id, run.index, run.point, run.seed, result["summary"],
-                                      result["wall_s"]))
-    elif status == "failed":
-        table.record(failed_row(run.run_id, run.index, run.point, run.seed, result["message"], result["wall_s"]))
-        say(f"failed: {run.label}: {result['message']}")
-    else:
-        return  # interrupted: it left a checkpoint and is redone on the next call
-    bar.update(1)
+    def get(self, index: int, run: PlannedRun) -> dict | None:
+        """The run's summary when done (recorded if the table lacks it: a sweep killed between
+        a run's summary.json and its row); otherwise its directory is made ready and None."""
+        summary = prepare_run_dir(self.out / RUNS_DIR / run.run_id, run.config)
+        if summary is not None:
+            row = self.table.get(run.run_id)
+            if row is None or row["status"] != summary["status"]:
+                self.table.record(row_from_summary(run.run_id, run.index, run.point, run.seed, summary))
+        return summary
+
+    def put(self, index: int, job: Any, result: dict) -> None:
+        """One run's result into the table; an interrupted run is left for the next call."""
+        run, status = self.runs[index], result["status"]
+        if status in ("completed", "diverged"):
+            self.table.record(row_from_summary(run.run_id, run.index, run.point, run.seed, result["summary"],
+                                               result["wall_s"]))
+        elif status == "failed":
+            self.table.record(failed_row(run.run_id, run.index, run.point, run.seed, result["message"],
+                                         result["wall_s"]))
+            self.say(f"failed: {run.label}: {result['message']}")
+        else:
+            return  # interrupted: it left a checkpoint and is redone on the next call
+        self.bar.update(1)
 
 
 def run_grid(config: ConfigSource, grid: Mapping[str, Sequence[Any]], *, seeds: str | Sequence[int] | None = None,
@@ -137,10 +145,26 @@ def run_grid(config: ConfigSource, grid: Mapping[str, Sequence[Any]], *, seeds: 
 
     Calling it again on the same `out` skips the runs that are done and continues the others.
     Bad input raises metarep.config.ConfigError (SweepError for the grid, the seeds or `out`)
-    before anything is written. Runs that diverge or fail are rows with that status.
+    before anything is written. A run that diverges is a row with that status; when some runs
+    fail (raise an error), RunsFailed is raised once every run is recorded (its `table` holds
+    the rows, failed ones included), so that a script stops with a non-zero exit status.
     """
     import pandas
 
     outcome = run_sweep(plan(config, grid, seeds), out, backend=backend, workers=workers, figures=figures,
                         progress=progress)
-    return pandas.DataFrame(outcome.rows, columns=outcome.columns)
+    table = pandas.DataFrame(outcome.rows, columns=outcome.columns)
+    failures = [row for row in outcome.rows if row["status"] == "failed"]
+    if failures:
+        raise RunsFailed(f"{len(failures)} of {outcome.total} runs failed (first: {failures[0]['run_id']}: "
+                         f"{failures[0]['message']}); the table is {outcome.out / RESULTS_CSV}, and calling "
+                         f"sweep again redoes only the runs not done", table)
+    return table
+
+
+class RunsFailed(RuntimeError):
+    """Some runs of a sweep raised an error; `table` is the results table, their rows included."""
+
+    def __init__(self, message: str, table: pandas.DataFrame):
+        super().__init__(message)
+        self.table = table

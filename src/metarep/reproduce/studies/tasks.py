@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from metarep.config import validate
+from metarep.pool import finished, resumable_map
 from metarep.reproduce.common import (
     deep_merge,
     fmt,
@@ -34,7 +35,6 @@ from metarep.reproduce.common import (
     write_csv,
 )
 from metarep.reproduce.jobs import METRICS, population_job, run_config_job, trace_job
-from metarep.reproduce.resume import finished, resumable_map
 from metarep.reproduce.studies import page
 from metarep.reproduce.studies.tasks_plot import draw
 

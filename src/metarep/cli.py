@@ -67,6 +67,9 @@ def _prepare_out(out: Path | None, config_path: Path, force: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise UserError(f"output directory {str(out)!r} exists and is not a directory: choose another --out")
     if out.exists() and not only_temporaries(out) and not force:
+        if (out / "summary.json").exists():
+            raise UserError(f"output directory {str(out)!r} holds a completed run (summary.json): choose another "
+                            "--out, or add --force to overwrite it")
         raise UserError(f"output directory {str(out)!r} is not empty: choose another --out, add --force "
                         f"to overwrite, or continue it with `metarep run --resume {out}`")
     return out
@@ -102,7 +105,13 @@ def run(config_path, overrides, out, resume, force, quiet):
 def list_methods(arch):
     """The registered methods and what each can do."""
     from metarep.methods import registered
+    from metarep.models import get_arch
 
+    if arch is not None:
+        try:
+            get_arch(arch)
+        except ValueError as err:
+            raise UserError(f"--arch: {err}") from None
     for m in registered(arch):
         caps = ", ".join(k for k in ("iterative", "infinite_tasks", "online_tasks", "per_task_state") if
                          m.capabilities()[k])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ def execute_config(config: Config, run_dir: Path, *, progress: bool = False,
                    checkpoint_seconds: float | None = CHECKPOINT_SECONDS) -> RunResult:
     """A validated config into `run_dir` (created, or emptied of an earlier run's files)."""
     check_memory(config)
-    exp = build(config)
+    exp = _build(config, progress)
     state = exp.initial_state()
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -86,6 +87,30 @@ def execute_config(config: Config, run_dir: Path, *, progress: bool = False,
     finally:
         if created:  # failed before the run existed: leave no empty directory behind
             _remove_if_empty(run_dir)
+
+
+def _build(config: Config, progress: bool):
+    """build(config), saying what takes time first: reading and encoding a table (a bundled
+    dataset's first use is slow), then what the table gave."""
+    data = config.data
+    if progress and data.source != "synthetic":
+        what = f"bundled dataset {data.dataset!r}" if data.source == "dataset" else f"{data.path!r}"
+        _say(f"data: reading {what}, encoding its features and splitting its tasks ...")
+    exp = build(config)
+    if progress and data.source != "synthetic":
+        _say(f"data: {data_line(exp.source.description)}")
+    return exp
+
+
+def data_line(d: dict) -> str:
+    """What a table gave, on one line: d, the tasks of each role and what was dropped."""
+    return (f"{d['name']}: d = {d['d']}, {d['train_tasks']} training / {d['heldout_tasks']} held-out tasks "
+            f"of {d['tasks']} ({d['train_tasks_dropped']} / {d['heldout_tasks_dropped']} dropped as too small), "
+            f"{d['rows']} rows ({d['rows_missing_dropped']} dropped for missing values)")
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def _remove_if_empty(path: Path) -> None:
@@ -107,7 +132,7 @@ def _resume(run_dir: Path, *, progress, should_stop, figure, checkpoint_seconds)
         config = load(run_dir / "config.toml")
         digest = store.config_hash(config)
         check_memory(config)
-        exp = build(config)
+        exp = _build(config, progress)
         fresh = exp.initial_state()
         state = store.load_checkpoint(run_dir, like=fresh, config_hash=digest)  # refuses another config's
         _check_compatible(fresh, state, run_dir, config.train.steps)
@@ -170,10 +195,12 @@ def _evaluate(exp, state, *, progress: bool, should_stop: Callable[[], bool]) ->
         return evaluate_final(exp, state)
     if should_stop():
         raise KeyboardInterrupt
-    n = exp.config.test.tasks
+    table = getattr(getattr(exp, "source", None), "description", None) or {}
+    n = table.get("heldout_tasks", exp.config.test.tasks)
     with progress_display(n, 0, progress, unit="task", desc="test") as bar, _signals_interrupt():
         if progress:
-            bar.write(f"training complete (step {state.step}): evaluating on {n} test tasks")
+            bar.write(f"training complete (step {state.step}): evaluating on {n} {'held-out' if table else 'test'} "
+                      "tasks")
         return evaluate_final(exp, state, **_evaluation_hooks(bar, should_stop))
 
 
@@ -219,4 +246,7 @@ def _describe(run_dir: Path, s: dict) -> str:
     parts = [f"{key} {f[key]:.3g}" for key in ("perp_norm", "lambda_rel_err") if key in f]  # where B* is known
     label, key = ("test excess risk", "excess_risk") if "excess_risk" in t else ("test MSE", "mse")
     parts.append(f"{label} {t[key]:.4g} +- {t[key + '_se']:.2g}")
+    data = t.get("data")
+    if data:
+        parts.append(f"data {data_line(data)}")
     return f"{run_dir}: {s['method']} completed {s['steps']} steps; " + ", ".join(parts)

@@ -40,21 +40,26 @@ class LineProgress:
         self.start = self.last = self.clock()
         self.lines = 0  # progress lines written
         self.written = initial  # the count the last line showed
+        # The rate is measured from the end of the first update: that one includes one-off costs
+        # (compiling the kernels took 117 s once) that would make every estimate hours long.
+        self.rate_from: tuple[float, int] | None = None
 
     def line(self, now: float) -> str:
         elapsed = now - self.start
-        done = self.n - self.start_n
         text = f"{self.desc + ': ' if self.desc else ''}{self.n}/{self.total} {self.unit}s"
         if self.total:
             text += f" ({100 * self.n / self.total:.0f}%)"
         text += f", {_seconds(elapsed)} elapsed"
-        if done > 0 and self.n < self.total:
-            text += f", about {_seconds(elapsed / done * (self.total - self.n))} left"
+        if self.rate_from is not None and self.n > self.rate_from[1] and self.n < self.total:
+            t0, n0 = self.rate_from
+            text += f", about {_seconds((now - t0) / (self.n - n0) * (self.total - self.n))} left"
         return text
 
     def update(self, n: int = 1) -> None:
         self.n += n
         now = self.clock()
+        if self.rate_from is None:
+            self.rate_from = (now, self.n)
         if now - self.last >= self.interval:
             self._emit(now)
 

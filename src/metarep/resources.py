@@ -94,6 +94,17 @@ ADVICE = {
 }
 
 
+def _advice(config: Config, part: str) -> str:
+    """ADVICE[part] in the keys of the configured network: a three-layer mlp's first layer is
+    model.hidden units wide (problem.d when left out), its second model.width."""
+    text = ADVICE[part]
+    options = config.model.options
+    if getattr(options, "layers", 2) == 3:
+        first = "model.hidden" if getattr(options, "hidden", None) is not None else "model.hidden (default problem.d)"
+        text = text.replace("model.width", f"{first} or model.width")
+    return text
+
+
 def _gib(n: int) -> str:
     try:
         return f"{n / 2**30:.3g} GiB"
@@ -125,5 +136,5 @@ def check_memory(config: Config, *, fraction: float = 0.8) -> int:
     if need > fraction * have:
         biggest = max(parts, key=lambda name: parts[name])
         raise ResourceError(f"the run needs about {_gib(need)} ({biggest} {_gib(parts[biggest])}) but "
-                            f"{_gib(have)} is available: {ADVICE[biggest]}")
+                            f"{_gib(have)} is available: {_advice(config, biggest)}")
     return need

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from metarep.linear import head_step, prediction_gradient, predictions
+from metarep.random_effects import Prior, Stats, fit_prior, posterior_mean, project
 
 ADAPT_RULES = ("gradient", "ridge", "lstsq", "bayes")
 
@@ -87,9 +88,21 @@ def expected_excess_risk_one_step(B, w, problem, *, alpha: float, m_test: int) -
     return float(tr_UG + alpha**2 * problem.noise_std**2 * tr_P2 / m_test)
 
 
-def fit_heads(rule: str, B, w, X, y, *, problem=None, alpha: float = 0.0, steps: int = 1,
-              ridge: float = 0.0) -> np.ndarray:
-    """Dispatch on the adaptation rule ("gradient", "ridge", "lstsq", "bayes")."""
+def empirical_prior(method, params, stats: Stats, **hyper) -> Prior:
+    """The empirical-Bayes prior of a new task's head on the features X B: the method's own
+    `head_prior(params, stats, **hyper)` where it declares one, else the random-effects model
+    (full G) fitted to the training tasks' statistics of X B (`stats` are those of the raw
+    inputs X, projected on B)."""
+    if method.head_prior is not None:
+        return method.head_prior(params, stats, **hyper)
+    return fit_prior(project(stats, params.B))
+
+
+def fit_heads(rule: str, B, w, X, y, *, problem=None, prior: Prior | None = None, alpha: float = 0.0,
+              steps: int = 1, ridge: float = 0.0) -> np.ndarray:
+    """Dispatch on the adaptation rule ("gradient", "ridge", "lstsq", "bayes"). "bayes" is the
+    posterior mean of the head on X B under `prior` (the empirical-Bayes head, MATH 11) or,
+    without one, under the true prior of `problem` on X B* (`bayes_heads`)."""
     if rule == "gradient":
         return gradient_heads(B, w, X, y, alpha=alpha, steps=steps)
     if rule == "ridge":
@@ -97,7 +110,7 @@ def fit_heads(rule: str, B, w, X, y, *, problem=None, alpha: float = 0.0, steps:
     if rule == "lstsq":
         return ridge_heads(B, X, y, ridge=0.0)
     if rule == "bayes":
-        return bayes_heads(problem, X, y)
+        return bayes_heads(problem, X, y) if prior is None else posterior_mean(prior, X @ B, y)
     raise ValueError(f"test.adapt must be one of {', '.join(ADAPT_RULES)}, got {rule!r}")
 
 

@@ -11,8 +11,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from metarep import seeds, tuning
-from metarep.adapt import ADAPT_RULES, excess_risk, expected_excess_risk_one_step, fit_heads, summarize
+from metarep.adapt import ADAPT_RULES, empirical_prior, excess_risk, expected_excess_risk_one_step, fit_heads, summarize
+from metarep.params import Params
 from metarep.problem import Problem, make_problem, sample_tasks
+from metarep.random_effects import Prior, Stats, stacked_stats
 from metarep.tasks import Tasks
 from metarep.tuning import Rule
 
@@ -95,16 +97,18 @@ class SyntheticSource:
         meets the same tasks. on_chunk(done, total) follows the scored tasks; should_stop() is
         asked before each chunk (KeyboardInterrupt when it says so)."""
         problem = self.truth
+        prior = head_prior(config, B, w, lambda: self.training_stats(config))
 
         def score_chunk(rules, tasks):
             return np.stack([excess_risk(B, fit_heads(r.adapt, B, w, tasks.X_in, tasks.y_in, problem=problem,
-                                                      **r.keywords()), problem.B_star, tasks.w_star)
+                                                      prior=prior, **r.keywords()), problem.B_star, tasks.w_star)
                              for r in rules])
 
         def score(rules, which, progress):
             return chunked_scores(problem, rules, config, which, progress, score_chunk)
 
-        outcome = run_protocol(score, config, admits=ADAPT_RULES, on_chunk=on_chunk, should_stop=should_stop)
+        outcome = run_protocol(score, config, admits=tuned_rules(config, ADAPT_RULES), on_chunk=on_chunk,
+                               should_stop=should_stop)
         head = headline_rule(outcome, config)
         expected = None
         if head.adapt == "gradient" and head.steps == 1:
@@ -113,6 +117,33 @@ class SyntheticSource:
         return {"excess_risk": mean, "excess_risk_se": se, "excess_risk_expected": expected,
                 **test_keys(head, config), "tasks": config.test.tasks,
                 "tuned": tuning.tuned_summary(outcome, "excess_risk")}
+
+    def training_stats(self, config) -> Stats:
+        """The training tasks' sufficient statistics (every row): the fixed set, or (online,
+        population) train.batch_tasks tasks from the stream prior_tasks of train.seed."""
+        tasks = self.tasks
+        if tasks is None:
+            if "inf" in (self.m_in, self.m_out):
+                raise ValueError("test.adapt = \"bayes\" fits its prior to training tasks: it needs finite "
+                                 "train.m_in and train.m_out")
+            tasks = sample_tasks(self.truth, self.batch_tasks, self.m_in, self.m_out,
+                                 seeds.rng(config.train.seed, "prior_tasks"))
+        return stacked_stats(tasks)
+
+
+def head_prior(config, B: np.ndarray, w: np.ndarray, stats) -> Prior | None:
+    """The prior of the "bayes" rule: the empirical one (adapt.empirical_prior, from the training
+    tasks' statistics `stats()`) when the run asks for "bayes" and its method does not know the
+    truth; None otherwise (the oracle's "bayes" is the true prior)."""
+    method = config.method_spec
+    if config.adapt_rule != "bayes" or method.needs_truth:
+        return None
+    return empirical_prior(method, Params(B, w), stats(), **config.hyper)
+
+
+def tuned_rules(config, admits: Sequence[str]) -> tuple[str, ...]:
+    """The rules the tuned grid may take: "bayes" only with the true prior (the oracle)."""
+    return tuple(r for r in admits if r != "bayes" or config.method_spec.needs_truth)
 
 
 def asked_rule(config) -> Rule:

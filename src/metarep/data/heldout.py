@@ -55,13 +55,14 @@ def task_mse(theta: np.ndarray, ep: Episodes) -> np.ndarray:
 
 
 def heldout_mse(B: np.ndarray, w: np.ndarray, ep: Episodes, *, rule: str, alpha: float = 0.0, steps: int = 1,
-                ridge: float = 0.0) -> np.ndarray:
+                ridge: float = 0.0, prior=None) -> np.ndarray:
     """Per-task test MSE of the model x^T B w after the test-time rule ("gradient": `steps`
-    head steps of size alpha from w; "ridge", "lstsq": a head fitted on X B), (T,)."""
-    if rule not in HELDOUT_RULES:
+    head steps of size alpha from w; "ridge", "lstsq": a head fitted on X B; "bayes" with
+    `prior`: the empirical-Bayes head on X B, metarep.adapt.fit_heads), (T,)."""
+    if rule not in HELDOUT_RULES and not (rule == "bayes" and prior is not None):
         raise ValueError(f"test.adapt = {rule!r} needs the synthetic model's truth; real data takes gradient, "
                          "ridge or lstsq")
-    heads = fit_heads(rule, B, w, ep.X, ep.y, alpha=alpha, steps=steps, ridge=ridge)
+    heads = fit_heads(rule, B, w, ep.X, ep.y, alpha=alpha, steps=steps, ridge=ridge, prior=prior)
     return task_mse(heads @ B.T, ep)
 
 

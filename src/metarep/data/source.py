@@ -11,7 +11,8 @@ import numpy as np
 
 from metarep.data.heldout import HELDOUT_RULES, episodes, heldout_mse, summary
 from metarep.data.table import TaskData, TaskSet
-from metarep.sources import headline_rule, run_protocol, test_keys
+from metarep.random_effects import ragged_stats
+from metarep.sources import head_prior, headline_rule, run_protocol, test_keys
 from metarep.tasks import Tasks
 from metarep.tuning import tuned_summary
 
@@ -69,10 +70,12 @@ class TableSource:
         sets = {"test": episodes(self.data.heldout, te.m_test)}
         if self.data.validation is not None:
             sets["validation"] = episodes(self.data.validation, te.m_test)
+        train = self.data.train
+        prior = head_prior(config, B, w, lambda: ragged_stats(train.X, train.y, train.offsets))
 
         def score(rules, which, progress):
             progress.check()
-            out = np.stack([heldout_mse(B, w, sets[which], rule=r.adapt, **r.keywords()) for r in rules])
+            out = np.stack([heldout_mse(B, w, sets[which], rule=r.adapt, prior=prior, **r.keywords()) for r in rules])
             progress.chunk(sets[which].n_tasks)
             return out
 

@@ -5,7 +5,8 @@ calls it, or a test module that does)."""
 
 from __future__ import annotations
 
-from metarep.methods import anil, burer_monteiro, fo_anil, fo_maml, maml, mlp, moments, none, oracle, pooled
+from metarep.methods import (anil, burer_monteiro, fo_anil, fo_maml, maml, mlp, moments, none, oracle, pooled,
+                             random_effects)
 from metarep.methods.base import Method, NoHyper, outer_step, shared_head
 
 _REGISTRY: dict[tuple[str, str], Method] = {}
@@ -47,7 +48,7 @@ def table(arch: str | None = None):
     return pd.DataFrame([m.capabilities() for m in registered(arch)])
 
 
-for _module in (fo_anil, anil, fo_maml, maml, burer_monteiro, moments, oracle, none, pooled):
+for _module in (fo_anil, anil, fo_maml, maml, burer_monteiro, moments, oracle, none, pooled, random_effects):
     register(_module.METHOD)
 for _method in mlp.METHODS:
     register(_method)

@@ -23,6 +23,8 @@ class NoHyper(BaseModel):
 
 
 ADAPT_RULES = ("gradient", "ridge", "lstsq")
+# The linear arch adds the empirical-Bayes head on X B (metarep.adapt.empirical_prior).
+LINEAR_ADAPT_RULES = (*ADAPT_RULES, "bayes")
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,14 @@ class Method:
         an arch calls its own methods' fit with its own, e.g. mlp's spec and init);
     init(params, tasks) -> params
         the model's initial parameters turned into the method's state (one head per task);
+    head_prior(params, stats, **hyper) -> metarep.random_effects.Prior
+        the prior of a new task's head on its features, from the training tasks' raw-input
+        sufficient statistics `stats` (test.adapt = "bayes"; without it, the prior fitted to
+        the features X B: metarep.adapt.empirical_prior);
     check(config) -> None
         raises ValueError for a config this method cannot run (beyond what the fields say).
+
+    `adapt_rules` left empty is the arch's: gradient, ridge, lstsq, and bayes for the linear arch.
 
     `hyper` passed to gradient/step is the method's own table (`Hyper`, validated from
     [method]) plus the shared [train] keys named in `train_keys`.
@@ -59,7 +67,7 @@ class Method:
     Hyper: type[BaseModel] = NoHyper
     train_keys: tuple[str, ...] = ()
     default_adapt: str = "gradient"
-    adapt_rules: tuple[str, ...] = ADAPT_RULES
+    adapt_rules: tuple[str, ...] = ()
     features: str = "X B"
     fixed_width: Callable[[int, int], int] | None = None
     needs_truth: bool = False
@@ -71,8 +79,13 @@ class Method:
     population_step: Callable | None = None
     fit: Callable | None = None
     init: Callable | None = None
+    head_prior: Callable | None = None
     check: Callable[[Any], None] | None = None
     cost: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.adapt_rules:
+            object.__setattr__(self, "adapt_rules", LINEAR_ADAPT_RULES if self.arch == "linear" else ADAPT_RULES)
 
     @property
     def iterative(self) -> bool:

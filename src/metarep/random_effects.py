@@ -1,0 +1,267 @@
+"""The random-effects (linear mixed) model of multi-task regression, fitted by EM (MATH 11).
+
+    y_t = X_t theta_t + e_t,   theta_t ~ N(mu, G),   e_t ~ N(0, sigma^2 I),   tasks t = 1..N.
+
+Everything is computed from per-task sufficient statistics (X^T X, X^T y, y^T y, n), batched over
+tasks (no loop over tasks). G is carried as a factor L (p, r) with G = L L^T, and each task's
+random effect as theta_t = mu + L u_t, u_t ~ N(0, I_r): the posterior of u_t has precision
+A_t = I_r + L^T X^T X L / sigma^2 >= I_r, so every solve is well conditioned whether X^T X is
+singular (fewer rows than p) or G is (near) singular.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Stats(NamedTuple):
+    """Per-task sufficient statistics of N tasks with p features."""
+
+    XtX: np.ndarray  # (N, p, p)
+    Xty: np.ndarray  # (N, p)
+    yty: np.ndarray  # (N,)
+    n: np.ndarray  # (N,) rows per task
+
+
+class Prior(NamedTuple):
+    """theta ~ N(mu, G), noise variance sigma2."""
+
+    mu: np.ndarray  # (p,)
+    G: np.ndarray  # (p, p)
+    sigma2: float
+
+
+def task_stats(X: np.ndarray, y: np.ndarray) -> Stats:
+    """Stats of X (N, m, p), y (N, m)."""
+    XtX = np.swapaxes(X, 1, 2) @ X
+    return Stats(XtX, np.einsum("tmp,tm->tp", X, y), np.einsum("tm,tm->t", y, y),
+                 np.full(X.shape[0], X.shape[1], dtype=np.int64))
+
+
+def stacked_stats(tasks) -> Stats:
+    """Stats of every row, inner and outer, of metarep.tasks.Tasks (N tasks)."""
+    return task_stats(np.concatenate([tasks.X_in, tasks.X_out], axis=1),
+                      np.concatenate([tasks.y_in, tasks.y_out], axis=1))
+
+
+def ragged_stats(X: np.ndarray, y: np.ndarray, offsets: np.ndarray) -> Stats:
+    """Stats of ragged tasks: rows X (R, p), y (R,), task t at rows offsets[t]:offsets[t+1].
+    Row outer products are summed per task in blocks of rows (bounded memory, no task loop)."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    N, p = len(offsets) - 1, X.shape[1]
+    task = np.repeat(np.arange(N), np.diff(offsets))
+    XtX = np.zeros((N, p, p))
+    block = max(1, 2**22 // max(p * p, 1))
+    for start in range(0, len(y), block):
+        rows = slice(start, start + block)
+        np.add.at(XtX, task[rows], X[rows, :, None] * X[rows, None, :])
+    Xty = np.zeros((N, p))
+    np.add.at(Xty, task, X * y[:, None])
+    return Stats(XtX, Xty, np.bincount(task, weights=y * y, minlength=N), np.diff(offsets))
+
+
+def project(stats: Stats, B: np.ndarray) -> Stats:
+    """Stats of the features X B (B (p, k)): B^T X^T X B and B^T X^T y."""
+    return Stats(np.swapaxes(B, 0, 1) @ stats.XtX @ B, stats.Xty @ B, stats.yty, stats.n)
+
+
+def factor(G: np.ndarray, rank: int | None = None) -> np.ndarray:
+    """L (p, r) with L L^T = the best rank-r PSD approximation of G (negative eigenvalues
+    clipped to 0; r = p when rank is None)."""
+    vals, vecs = np.linalg.eigh((G + G.T) / 2)
+    vals, vecs = vals[::-1], vecs[:, ::-1]
+    r = len(vals) if rank is None else rank
+    return vecs[:, :r] * np.sqrt(np.clip(vals[:r], 0, None))
+
+
+class _Posterior(NamedTuple):
+    """Per-task posterior of u_t: mean u (N, r), covariance V (N, r, r); the log-likelihood."""
+
+    u: np.ndarray
+    V: np.ndarray
+    loglik: float
+
+
+def _posterior(stats: Stats, mu: np.ndarray, L: np.ndarray, sigma2: float) -> _Posterior:
+    """E-step. With r_t = y_t - X_t mu and b_t = L^T X_t^T r_t:
+    A_t = I + L^T S_t L / sigma2, u_t = A_t^{-1} b_t / sigma2, V_t = A_t^{-1}, and
+    log p(y_t) = -1/2 [n log(2 pi sigma2) + log|A_t| + (r^T r - b_t^T u_t) / sigma2]
+    (Woodbury and the determinant lemma on sigma2 I + X L L^T X^T)."""
+    N, p = stats.Xty.shape
+    r = L.shape[1]
+    SL = (stats.XtX.reshape(N * p, p) @ L).reshape(N, p, r)
+    LtSL = (L.T @ SL.transpose(1, 0, 2).reshape(p, N * r)).reshape(r, N, r).transpose(1, 0, 2)
+    A = np.eye(r) + LtSL / sigma2
+    Smu = stats.XtX @ mu
+    rr = stats.yty - 2 * stats.Xty @ mu + Smu @ mu
+    b = (stats.Xty - Smu) @ L
+    C = np.linalg.cholesky(A)
+    V = np.linalg.solve(A, np.broadcast_to(np.eye(r), A.shape))
+    u = np.einsum("tij,tj->ti", V, b) / sigma2
+    logdet = 2 * np.log(np.diagonal(C, axis1=1, axis2=2)).sum(axis=1)
+    quad = (rr - np.einsum("ti,ti->t", b, u)) / sigma2
+    loglik = -0.5 * float(np.sum(stats.n * np.log(2 * np.pi * sigma2) + logdet + quad))
+    return _Posterior(u, V, loglik)
+
+
+def _sigma2(stats: Stats, theta: np.ndarray, trace_SV: np.ndarray) -> float:
+    """sigma2 = sum_t E||y_t - X_t theta_t||^2 / sum_t n_t, with E over theta_t's posterior:
+    y^T y - 2 theta^T X^T y + theta^T S theta + tr(S V_theta); trace_SV = tr(S V_theta) (N,)."""
+    sse = (stats.yty - 2 * np.einsum("tp,tp->t", theta, stats.Xty)
+           + np.einsum("tp,tp->t", np.einsum("tpq,tq->tp", stats.XtX, theta), theta) + trace_SV)
+    return float(max(sse.sum() / stats.n.sum(), np.finfo(float).tiny))
+
+
+def _m_step_full(stats: Stats, mu, L, sigma2, post: _Posterior):
+    """theta_t ~ N(mu + L u_t, L V_t L^T): mu = mean theta_t, G = mean of the second moments
+    about mu = L (cov(u) + mean V) L^T, sigma2 from the residuals, where
+    tr(S_t L V_t L^T) = tr((A_t - I) sigma2 A_t^{-1}) = sigma2 (r - tr V_t). Returns (mu, L, sigma2)."""
+    theta = mu + post.u @ L.T
+    dev = post.u - post.u.mean(axis=0)
+    G = L @ (dev.T @ dev / len(dev) + post.V.mean(axis=0)) @ L.T
+    trace_SV = sigma2 * (L.shape[1] - np.trace(post.V, axis1=1, axis2=2))
+    return theta.mean(axis=0), factor(G), _sigma2(stats, theta, trace_SV)
+
+
+def _m_step_rank(stats: Stats, mu, L, sigma2, post: _Posterior):
+    """Rank r: Lambda = [mu, L] (p, r+1) minimises sum_t E||y_t - X_t Lambda (1, u_t)||^2:
+    sum_t S_t Lambda M_t = sum_t X_t^T y_t (1, u_t)^T with M_t = E[(1, u)(1, u)^T], one linear
+    system of size p (r+1) (built by one (p^2, N) x (N, (r+1)^2) product)."""
+    N, p = stats.Xty.shape
+    r = L.shape[1]
+    Eu = np.concatenate([np.ones((N, 1)), post.u], axis=1)
+    M = Eu[:, :, None] * Eu[:, None, :]
+    M[:, 1:, 1:] += post.V
+    K = (stats.XtX.reshape(N, p * p).T @ M.reshape(N, -1)).reshape(p, p, r + 1, r + 1)
+    K = K.transpose(0, 2, 1, 3).reshape(p * (r + 1), p * (r + 1))
+    rhs = (stats.Xty.T @ Eu).reshape(-1)
+    Lam = _sym_solve(K, rhs).reshape(p, r + 1)
+    mu_new, L_new = Lam[:, 0], Lam[:, 1:]
+    theta = mu_new + post.u @ L_new.T
+    SL = stats.XtX @ L_new
+    sigma2 = _sigma2(stats, theta, np.einsum("tpi,tij,pj->t", SL, post.V, L_new))
+    return mu_new, L_new, sigma2
+
+
+def _sym_solve(K: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.solve(K, rhs)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(K, rhs, rcond=None)[0]
+
+
+def _initial(stats: Stats, rank: int | None):
+    """mu: pooled least squares; sigma2 and G: the pooled residual variance split in halves,
+    G along the top directions of the per-task residual gradients X_t^T r_t."""
+    p = stats.Xty.shape[1]
+    mu = _sym_solve(stats.XtX.sum(axis=0) + 1e-10 * np.eye(p), stats.Xty.sum(axis=0))
+    n = stats.n.sum()
+    Xr = stats.Xty - stats.XtX @ mu
+    rss = stats.yty.sum() - 2 * stats.Xty.sum(axis=0) @ mu + mu @ stats.XtX.sum(axis=0) @ mu
+    var = max(float(rss) / n, 1e-12)
+    scale = var / 2 / max(float(np.trace(stats.XtX.sum(axis=0))) / n, 1e-12)
+    if rank is None:
+        return mu, np.sqrt(scale) * np.eye(p), var / 2
+    _, vecs = np.linalg.eigh(Xr.T @ Xr)
+    return mu, np.sqrt(scale * p / rank) * vecs[:, ::-1][:, :rank], var / 2
+
+
+def _em_map(stats: Stats, rank: int | None):
+    """One EM step as a map on x = (mu, G, log sigma2): x -> (F(x), loglik(x))."""
+    m_step = _m_step_full if rank is None else _m_step_rank
+
+    def step(x: _Params) -> tuple[_Params, float]:
+        L = factor(x.G, rank)
+        sigma2 = float(np.exp(x.log_sigma2))
+        post = _posterior(stats, x.mu, L, sigma2)
+        mu, L, sigma2 = m_step(stats, x.mu, L, sigma2, post)
+        return _Params(mu, L @ L.T, np.log(sigma2)), post.loglik
+
+    return step
+
+
+class _Params(NamedTuple):
+    mu: np.ndarray
+    G: np.ndarray
+    log_sigma2: float
+
+    def vector(self) -> np.ndarray:
+        return np.concatenate([self.mu, self.G.ravel(), [self.log_sigma2]])
+
+    @classmethod
+    def of(cls, v: np.ndarray, p: int) -> _Params:
+        G = v[p:p + p * p].reshape(p, p)
+        return cls(v[:p], (G + G.T) / 2, float(v[-1]))
+
+
+def fit_prior(stats: Stats, *, rank: int | None = None, method: str = "em", max_iter: int = 100,
+              tol: float = 1e-9) -> Prior:
+    """Maximum-likelihood (mu, G, sigma2) of the random-effects model by EM (MATH 11),
+    accelerated by SQUAREM (Varadhan and Roland 2008) with a monotone safeguard.
+
+    rank None: G full (p, p); rank r: G = L L^T with L (p, r). method "em" is the only one
+    (maximum likelihood, not REML). Stops when an iteration (three EM maps) gains less than
+    tol * (1 + |loglik|) in log-likelihood, or after max_iter iterations.
+    """
+    if method != "em":
+        raise ValueError(f"fit_prior: method must be 'em', got {method!r}")
+    p = stats.Xty.shape[1]
+    if rank is not None and not 1 <= rank <= p:
+        raise ValueError(f"fit_prior: rank must be between 1 and p = {p}, got {rank}")
+    F = _em_map(stats, rank)
+    mu, L, sigma2 = _initial(stats, rank)
+    x = _Params(mu, L @ L.T, np.log(sigma2))
+    x1, ll = F(x)
+    for _ in range(max_iter):
+        x2, ll1 = F(x1)
+        extrapolated = _squarem(x, x1, x2, p)
+        after, ll_ext = F(extrapolated)
+        previous = ll
+        if ll_ext >= ll1:
+            x, x1, ll = extrapolated, after, ll_ext
+        else:  # the extrapolation lost likelihood (or is not a model): the plain EM steps
+            x, (x1, ll) = x2, F(x2)
+        if ll - previous <= tol * (1 + abs(ll)):
+            break
+    L = factor(x1.G, rank)
+    return Prior(x1.mu, L @ L.T, float(np.exp(x1.log_sigma2)))
+
+
+def _squarem(x0: _Params, x1: _Params, x2: _Params, p: int) -> _Params:
+    """The SqS3 extrapolation x0 - 2 a r + a^2 v, r = x1 - x0, v = x2 - 2 x1 + x0,
+    a = -|r| / |v| (at most -1; a = -1 gives x2)."""
+    v0, v1, v2 = x0.vector(), x1.vector(), x2.vector()
+    r, v = v1 - v0, v2 - 2 * v1 + v0
+    norm_v = float(np.linalg.norm(v))
+    alpha = min(-float(np.linalg.norm(r)) / norm_v, -1.0) if norm_v > 0 else -1.0
+    return _Params.of(v0 - 2 * alpha * r + alpha * alpha * v, p)
+
+
+def loglik(prior: Prior, stats: Stats) -> float:
+    """The marginal log-likelihood sum_t log N(y_t; X_t mu, X_t G X_t^T + sigma2 I)."""
+    return _posterior(stats, prior.mu, factor(prior.G), prior.sigma2).loglik
+
+
+def posterior_mean(prior: Prior, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The BLUP of theta for tasks X (T, m, p), y (T, m): (T, p).
+
+    mu + G X^T (X G X^T + sigma2 I)^{-1} (y - X mu), an (m, m) solve per task; when m > p the
+    same in the p-space (Woodbury, G = L L^T): mu + L A^{-1} L^T X^T (y - X mu) / sigma2 with
+    A = I + L^T X^T X L / sigma2.
+    """
+    T, m, p = X.shape
+    r = y - X @ prior.mu
+    if m > p:
+        L = factor(prior.G)
+        stats = task_stats(X, y)
+        post = _posterior(stats, prior.mu, L, prior.sigma2)
+        return prior.mu + post.u @ L.T
+    XG = X @ prior.G
+    K = XG @ np.swapaxes(X, 1, 2) + prior.sigma2 * np.eye(m)
+    try:
+        sol = np.linalg.solve(K, r[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        sol = np.einsum("tij,tj->ti", np.linalg.pinv(K, hermitian=True), r)
+    return prior.mu + np.einsum("tmp,tm->tp", XG, sol)

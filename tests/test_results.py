@@ -105,3 +105,80 @@ def test_read_csv_rejects_other_csv(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ResultsError):
         read_csv(tmp_path / "x.csv")
+
+
+# ----------------------------------------------------------------------------- aggregation over seeds
+
+def _sweep_rows() -> list[dict]:
+    """Two grid keys (one mixing numbers and "inf"), three seeds, a diverged and a failed run,
+    missing metrics, ranks that differ between seeds."""
+    import random
+
+    rng, rows = random.Random(3), []
+    for m_in in [10, "inf", 5]:
+        for beta in [0.1, 0.05]:
+            for seed in range(3):
+                status = {(5, 0.05, 1): "diverged", ("inf", 0.1, 2): "failed"}.get((m_in, beta, seed), "completed")
+                row = {"run_id": f"r{len(rows)}", "train.m_in": m_in, "train.beta": beta, "seed": seed,
+                       "status": status, "rank": 2 + (seed == 2 and m_in == 10)}
+                for key in ("perp_norm", "align_norm", "mean_norm", "lambda_rel_err", "excess_risk"):
+                    row[key] = rng.uniform(0.1, 2.0) if status == "completed" else None
+                if m_in == 5 and beta == 0.1:
+                    row["lambda_rel_err"] = None
+                rows.append(row)
+    return rows
+
+
+def _naive(rows: list[dict], keys: list[str], metric: str) -> dict[tuple, list[float]]:
+    """Completed runs' values of `metric` per grid point, by a plain loop."""
+    out: dict[tuple, list[float]] = {}
+    for row in rows:
+        values = out.setdefault(tuple(row[k] for k in keys), [])
+        if row["status"] == "completed" and row[metric] is not None:
+            values.append(row[metric])
+    return out
+
+
+def test_aggregate_is_mean_and_sample_sd_per_grid_point_in_grid_order():
+    import statistics
+
+    from metarep.results import SUMMARY_METRICS, aggregate, mean_sd_text, mean_std
+    from metarep.tables import fmt
+
+    rows, keys = _sweep_rows(), ["train.m_in", "train.beta"]
+    headers, table = aggregate(["run_id", *keys, "seed", "status"], rows)
+    assert headers == [*keys, "runs", "completed", *SUMMARY_METRICS, "rank"]
+    order = [(5, 0.05), (5, 0.1), (10, 0.05), (10, 0.1), ("inf", 0.05), ("inf", 0.1)]
+    assert [tuple(line[:2]) for line in table] == [(fmt(a), fmt(b)) for a, b in order]
+    for line, point in zip(table, order):
+        for column, metric in enumerate(SUMMARY_METRICS, start=4):
+            values = _naive(rows, keys, metric)[point]
+            expected = (f"{fmt(statistics.mean(values))} ± {fmt(statistics.stdev(values), 2)}" if len(values) > 1
+                        else fmt(values[0]) if values else "")
+            assert line[column] == expected == mean_sd_text(values)
+    assert [line[3] for line in table] == ["2, 1 diverged", "3", "3", "3", "3", "2, 1 failed"]
+    assert [line[-1] for line in table] == ["2", "2", "2-3", "2-3", "2", "2"]
+    assert table[1][4 + SUMMARY_METRICS.index("lambda_rel_err")] == ""
+    values = [1.0, None, math.nan, 2.0, 4.5]
+    assert mean_std(values) == pytest.approx((statistics.mean([1.0, 2.0, 4.5]), statistics.stdev([1.0, 2.0, 4.5])))
+    assert math.isnan(mean_std([1.0])[1]) and all(math.isnan(x) for x in mean_std([]))
+
+
+def test_best_point_and_curves_follow_the_grid_values():
+    import statistics
+
+    from metarep.results import best_point, curves
+
+    rows, keys = _sweep_rows(), ["train.m_in", "train.beta"]
+    columns = ["run_id", *keys, "seed", "status"]
+    naive = _naive(rows, keys, "excess_risk")
+    best = min(naive, key=lambda p: statistics.mean(naive[p]))
+    assert best_point(columns, rows) == (dict(zip(keys, best)), naive[best])
+    x_key, xs, lines = curves(columns, rows, "excess_risk")
+    assert x_key == "train.m_in" and xs == [5, 10, "inf"]
+    assert [line.label for line in lines] == ["train.beta=0.05", "train.beta=0.1"]
+    for line, beta in zip(lines, [0.05, 0.1]):
+        assert line.xs == xs
+        assert line.means == pytest.approx([statistics.mean(naive[(x, beta)]) for x in xs], rel=1e-15)
+        assert line.sds == pytest.approx([statistics.stdev(naive[(x, beta)]) for x in xs], rel=1e-12)
+    assert best_point(["run_id", "seed", "status"], rows) is None

@@ -11,7 +11,8 @@ or failed, and wall_s (the run's wall time, which differs between machines: comp
 `comparable`).
 
 Aggregation over seeds (one row per grid point, mean and sample standard deviation of the
-completed runs) is here too, for the sweep's printed table, its report page and its figure.
+completed runs; a pandas group-by) is here too, for the sweep's printed table, its report page
+and its figure.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ import json
 import math
 import re
 import sqlite3
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from metarep.atomic import atomic_write
 from metarep.tables import csv_text, fmt
+
+if TYPE_CHECKING:
+    import pandas
 
 METRICS = ("perp_norm", "align_norm", "mean_norm", "lambda_rel_err", "rank")
 TEST_METRICS = ("excess_risk", "excess_risk_se", "mse", "mse_se")  # mse: held-out real tasks
@@ -270,11 +273,11 @@ def mean_std(values: Iterable[float | None]) -> tuple[float, float]:
     """Mean and sample standard deviation of the finite values (nan when there are none; the
     standard deviation is nan for a single value)."""
     import numpy as np
+    import pandas as pd
 
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
-        return float("nan"), float("nan")
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
+    v = pd.Series([x for x in values if x is not None], dtype="float64")
+    v = v[np.isfinite(v)]
+    return float(v.mean()), float(v.std(ddof=1))
 
 
 def mean_sd_text(values: Iterable[float | None]) -> str:
@@ -285,38 +288,47 @@ def mean_sd_text(values: Iterable[float | None]) -> str:
     return fmt(mean) if math.isnan(sd) else f"{fmt(mean)} {PM} {fmt(sd, 2)}"
 
 
-@dataclass
-class GridPoint:
-    """The runs of one grid point (all its seeds)."""
+def _frame(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> pandas.DataFrame:
+    """The rows as a DataFrame of `columns` (grid values kept as they are: numbers and "inf")."""
+    import pandas as pd
 
-    point: tuple
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def completed(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r["status"] == "completed"]
-
-    def values(self, metric: str) -> list[float]:
-        """`metric` over the completed runs that have it."""
-        return [r[metric] for r in self.completed if r.get(metric) is not None]
-
-    def status_text(self) -> str:
-        """"2" (completed), or "0, 2 diverged" when some did not complete."""
-        other = Counter(r["status"] for r in self.rows if r["status"] != "completed")
-        return f"{len(self.completed)}" + "".join(f", {n} {status}" for status, n in sorted(other.items()))
-
-    def rank_text(self) -> str:
-        ranks = sorted({r["rank"] for r in self.completed if r.get("rank") is not None})
-        return "" if not ranks else str(ranks[0]) if len(ranks) == 1 else f"{ranks[0]}-{ranks[-1]}"
+    return pd.DataFrame(list(rows), columns=list(dict.fromkeys(columns)), dtype=object)
 
 
-def group(rows: Iterable[dict[str, Any]], keys: Sequence[str]) -> list[GridPoint]:
-    """The rows grouped by their values of `keys`, groups in the natural order of those values."""
-    groups: dict[tuple, GridPoint] = {}
-    for row in rows:
-        point = tuple(row.get(k) for k in keys)
-        groups.setdefault(point, GridPoint(point)).rows.append(row)
-    return [groups[p] for p in sorted(groups, key=lambda p: [natural_key(v) for v in p])]
+def group(frame: pandas.DataFrame, keys: Sequence[str]) -> list[tuple[tuple, pandas.DataFrame]]:
+    """(values of `keys`, the rows that have them) for each grid point, in the natural order of
+    the values (`natural_key`: a grid column mixes numbers and "inf")."""
+    if not keys:
+        return [((), frame)] if len(frame) else []
+    groups = [(k if isinstance(k, tuple) else (k,), g)
+              for k, g in frame.groupby(list(keys), sort=False, dropna=False)]
+    groups = [(tuple(None if _missing(v) else v for v in k), g) for k, g in groups]
+    return sorted(groups, key=lambda kg: [natural_key(v) for v in kg[0]])
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _completed(rows: pandas.DataFrame) -> pandas.DataFrame:
+    return rows[rows["status"] == "completed"]
+
+
+def _values(rows: pandas.DataFrame, metric: str) -> list[float]:
+    """`metric` over the completed runs that have it."""
+    return [float(v) for v in _completed(rows)[metric] if not _missing(v)]
+
+
+def _status_text(rows: pandas.DataFrame) -> str:
+    """"2" (completed), or "0, 2 diverged" when some did not complete."""
+    counts = rows["status"].value_counts()
+    other = sorted((status, n) for status, n in counts.items() if status != "completed")
+    return f"{counts.get('completed', 0)}" + "".join(f", {n} {status}" for status, n in other)
+
+
+def _rank_text(rows: pandas.DataFrame) -> str:
+    ranks = sorted({int(r) for r in _completed(rows)["rank"] if not _missing(r)})
+    return "" if not ranks else str(ranks[0]) if len(ranks) == 1 else f"{ranks[0]}-{ranks[-1]}"
 
 
 def aggregate(columns: list[str], rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -324,9 +336,10 @@ def aggregate(columns: list[str], rows: list[dict[str, Any]]) -> tuple[list[str]
     of the completed runs, ordered by the grid values."""
     keys = grid_keys_of(columns)
     headers = [*keys, "runs", "completed", *SUMMARY_METRICS, "rank"]
-    table = [[*(fmt(v) for v in g.point), str(len(g.rows)), g.status_text(),
-              *(mean_sd_text(g.values(m)) for m in SUMMARY_METRICS), g.rank_text()]
-             for g in group(rows, keys)]
+    frame = _frame(rows, [*keys, "status", "rank", *SUMMARY_METRICS])
+    table = [[*(fmt(v) for v in point), str(len(g)), _status_text(g),
+              *(mean_sd_text(_values(g, m)) for m in SUMMARY_METRICS), _rank_text(g)]
+             for point, g in group(frame, keys)]
     return headers, table
 
 
@@ -342,11 +355,13 @@ def best_point(columns: list[str], rows: list[dict[str, Any]]) -> tuple[dict[str
     those scores; None without a grid or with fewer than two points to compare."""
     keys = grid_keys_of(columns)
     score = test_score(rows)
-    points = [g for g in group(rows, keys) if g.values(score)] if keys else []
+    frame = _frame(rows, [*keys, "status", score])
+    points = [(p, _values(g, score)) for p, g in group(frame, keys)] if keys else []
+    points = [(p, v) for p, v in points if v]
     if len(points) < 2:
         return None
-    best = min(points, key=lambda g: mean_std(g.values(score))[0])
-    return dict(zip(keys, best.point)), best.values(score)
+    best, values = min(points, key=lambda pv: mean_std(pv[1])[0])
+    return dict(zip(keys, best)), values
 
 
 @dataclass(frozen=True)
@@ -365,13 +380,14 @@ def curves(columns: list[str], rows: list[dict[str, Any]], metric: str) -> tuple
     completed runs; the sd is 0 at a value with a single run."""
     keys = grid_keys_of(columns)
     x_key, others = keys[0], keys[1:]
-    xs = sorted({r.get(x_key) for r in rows}, key=natural_key)
-    done = [r for r in rows if r["status"] == "completed" and r.get(metric) is not None]
+    frame = _frame(rows, [*keys, "status", metric])
+    xs = [point[0] for point, _ in group(frame, [x_key])]
+    done = frame[(frame["status"] == "completed") & ~frame[metric].map(_missing)]
     out = []
-    for combo in group(done, others):
-        points = group(combo.rows, [x_key])
-        stats = [mean_std(g.values(metric)) for g in points]
-        label = ", ".join(f"{k}={fmt(v)}" for k, v in zip(others, combo.point))
-        out.append(Curve(label, [g.point[0] for g in points], [m for m, _ in stats],
+    for combo, rows_of in group(done, others):
+        points = group(rows_of, [x_key])
+        stats = [mean_std(_values(g, metric)) for _, g in points]
+        label = ", ".join(f"{k}={fmt(v)}" for k, v in zip(others, combo))
+        out.append(Curve(label, [p[0] for p, _ in points], [m for m, _ in stats],
                          [0.0 if math.isnan(sd) else sd for _, sd in stats]))
     return x_key, xs, out

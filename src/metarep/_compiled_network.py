@@ -1,10 +1,12 @@
-"""The compiled head-only outer pass of the two-layer network (`metarep.nonlinear.fused`), in a
-module of its own for numba's on-disk cache (see `metarep._compiled`). What it computes, and
-the derivation of every line, is in `nonlinear/fused.py`.
+"""The compiled head-only outer pass of the network (`metarep.nonlinear.fused`), in a module of
+its own for numba's on-disk cache (see `metarep._compiled`). What it computes, and the
+derivation of every line, is in `nonlinear/fused.py`.
 
 A unit is a fixed group of consecutive blocks of BLOCK tasks, with its own partial sums; the
 groups are taken from a shared counter by `threads.run_units` and added in group order, so
-results do not depend on the number of threads.
+results do not depend on the number of threads. The tasks and layers may be float32 or float64
+(the matrix products in that precision); the per-task head arithmetic and the partial sums are
+in float64.
 """
 
 from __future__ import annotations
@@ -14,38 +16,55 @@ import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba's products call: loaded before the first
 
 #                                 launch, so that kernels.step_threads keeps it on one thread from the start)
-from metarep._compiled import KERNEL, ON_POOL, PARALLEL, fetch_add
+from metarep._compiled import KERNEL, ON_POOL, PARALLEL, fetch_add, keyed_cache, restore_cache
+
+_previous_cache = keyed_cache()     # every kernel below is cached under _compiled.cache_dir()
 
 # Tasks per block: a block's features, 32 x 30 x 50 doubles (384 KB) in the paper's setting,
 # stay in cache from the product that makes them to the one that takes their gradient (32
 # measured 5-10% faster than 64 or 128 there).
 BLOCK = 32
 
+
 @numba.njit(**KERNEL)
-def _features(X, W1T, b1, has_bias, relu):  # pragma: no cover - compiled
-    """act(X W1^T + b1) for rows X (r, d): (r, n), in a new array."""
-    F = np.dot(X, W1T)
+def _features(X, WT, b, has_bias, relu):  # pragma: no cover - compiled
+    """act(X W^T + b) for rows X (r, d) and WT = W^T (d, n): (r, n), in a new array."""
+    F = np.dot(X, WT)
     r, n = F.shape
     for i in range(r):
         for k in range(n):
-            z = F[i, k] + b1[k] if has_bias else F[i, k]
+            z = F[i, k] + b[k] if has_bias else F[i, k]
             F[i, k] = z if (not relu or z > 0.0) else 0.0
     return F
 
 
 @numba.njit(**KERNEL)
-def _add_layer_gradient(dZ, X, gW1, gb1, has_bias):  # pragma: no cover - compiled
-    """gW1 (n, d) += dZ^T X for rows dZ (r, n), X (r, d); gb1 (n,) += the column sums of dZ."""
-    gW1 += np.dot(dZ.T, X)
+def _add_layer_gradient(dZ, X, gW, gb, has_bias):  # pragma: no cover - compiled
+    """gW (n, d) += dZ^T X for rows dZ (r, n), X (r, d); gb (n,) += the column sums of dZ."""
+    gW += np.dot(dZ.T, X)
     if has_bias:
         for i in range(dZ.shape[0]):
             for k in range(dZ.shape[1]):
-                gb1[k] += dZ[i, k]
+                gb[k] += dZ[i, k]
+
+
+@numba.njit(**KERNEL)
+def _body_gradient(dZ, H, X, W2, three, has_bias, relu, gW1, gb1, gW2, gb2):  # pragma: no cover - compiled
+    """The body's gradient from the last layer's dZ (r, n): three layers, gW2 += dZ^T H, dH = dZ W2
+    and dZ1 = dH * act'(Z1) (H = act(Z1), (r, n1)); then gW1 += dZ1^T X."""
+    if three:
+        _add_layer_gradient(dZ, H, gW2, gb2, has_bias)
+        dZ = np.dot(dZ, W2)
+        for i in range(dZ.shape[0]):
+            for k in range(dZ.shape[1]):
+                if relu and H[i, k] <= 0.0:
+                    dZ[i, k] = 0.0
+    _add_layer_gradient(dZ, X, gW1, gb1, has_bias)
 
 
 @numba.njit(**KERNEL)
 def _head_step(Fi, a, y, w, alpha, r, Wt):  # pragma: no cover - compiled
-    """Task rows a.. of Fi, targets y (m_in,): r = F_i w - y, Wt = w - (alpha / m_in) F_i^T r."""
+    """Task rows a.. of Fi, targets y (m_in,), head w: r = F_i w - y, Wt = w - (alpha / m_in) F_i^T r."""
     m_in, n = r.shape[0], w.shape[0]
     for j in range(m_in):
         s = 0.0
@@ -79,58 +98,74 @@ def _outer_residuals(Fo, c, y, Wt, relu, u):  # pragma: no cover - compiled
 
 
 @numba.njit(**KERNEL)
-def _through_inner_step(Fi, a, r, u, w, alpha, relu, Fu, gw, dFi):  # pragma: no cover - compiled
-    """ANIL's terms through W_i = w - (alpha / m_in) F_i^T (F_i w - y_i): gw -= (alpha / m_in)
-    F_i^T F_i u, and rows a.. of dFi = -(alpha / m_in) (r u^T + F_i u w^T) * act'(Z_i)."""
+def _through_inner_step(Fi, a, r, g, w, alpha, relu, Fg, gw, dFi, first, carry):  # pragma: no cover - compiled
+    """ANIL's terms through one inner step W' = w - (alpha / m_in) F_i^T r (r = F_i w - y_i), g the
+    derivative of the loss in W': rows a.. of dFi = (first) or += -(alpha / m_in) (r g^T +
+    F_i g w^T) * act'(Z_i); gw -= (alpha / m_in) F_i^T F_i g, and g too when `carry` (g becomes
+    the derivative in w)."""
     m_in, n = r.shape[0], w.shape[0]
     for j in range(m_in):
         s = 0.0
         for k in range(n):
-            s += Fi[a + j, k] * u[k]
-        Fu[j] = s
-    for j in range(m_in):
-        coef = -alpha / m_in * Fu[j]
-        for k in range(n):
-            gw[k] += coef * Fi[a + j, k]
+            s += Fi[a + j, k] * g[k]
+        Fg[j] = s
     for j in range(m_in):
         for k in range(n):
             live = not relu or Fi[a + j, k] > 0.0
-            dFi[a + j, k] = -alpha / m_in * (r[j] * u[k] + Fu[j] * w[k]) if live else 0.0
+            v = -alpha / m_in * (r[j] * g[k] + Fg[j] * w[k])
+            dFi[a + j, k] = (v if first else dFi[a + j, k] + v) if live else 0.0
+    for j in range(m_in):
+        coef = -alpha / m_in * Fg[j]
+        for k in range(n):
+            gw[k] += coef * Fi[a + j, k]
+    if carry:
+        for j in range(m_in):
+            coef = -alpha / m_in * Fg[j]
+            for k in range(n):
+                g[k] += coef * Fi[a + j, k]
 
 
 @numba.njit(**KERNEL)
-def _block(t0, t1, X_in, y_in, X_out, y_out, W1T, b1, has_bias, w, alpha, relu, exact,
-           gW1, gb1, gw):  # pragma: no cover - compiled
-    """Tasks t0..t1: adds their outer-gradient sums into gW1, gb1, gw; returns their outer
-    squared residuals sum_i |r'_i|^2 / (2 m_out)."""
+def _block(t0, t1, X_in, y_in, X_out, y_out, W1T, b1, W2T, b2, has_bias, w, alpha, steps, relu, exact,
+           gW1, gb1, gW2, gb2, gw):  # pragma: no cover - compiled
+    """Tasks t0..t1: adds their outer-gradient sums into gW1, gb1, gW2, gb2, gw; returns their
+    outer squared residuals sum_i |r'_i|^2 / (2 m_out). Three layers when W2T is not empty."""
     nb = t1 - t0
     m_in, m_out, d = X_in.shape[1], X_out.shape[1], X_in.shape[2]
     n = w.shape[0]
+    three = W2T.size > 0
     Xi = X_in[t0:t1].reshape(nb * m_in, d)
     Xo = X_out[t0:t1].reshape(nb * m_out, d)
-    Fi = _features(Xi, W1T, b1, has_bias, relu)
-    Fo = _features(Xo, W1T, b1, has_bias, relu)
-    r, Fu = np.empty(m_in), np.empty(m_in)
-    Wt, u = np.empty(n), np.empty(n)
-    dFi = np.empty((nb * m_in, n)) if exact else np.empty((0, n))
+    Hi = _features(Xi, W1T, b1, has_bias, relu)
+    Ho = _features(Xo, W1T, b1, has_bias, relu)
+    Fi = _features(Hi, W2T, b2, has_bias, relu) if three else Hi
+    Fo = _features(Ho, W2T, b2, has_bias, relu) if three else Ho
+    Ws, R = np.empty((steps + 1, n)), np.empty((steps, m_in))
+    g, u, Fg = np.empty(n), np.empty(n), np.empty(m_in)
+    dFi = np.empty((nb * m_in, n) if exact else (0, n), Fi.dtype)
     loss = 0.0
     for t in range(nb):
-        _head_step(Fi, t * m_in, y_in[t0 + t], w, alpha, r, Wt)
-        loss += _outer_residuals(Fo, t * m_out, y_out[t0 + t], Wt, relu, u)
+        Ws[0] = w
+        for s in range(steps):
+            _head_step(Fi, t * m_in, y_in[t0 + t], Ws[s], alpha, R[s], Ws[s + 1])
+        loss += _outer_residuals(Fo, t * m_out, y_out[t0 + t], Ws[steps], relu, u)
         gw += u                                    # FO-ANIL: dW_i/dw taken as the identity
         if exact:
-            _through_inner_step(Fi, t * m_in, r, u, w, alpha, relu, Fu, gw, dFi)
-    _add_layer_gradient(Fo, Xo, gW1, gb1, has_bias)                # Fo holds dZ' by now
+            g[:] = u
+            for s in range(steps - 1, -1, -1):
+                _through_inner_step(Fi, t * m_in, R[s], g, Ws[s], alpha, relu, Fg, gw, dFi, s == steps - 1, s > 0)
+    W2 = W2T.T.copy()
+    _body_gradient(Fo, Ho, Xo, W2, three, has_bias, relu, gW1, gb1, gW2, gb2)    # Fo holds dZ' by now
     if exact:
-        _add_layer_gradient(dFi, Xi, gW1, gb1, has_bias)
+        _body_gradient(dFi, Hi, Xi, W2, three, has_bias, relu, gW1, gb1, gW2, gb2)
     return loss
 
 
 @numba.njit(**KERNEL)
-def head_pass_units(X_in, y_in, X_out, y_out, W1T, b1, has_bias, w, alpha, relu, exact,
-                    gW1_g, gb1_g, gw_g, loss_g, counter):  # pragma: no cover - compiled
+def head_pass_units(X_in, y_in, X_out, y_out, W1T, b1, W2T, b2, has_bias, w, alpha, steps, relu, exact,
+                    gW1_g, gb1_g, gW2_g, gb2_g, gw_g, loss_g, counter):  # pragma: no cover - compiled
     """For the groups this thread takes from `counter`: group g's sums into row g of gW1_g
-    (G, n, d), gb1_g (G, n), gw_g (G, n), loss_g (G,)."""
+    (G, n1, d), gb1_g (G, n1), gW2_g (G, n, n1), gb2_g (G, n), gw_g (G, n), loss_g (G,)."""
     N = X_in.shape[0]
     nblocks = (N + BLOCK - 1) // BLOCK
     ngroups = gW1_g.shape[0]
@@ -139,11 +174,13 @@ def head_pass_units(X_in, y_in, X_out, y_out, W1T, b1, has_bias, w, alpha, relu,
     while g < ngroups:
         gW1_g[g] = 0.0
         gb1_g[g] = 0.0
+        gW2_g[g] = 0.0
+        gb2_g[g] = 0.0
         gw_g[g] = 0.0
         s = 0.0
         for b in range(g * nblocks // ngroups, (g + 1) * nblocks // ngroups):
-            s += _block(b * BLOCK, min(b * BLOCK + BLOCK, N), X_in, y_in, X_out, y_out, W1T, b1, has_bias, w,
-                        alpha, relu, exact, gW1_g[g], gb1_g[g], gw_g[g])
+            s += _block(b * BLOCK, min(b * BLOCK + BLOCK, N), X_in, y_in, X_out, y_out, W1T, b1, W2T, b2, has_bias,
+                        w, alpha, steps, relu, exact, gW1_g[g], gb1_g[g], gW2_g[g], gb2_g[g], gw_g[g])
         loss_g[g] = s
         last = fetch_add(counter, 1) == ngroups - 1
         g = fetch_add(counter, 0)
@@ -151,11 +188,13 @@ def head_pass_units(X_in, y_in, X_out, y_out, W1T, b1, has_bias, w, alpha, relu,
 
 
 @numba.njit(**PARALLEL)
-def _head_pass_on_pool(threads, X_in, y_in, X_out, y_out, W1T, b1, has_bias, w, alpha, relu, exact,
-                       gW1_g, gb1_g, gw_g, loss_g, counter):  # pragma: no cover - compiled
+def _head_pass_on_pool(threads, X_in, y_in, X_out, y_out, W1T, b1, W2T, b2, has_bias, w, alpha, steps, relu,
+                       exact, gW1_g, gb1_g, gW2_g, gb2_g, gw_g, loss_g, counter):  # pragma: no cover - compiled
     for _ in numba.prange(threads):
-        head_pass_units(X_in, y_in, X_out, y_out, W1T, b1, has_bias, w, alpha, relu, exact, gW1_g, gb1_g, gw_g,
-                        loss_g, counter)
+        head_pass_units(X_in, y_in, X_out, y_out, W1T, b1, W2T, b2, has_bias, w, alpha, steps, relu, exact,
+                        gW1_g, gb1_g, gW2_g, gb2_g, gw_g, loss_g, counter)
 
 
 ON_POOL[head_pass_units] = _head_pass_on_pool
+
+restore_cache(_previous_cache)

@@ -26,7 +26,6 @@ from functools import partial
 import torch
 from torch.func import grad, vmap
 
-from metarep.nonlinear import fused
 from metarep.nonlinear.backend import (
     Net,
     TorchTasks,
@@ -146,12 +145,8 @@ def outer_gradient(params: dict, tasks: TorchTasks, *, net: Net, alpha: float, i
 def meta_gradient(params: MLPParams, tasks, *, net: Net, alpha: float, inner_steps: int = 1,
                   adapt_body: bool, exact: bool) -> tuple[MLPParams, float]:
     """`outer_gradient` on NumPy parameters and tasks (or TorchTasks already on the device):
-    (the gradient as MLPParams of the same shapes and dtype, the mean outer loss). FO-ANIL and
-    ANIL with one inner step on a two-layer network on the CPU in float64 take the compiled pass
-    of `metarep.nonlinear.fused` instead (the same gradient, 2.5-4.5x faster in the paper's
-    setting)."""
-    if fused.applies(params, device=net.device, dtype=net.dtype, inner_steps=inner_steps, adapt_body=adapt_body):
-        return fused.head_pass(params, tasks, activation=net.activation, alpha=alpha, exact=exact)
+    (the gradient as MLPParams of the same shapes and dtype, the mean outer loss). On the CPU the
+    methods FO-ANIL and ANIL take the compiled pass of `metarep.nonlinear.fused` instead."""
     with step_threads(step_work(params, tasks)):
         grads, loss = outer_gradient(torch_params(params, net), torch_tasks(tasks, net), net=net, alpha=alpha,
                                      inner_steps=inner_steps, adapt_body=adapt_body, exact=exact)

@@ -47,14 +47,17 @@ def _last_row(exp, state: TrainState) -> dict:
             return {"step": state.step, "loss": float("nan")}
 
 
-def evaluate_final(exp, state: TrainState) -> dict | None:
+def evaluate_final(exp, state: TrainState, *, on_chunk=None, should_stop=None) -> dict | None:
     """The test section for a completed run, None for any other. When test-time adaptation runs
-    away (a non-finite excess risk or error), the run is marked diverged at its last step instead."""
+    away (a non-finite excess risk or error), the run is marked diverged at its last step instead.
+    on_chunk(done, total) is called after each chunk of tasks scored; should_stop() is asked
+    before each chunk and stops the evaluation with KeyboardInterrupt when it says so."""
     if state.status != "completed":
         return None
+    hooks = {k: v for k, v in (("on_chunk", on_chunk), ("should_stop", should_stop)) if v is not None}
     with np.errstate(all="ignore"), exp.compute():
         try:
-            test = exp.evaluate(state.params)
+            test = exp.evaluate(state.params, **hooks)
             score = test.get("excess_risk", test.get("mse"))
             if score is not None and math.isfinite(score):
                 return test

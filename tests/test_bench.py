@@ -266,3 +266,28 @@ def test_cpu_load_runs_and_ends_its_processes():
     assert all(p.poll() is not None for p in procs)
     with pytest.raises(ValueError, match="load"):
         BenchConfig(load=-1).validate()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--load", "-1"], "load: Input should be greater than or equal to 0 (got -1)"),
+    (["--n-tasks", "0"], "n_tasks: Input should be greater than or equal to 1 (got 0)"),
+    (["--repeats", "0"], "repeats: Input should be greater than or equal to 1 (got 0)"),
+])
+def test_a_bad_bench_setting_is_one_line_and_exit_2(capsys, args, says):
+    from metarep.cli import main
+
+    assert main(["bench", "--quick", "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err and "Traceback" not in err
+
+
+def test_bench_config_is_validated_when_made():
+    from metarep.config import ConfigError
+
+    with pytest.raises(ConfigError, match="^dtypes: must be among float64, float32, got 'float16'$"):
+        BenchConfig(dtypes=("float16",))
+    with pytest.raises(ConfigError, match="unknown setting 'sizes'"):
+        BenchConfig(sizes=3)
+    with pytest.raises(ConfigError, match="^d: Input should be a valid integer"):
+        BenchConfig(d=True)
+    assert BenchConfig(quick=True).resolved() == BenchConfig(quick=True).resolved()

@@ -1,14 +1,18 @@
-"""What `metarep bench` measures (`BenchConfig`) and what it found (`Row`, `BenchResult`)."""
+"""What `metarep bench` measures (`BenchConfig`, a pydantic model validated when made: one-line
+ConfigError, exit status 2 from the CLI) and what it found (`Row`, `BenchResult`)."""
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from metarep.bench import contenders as _contenders
 from metarep.bench.contenders._common import METHODS
 from metarep.bench.targets import TARGET_POPULATION_STEPS, Target
+from metarep.config import ConfigError
 
 __all__ = ["DTYPES", "METHODS", "PAPER", "TOLERANCE", "BenchConfig", "BenchResult", "Row", "resolved"]
 
@@ -24,83 +28,107 @@ TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 
 
 
-@dataclass
-class BenchConfig:
-    """What to measure. None in the repetition fields means: the default for full or quick mode."""
+Count = Annotated[int, Field(ge=1, strict=True)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+
+
+class BenchConfig(BaseModel):
+    """What to measure, validated when made like metarep.config.Config (a ConfigError with one
+    line naming the field). None in the repetition fields means: the default for full or quick
+    mode (`resolved`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     methods: tuple[str, ...] = METHODS
-    n_tasks: int = PAPER["n_tasks"]
-    m_in: int = PAPER["m_in"]
-    m_out: int = PAPER["m_out"]
-    d: int = PAPER["d"]
-    width: int = PAPER["width"]
+    n_tasks: Count = PAPER["n_tasks"]
+    m_in: Count = PAPER["m_in"]
+    m_out: Count = PAPER["m_out"]
+    d: Count = PAPER["d"]
+    width: Count = PAPER["width"]
     dtypes: tuple[str, ...] = DTYPES
     contenders: tuple[str, ...] | None = None      # None: every known contender
-    repeats: int | None = None                      # timed calls, vectorised contenders (20; quick 3)
-    loop_repeats: int | None = None                 # timed calls, loop contenders (3; quick 1)
-    warmup: int | None = None                       # untimed calls after the check (2; quick 1)
-    min_time: float | None = None                   # and time vectorised ones for at least this long (0.5 s; quick 0)
-    rounds: int | None = None                       # interleaved blocks of the vectorised contenders (4; quick 1)
-    settle: float | None = None                     # idle seconds before each timed block (0.3; quick 0)
+    repeats: Count | None = None                    # timed calls, vectorised contenders (20; quick 3)
+    loop_repeats: Count | None = None               # timed calls, loop contenders (3; quick 1)
+    warmup: Annotated[int, Field(ge=0, strict=True)] | None = None  # untimed calls after the check (2; quick 1)
+    min_time: Seconds | None = None                 # and time vectorised ones for at least this long (0.5 s; quick 0)
+    rounds: Count | None = None                     # interleaved blocks of the vectorised contenders (4; quick 1)
+    settle: Annotated[float, Field(ge=0, le=60, strict=True)] | None = None  # idle seconds before each timed
+    #                                                 block, at most a minute (0.3; quick 0)
     quick: bool = False
-    alpha: float = 0.1
-    seed: int = 0
+    alpha: Annotated[float, Field(allow_inf_nan=False, strict=True)] = 0.1
+    seed: Annotated[int, Field(ge=0, strict=True)] = 0
     retain_freed_memory: bool = False               # glibc keeps freed memory (kernels.retain_freed_memory)
-    busy_threshold: float = 0.2                     # cores used by other processes that make a timing suspect
-    busy_retries: int | None = None                 # re-timings of a suspect vectorised row (2; quick 0)
-    busy_wait: float = 5.0                          # seconds to wait before re-timing
+    busy_threshold: Seconds = 0.2                   # cores used by other processes that make a timing suspect
+    busy_retries: Annotated[int, Field(ge=0, strict=True)] | None = None  # re-timings of a suspect vectorised
+    #                                                 row (2; quick 0)
+    busy_wait: Seconds = 5.0                        # seconds to wait before re-timing
     bandwidth: bool = True
-    bandwidth_bytes: float | None = None            # size of the read-bandwidth probe (400 MB; quick 32 MB)
+    bandwidth_bytes: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None  # size of the read-bandwidth
+    #                                                 probe (400 MB; quick 32 MB)
     population: bool = True
-    pop_steps: int | None = None                    # sequential population steps (10^5; quick 10^3)
-    pop_batch: int | None = None                    # seeds along the leading axis (256; quick 16)
-    pop_batch_steps: int | None = None              # steps of the batched run (200; quick 20)
-    load: int = 0                                   # CPU-bound processes run beside the contenders
+    pop_steps: Count | None = None                  # sequential population steps (10^5; quick 10^3)
+    pop_batch: Count | None = None                  # seeds along the leading axis (256; quick 16)
+    pop_batch_steps: Count | None = None            # steps of the batched run (200; quick 20)
+    load: Annotated[int, Field(ge=0, le=64, strict=True)] = 0  # CPU-bound processes run beside the contenders
+
+    def __init__(self, **values: Any):
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise ConfigError(_one_line(err)) from None
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [m for m in value if m not in METHODS]
+        if unknown:
+            raise ValueError(f"must be among {', '.join(METHODS)}, got {unknown[0]!r}")
+        return value
+
+    @field_validator("dtypes")
+    @classmethod
+    def _dtypes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [dt for dt in value if dt not in DTYPES]
+        if unknown:
+            raise ValueError(f"must be among {', '.join(DTYPES)}, got {unknown[0]!r}")
+        return value
+
+    @field_validator("contenders")
+    @classmethod
+    def _contenders(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        unknown = [c for c in value or () if c not in _contenders.CONTENDERS]
+        if unknown:
+            raise ValueError(f"unknown contender(s) {unknown}; known: {list(_contenders.CONTENDERS)}")
+        return value
 
     def busy_limit(self) -> float:
         """Cores other processes may keep busy, beyond the `load` ones, before a timing is suspect."""
         return self.busy_threshold + self.load
 
     def resolved(self) -> BenchConfig:
-        """A copy with every None repetition field set for the mode, after validation."""
+        """A copy with every None repetition field set for the mode."""
         q = self.quick
         defaults = {"repeats": 3 if q else 20, "loop_repeats": 1 if q else 3, "warmup": 1 if q else 2,
                     "bandwidth_bytes": 32e6 if q else 400e6, "pop_steps": 1000 if q else TARGET_POPULATION_STEPS,
                     "pop_batch": 16 if q else 256, "pop_batch_steps": 20 if q else 200,
                     "busy_retries": 0 if q else 2, "min_time": 0.0 if q else 0.5,
                     "rounds": 1 if q else 4, "settle": 0.0 if q else 0.3}
-        values = asdict(self)
-        for key, value in defaults.items():
-            if values[key] is None:
-                values[key] = value
-        out = BenchConfig(**values)
-        out.validate()
-        return out
+        values = self.model_dump()
+        return BenchConfig(**{**values, **{k: v for k, v in defaults.items() if values[k] is None}})
 
-    def validate(self) -> None:
-        for name in ("n_tasks", "m_in", "m_out", "d", "width"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for m in self.methods:
-            if m not in METHODS:
-                raise ValueError(f"method must be one of {METHODS}, got {m!r}")
-        for dt in self.dtypes:
-            if dt not in DTYPES:
-                raise ValueError(f"dtype must be one of {DTYPES}, got {dt!r}")
-        if self.contenders is not None:
-            unknown = [c for c in self.contenders if c not in _contenders.CONTENDERS]
-            if unknown:
-                raise ValueError(f"unknown contender(s) {unknown}; known: {list(_contenders.CONTENDERS)}")
-        for name in ("repeats", "loop_repeats", "pop_steps", "pop_batch", "pop_batch_steps", "rounds"):
-            value = getattr(self, name)
-            if value is not None and int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if self.warmup is not None and self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
-        if not 0 <= int(self.load) <= 64:
-            raise ValueError(f"load must be between 0 and 64 processes, got {self.load}")
-        if self.settle is not None and not 0 <= self.settle <= 60:
-            raise ValueError(f"settle must be between 0 and 60 seconds, got {self.settle}")
+    def validate(self) -> None:  # type: ignore[override]
+        """Nothing to do: a BenchConfig is validated when it is made (kept for callers)."""
+
+
+def _one_line(err: ValidationError) -> str:
+    """`field: what it accepts (got value)`, from the first error."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"][:1])
+    if first["type"] == "extra_forbidden":
+        return f"bench: unknown setting {where!r}"
+    text = f"{where}: {first['msg'].removeprefix('Value error, ')}"
+    got = first.get("input")
+    return text if "got" in text or got is None else f"{text} (got {got!r})"
 
 
 @dataclass

@@ -134,7 +134,7 @@ def result_to_dict(result: BenchResult) -> dict:
                      "attempts": r.attempts, "times_s": r.times, "note": r.note,
                      "description": _contenders.DESCRIPTIONS.get(r.contender, "")})
     return {
-        "config": asdict(result.config), "machine": result.machine, "reference": result.reference,
+        "config": result.config.model_dump(), "machine": result.machine, "reference": result.reference,
         "read_bandwidth_gbps": None if result.read_bandwidth is None else result.read_bandwidth / 1e9,
         "read_bandwidth_probes_gbps": [b / 1e9 for b in result.read_bandwidth_probes],
         "rows": rows, "population": result.population, "targets": [asdict(t) for t in result.targets],

@@ -1,9 +1,11 @@
 """Figures: a run's tracked norms and loss (the paper's figure), a sweep's summary, and the
 Lemma 2 decay of perp_norm (MATH 5) that both this figure and the reproduction's figure 1 draw.
 
-The figures are built as plain `matplotlib.figure.Figure` objects, without pyplot: building one
-needs no display and leaves no global state behind, and a notebook shows the Figure a call
-returns. `save_figure` writes one (atomically) in each format asked.
+The figures are built as `matplotlib.figure.Figure` objects without pyplot: building one needs
+no display and leaves no global state behind. Such a figure has no display hook in a fresh
+Jupyter kernel (IPython registers matplotlib's only once pyplot is imported), so the figures
+here are `Figure`, a subclass with `_repr_png_`: IPython shows the PNG of a returned figure,
+pyplot imported or not, and once only. `save_figure` writes one (atomically) in each format asked.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib.figure
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
-from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, SymmetricalLogLocator
 
 from metarep.atomic import atomic_write
@@ -31,7 +33,16 @@ STEP_LABEL = "outer step t (0, then log scale)"
 DPI = 130
 
 
-def save_figure(fig: Figure, path: Path, formats: Sequence[str] = ("png",)) -> None:
+class Figure(matplotlib.figure.Figure):
+    """A matplotlib Figure that a notebook shows without pyplot (IPython calls _repr_png_)."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+        return buf.getvalue()
+
+
+def save_figure(fig: matplotlib.figure.Figure, path: Path, formats: Sequence[str] = ("png",)) -> None:
     """Save atomically in each format (path's suffix is replaced); a pyplot figure is closed."""
     for ext in formats:
         buf = io.BytesIO()

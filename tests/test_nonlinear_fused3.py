@@ -126,3 +126,20 @@ def test_torch_tensors_give_the_arrays_gradient():
     assert loss == want_loss and all(np.array_equal(a, b) for a, b in zip(got, want))
     got, _ = ANIL.gradient(as_tensors, tasks, net=Net("relu"), alpha=0.3, inner_steps=2)   # tensors out
     assert all(isinstance(a, torch.Tensor) and np.array_equal(a.numpy(), b) for a, b in zip(got, want))
+
+
+def test_three_layer_benchmark_checks_its_contenders():
+    """`metarep bench --arch mlp --layers 3` on a tiny setting: the loops' three gradients (W1,
+    W2, w) agree with metarep's before they are timed."""
+    from metarep.bench import mlp
+
+    result = mlp.run_mlp_bench(n_tasks=6, m_in=3, m_out=2, d=4, width=4, layers=3, repeats=1, loop_tasks=3,
+                               loop_repeats=1, gemm_n=128)
+    assert result["setting"]["layers"] == 3
+    for row in result["rows"]:
+        assert row["torch_loop_err"] < 1e-8 and row["torch_loop_s"] > 0
+        assert row.get("higher_loop_err", 0.0) < 1e-8
+    assert "three-layer" in mlp.format_mlp_report(result)
+    tasks, params = mlp._setup(5, 3, 2, 4, 4, 0, layers=3)
+    assert len(mlp._as_numpy(mlp.torch_loop(params, tasks, alpha=0.3, exact=True)())) == 3
+    assert mlp.step_flops(True, 5, 3, 2, 4, 4, hidden=6) > mlp.step_flops(True, 5, 3, 2, 4, 4)

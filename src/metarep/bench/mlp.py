@@ -1,6 +1,7 @@
-"""`metarep bench --arch mlp`: one outer step of FO-ANIL and ANIL on the two-layer relu network
-(metarep.nonlinear as the engine runs it: the compiled head pass on the CPU in float64) against
-the way the field's libraries run it: a per-task `higher` loop and a per-task torch.autograd loop.
+"""`metarep bench --arch mlp [--layers 3]`: one outer step of FO-ANIL and ANIL on the two- or
+three-layer relu network (as the engine runs it: the methods' declared gradient, on the CPU the
+compiled head pass of metarep.nonlinear.fused) against the way the field's libraries run it: a
+per-task `higher` loop and a per-task torch.autograd loop.
 
 Every contender's gradient is checked against metarep's on the same tasks before it is timed. The
 loops are timed on the first `loop_tasks` tasks and scaled to N (their cost is linear in N: one
@@ -30,20 +31,25 @@ from metarep.methods.mlp.fo_anil import METHOD as _FIRST_ORDER
 FIRST_ORDER, EXACT = _FIRST_ORDER.name, _EXACT.name
 
 
-def step_flops(exact: bool, N: int, m_in: int, m_out: int, d: int, n: int, steps: int = 1) -> int:
-    """Matrix-product flop of one outer step, two layers (width n), head-only inner steps:
-    features of every sample (2 N m d n), s inner head steps (F w and F^T r: 4 s N m_in n), the
-    outer predictions and head gradient (4 N m_out n), the first layer's gradient through the
-    outer samples (2 N m_out d n) and, for exact ANIL, through the inner ones too (2 N m_in d n,
-    and the head steps' reverse pass again, 4 s N m_in n)."""
+def step_flops(exact: bool, N: int, m_in: int, m_out: int, d: int, n: int, steps: int = 1,
+               hidden: int | None = None) -> int:
+    """Matrix-product flop of one outer step, head-only inner steps, width n; two layers, or three
+    with `hidden` units in the first: the features of every sample (2 N m P, P = d n, or
+    d hidden + hidden n, the body's multiply-adds per sample), s inner head steps (F w and F^T r:
+    4 s N m_in n), the outer predictions and head gradient (4 N m_out n), the body's gradient
+    through the outer samples (2 N m_out P, and the product back through W2, 2 N m_out hidden n)
+    and, for exact ANIL, through the inner ones too (2 N m_in P (+ 2 N m_in hidden n), and the
+    head steps' reverse pass again, 4 s N m_in n)."""
+    P = d * n if hidden is None else d * hidden + hidden * n
+    back = P if hidden is None else P + hidden * n
     m = m_in + m_out
-    flops = 2 * N * m * d * n + 4 * steps * N * m_in * n + 4 * N * m_out * n + 2 * N * m_out * d * n
+    flops = 2 * N * m * P + 4 * steps * N * m_in * n + 4 * N * m_out * n + 2 * N * m_out * back
     if exact:
-        flops += 2 * N * m_in * d * n + 4 * steps * N * m_in * n
+        flops += 2 * N * m_in * back + 4 * steps * N * m_in * n
     return flops
 
 
-def _setup(N, m_in, m_out, d, width, seed):
+def _setup(N, m_in, m_out, d, width, seed, layers=2, hidden=None):
     from metarep.nonlinear.model import MLPSpec, init_mlp_params
     from metarep.problem import make_problem, sample_tasks
 
@@ -51,50 +57,64 @@ def _setup(N, m_in, m_out, d, width, seed):
     problem = make_problem(d, k, task_cov=list(np.arange(1.0, k + 1) / k), noise_std=1.0,
                            rng=np.random.default_rng(seed), teacher="relu")
     tasks = sample_tasks(problem, N, m_in, m_out, np.random.default_rng(seed + 1))
-    params = init_mlp_params(MLPSpec(d=d, width=width), init_scale=1.0, init_head_scale=1.0,
-                             rng=np.random.default_rng(seed + 2))
+    params = init_mlp_params(MLPSpec(d=d, width=width, layers=layers, hidden=hidden), init_scale=1.0,
+                             init_head_scale=1.0, rng=np.random.default_rng(seed + 2))
     return tasks, params
 
 
 def metarep_step(params, tasks, *, alpha: float, exact: bool, net) -> Callable[[], tuple]:
-    """The step as the engine takes it (`nonlinear.meta.meta_gradient`): tasks already on the
-    device, on the threads the engine gives a step of this size; on the CPU in float64 that is
-    the compiled head pass (`nonlinear.fused`)."""
+    """The step as the engine takes it (the method's declared gradient): tasks already on the
+    device, on the threads the engine gives a step of this size; on the CPU that is the
+    compiled head pass (`nonlinear.fused`)."""
     from metarep.nonlinear.backend import torch_tasks
-    from metarep.nonlinear.meta import meta_gradient
 
     T = torch_tasks(tasks, net)
+    gradient = (_EXACT if exact else _FIRST_ORDER).gradient
+    assert gradient is not None
 
     def step():
-        return meta_gradient(params, T, net=net, alpha=alpha, inner_steps=1, adapt_body=False, exact=exact)
+        return gradient(params, T, net=net, alpha=alpha, inner_steps=1)
 
     return step
+
+
+def _body(params) -> list:
+    """The body's weights (W1, and W2 for three layers; the benchmark has no biases) as tensors."""
+    import torch
+
+    return [torch.tensor(a) for a in (params.W1, params.W2) if a.size]
+
+
+def _phi(X, body):
+    """relu features through the layers `body`."""
+    for W in body:
+        X = (X @ W.T).relu()
+    return X
 
 
 def torch_loop(params, tasks, *, alpha: float, exact: bool) -> Callable[[], tuple]:
     """One task after another with torch.autograd (create_graph for the exact gradient)."""
     import torch
 
-    W1 = torch.tensor(params.W1, requires_grad=True)
+    body = [W.requires_grad_() for W in _body(params)]
     w = torch.tensor(params.w, requires_grad=True)
     data = [torch.as_tensor(a) for a in (tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out)]
 
-    def loss(W1_, w_, X, y):
-        return 0.5 * ((torch.relu(X @ W1_.T) @ w_ - y) ** 2).mean()
+    def loss(w_, X, y):
+        return 0.5 * ((_phi(X, body) @ w_ - y) ** 2).mean()
 
     def step():
-        gW1, gw = torch.zeros_like(W1), torch.zeros_like(w)
+        total = [torch.zeros_like(a) for a in (*body, w)]
         N = data[0].shape[0]
         for i in range(N):
             X, y, Xo, yo = (a[i] for a in data)
-            (g,) = torch.autograd.grad(loss(W1, w, X, y), w, create_graph=exact)
+            (g,) = torch.autograd.grad(loss(w, X, y), w, create_graph=exact)
             wi = w - alpha * g
             if not exact:
                 wi = wi.detach().requires_grad_()
-            a, b = torch.autograd.grad(loss(W1, wi, Xo, yo), (W1, w if exact else wi))
-            gW1 += a / N
-            gw += b / N
-        return gW1, gw
+            for t, gi in zip(total, torch.autograd.grad(loss(wi, Xo, yo), (*body, w if exact else wi))):
+                t += gi / N
+        return tuple(total)
 
     return step
 
@@ -108,10 +128,11 @@ def higher_loop(params, tasks, *, alpha: float, exact: bool) -> Callable[[], tup
         def __init__(self):
             super().__init__()
             self.W1 = torch.nn.Parameter(torch.tensor(params.W1))
+            self.W2 = torch.nn.Parameter(torch.tensor(params.W2)) if params.W2.size else None
             self.w = torch.nn.Parameter(torch.tensor(params.w))
 
         def forward(self, X):
-            return torch.relu(X @ self.W1.T) @ self.w
+            return _phi(X, [self.W1] if self.W2 is None else [self.W1, self.W2]) @ self.w
 
     model = Net()
     inner_opt = torch.optim.SGD([model.w], lr=alpha)
@@ -132,10 +153,9 @@ def higher_loop(params, tasks, *, alpha: float, exact: bool) -> Callable[[], tup
                 if exact:
                     outer.backward()
                 else:
-                    gW1, gw = torch.autograd.grad(outer, fmodel.parameters())
-                    model.W1.grad = gW1 if model.W1.grad is None else model.W1.grad + gW1
-                    model.w.grad = gw if model.w.grad is None else model.w.grad + gw
-        return model.W1.grad, model.w.grad
+                    for p, g in zip(model.parameters(), torch.autograd.grad(outer, fmodel.parameters())):
+                        p.grad = g if p.grad is None else p.grad + g
+        return tuple(p.grad for p in model.parameters())
 
     return step
 
@@ -157,15 +177,15 @@ def _median_time(fn: Callable, repeats: int) -> tuple[float, tuple]:
     return statistics.median(times), out
 
 
-def _as_numpy(grads) -> tuple[np.ndarray, np.ndarray]:
+def _as_numpy(grads) -> tuple[np.ndarray, ...]:
+    """The gradients of (W1, [W2], w) as NumPy arrays."""
     if isinstance(grads, tuple) and hasattr(grads[0], "W1"):  # metarep: (MLPParams, loss)
-        return grads[0].W1, grads[0].w
-    W1, w = grads
-    return W1.detach().cpu().numpy(), w.detach().cpu().numpy()
+        return tuple(np.asarray(a) for a in (grads[0].W1, grads[0].W2, grads[0].w) if a.size)
+    return tuple(g.detach().cpu().numpy() for g in grads)
 
 
 def _check(name: str, got, ref) -> float:
-    """Largest relative difference of a contender's (W1, w) gradient from metarep's; raises when off."""
+    """Largest relative difference of a contender's (W1, [W2], w) gradient from metarep's; raises when off."""
     err = max(float(np.abs(g - r).max() / max(np.abs(r).max(), 1e-300)) for g, r in zip(got, ref))
     if not err < 1e-8:
         raise AssertionError(f"{name}: gradient differs from metarep's by {err:.2e} (relative)")
@@ -186,7 +206,8 @@ def bench_method(method: str, tasks, params, *, alpha: float, repeats: int, loop
     with threads.limited(1):
         one_thread, _ = _median_time(metarep_step(params, tasks, alpha=alpha, exact=exact, net=net), repeats)
     ref = _as_numpy(metarep_step(params, sub, alpha=alpha, exact=exact, net=net)())
-    flops = step_flops(exact, N, tasks.m_in, tasks.m_out, tasks.d, params.width)
+    flops = step_flops(exact, N, tasks.m_in, tasks.m_out, tasks.d, params.width,
+                       hidden=params.W1.shape[0] if params.layers == 3 else None)
     row: dict[str, Any] = {"method": method, "metarep_s": seconds, "metarep_1thread_s": one_thread, "flops": flops,
                            "gflops": flops / seconds / 1e9}
     for name, make in contenders.items():
@@ -204,14 +225,15 @@ def bench_method(method: str, tasks, params, *, alpha: float, repeats: int, loop
     return row
 
 
-def run_mlp_bench(*, n_tasks=5000, m_in=20, m_out=10, d=50, width=50, alpha=0.1, methods=(FIRST_ORDER, EXACT),
-                  repeats=15, loop_tasks=100, loop_repeats=3, seed=0, gemm_n=1024,
+def run_mlp_bench(*, n_tasks=5000, m_in=20, m_out=10, d=50, width=50, layers=2, alpha=0.1,
+                  methods=(FIRST_ORDER, EXACT), repeats=15, loop_tasks=100, loop_repeats=3, seed=0, gemm_n=1024,
                   log: Callable[[str], None] = lambda msg: None) -> dict:
-    """The whole benchmark: machine load and matrix-product rate (gemm_n^2 products), then each method."""
+    """The whole benchmark: machine load and matrix-product rate (gemm_n^2 products), then each
+    method; three layers have hidden = d units in the first."""
     import torch
 
     load_before = os.getloadavg()
-    tasks, params = _setup(n_tasks, m_in, m_out, d, width, seed)
+    tasks, params = _setup(n_tasks, m_in, m_out, d, width, seed, layers=layers)
     log("measuring the float64 matrix-product rate")
     gemm_before = measure_gemm_rate(gemm_n)
     contenders = {"higher_loop": higher_loop, "torch_loop": torch_loop}
@@ -220,7 +242,7 @@ def run_mlp_bench(*, n_tasks=5000, m_in=20, m_out=10, d=50, width=50, alpha=0.1,
     gemm = max(gemm_before, measure_gemm_rate(gemm_n))
     for row in rows:
         row["gemm_fraction"] = row["gflops"] * 1e9 / gemm
-    return {"setting": {"N": n_tasks, "m_in": m_in, "m_out": m_out, "d": d, "width": width, "layers": 2,
+    return {"setting": {"N": n_tasks, "m_in": m_in, "m_out": m_out, "d": d, "width": width, "layers": layers,
                         "activation": "relu", "dtype": "float64", "alpha": alpha, "loop_tasks": loop_tasks,
                         "repeats": repeats, "loop_repeats": loop_repeats, "gemm_n": gemm_n},
             "machine": {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "threads": threads.count(),
@@ -233,8 +255,10 @@ def format_mlp_report(result: dict) -> str:
     from metarep.reproduce.common import fmt, markdown_table
 
     s, m = result["setting"], result["machine"]
-    lines = [f"# One outer step of the two-layer relu network (N = {s['N']}, m_in = {s['m_in']}, "
-             f"m_out = {s['m_out']}, d = k' = {s['d']}, float64)", "",
+    depth = {2: "two-layer", 3: "three-layer"}[s.get("layers", 2)]
+    hidden = " = hidden" if s.get("layers", 2) == 3 else ""
+    lines = [f"# One outer step of the {depth} relu network (N = {s['N']}, m_in = {s['m_in']}, "
+             f"m_out = {s['m_out']}, d{hidden} = k' = {s['d']}, float64)", "",
              f"{m['cores']} cores, metarep's step on {m.get('threads', m['torch_threads'])} threads; load average "
              f"{', '.join(f'{x:.2f}' for x in m['load_before'])} before, "
              f"{', '.join(f'{x:.2f}' for x in m['load_after'])} after; float64 matrix products "
@@ -270,15 +294,15 @@ def _targets(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
-def mlp_command(*, n_tasks, m_in, m_out, d, width, alpha, seed, repeats, quick, out, log) -> None:
+def mlp_command(*, n_tasks, m_in, m_out, d, width, alpha, seed, repeats, quick, out, log, layers=2) -> None:
     """What `metarep bench --arch mlp` runs: the report on stdout, and in each --out file
     (.json: the result as JSON; else the Markdown)."""
     import json
 
     import click
 
-    result = run_mlp_bench(n_tasks=n_tasks, m_in=m_in, m_out=m_out, d=d, width=width, alpha=alpha, seed=seed,
-                           repeats=repeats or (2 if quick else 15), loop_tasks=20 if quick else 100,
+    result = run_mlp_bench(n_tasks=n_tasks, m_in=m_in, m_out=m_out, d=d, width=width, layers=layers, alpha=alpha,
+                           seed=seed, repeats=repeats or (2 if quick else 15), loop_tasks=20 if quick else 100,
                            loop_repeats=1 if quick else 3, log=log)
     report = format_mlp_report(result)
     click.echo(report)

@@ -12,10 +12,19 @@ started holds back nothing. The units and the order of every sum within and acro
 fixed, so results do not depend on the number of threads or on which thread took which unit.
 The counter is an int64 array [next unit, units finished]; a kernel returns True on the thread
 that finished the last unit.
+
+numba's on-disk cache checks only the file of the function it compiles, not the files of the
+functions that one calls (an edited `population_formula.run_step` left the batched step on the
+old code): the kernels are cached in a directory named by a hash of all their sources
+(`cache_dir`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numba
@@ -25,6 +34,51 @@ from numba.core import types
 from numba.extending import intrinsic, overload
 
 from metarep import population_formula
+
+#: the sources the compiled kernels are made of (in metarep/); an edit of any one of them gives
+#: a new cache directory (tests/test_hazards.py checks that every metarep module these import is here)
+SOURCES = ("_compiled.py", "_compiled_network.py", "population_formula.py")
+
+
+def cache_dir() -> str:
+    """The directory of the kernels' numba cache: <root>/metarep-<hash of SOURCES>, the root
+    being $NUMBA_CACHE_DIR when set, else the first writable of the package's __pycache__,
+    ~/.cache/metarep (or $XDG_CACHE_HOME/metarep) and the temporary directory."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        source = here / name
+        digest.update(name.encode() + b"\0" + (source.read_bytes() if source.exists() else b""))
+    name = "metarep-" + digest.hexdigest()[:16]
+    user = os.environ.get("NUMBA_CACHE_DIR", "").strip()
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    roots = [user] if user else [str(here / "__pycache__"), os.path.join(xdg, "metarep"),
+                                 os.path.join(tempfile.gettempdir(), f"metarep-{os.getuid()}")]
+    for root in roots:
+        path = os.path.join(root, name)
+        try:
+            os.makedirs(path, exist_ok=True)
+            tempfile.TemporaryFile(dir=path).close()
+            return path
+        except OSError:
+            continue
+    return os.path.join(roots[0], name)
+
+
+def keyed_cache() -> str:
+    """Point numba's cache at `cache_dir()` for the kernels decorated from here on; returns the
+    setting to put back (`restore_cache`) once a module's kernels are decorated (numba reads it
+    when a function is decorated), so that other numba code in the process keeps its own."""
+    previous = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = cache_dir()
+    return previous
+
+
+def restore_cache(previous: str) -> None:
+    numba.config.CACHE_DIR = previous
+
+
+_previous_cache = keyed_cache()
 
 # Tasks per unit of the prediction-gradient kernel, and per block of the one-step kernel
 # (a block's inner rows, 64 x 20 x 50 doubles in the paper's setting, stay in cache between
@@ -262,3 +316,5 @@ def _population_on_pool(threads, B, w, alpha, inv_m, beta, has_beta, Bs, mu, Sig
 #: one taking units from the same counter, so the work and its sums are the helpers' exactly
 ON_POOL = {prediction_gradient_units: _gradient_on_pool, one_step_units: _one_step_on_pool,
            population_units: _population_on_pool}
+
+restore_cache(_previous_cache)

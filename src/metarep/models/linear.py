@@ -162,6 +162,13 @@ def estimate_bytes(config) -> dict[str, int]:
     if tuned:  # one score per task for every candidate of the grid
         test_ws += (te.n_validation + te.tasks) * tuning_candidates(te)
     rows = (t.steps // t.log_every + 2) if method.iterative else 1
+    # a random-effects fit (the method's own, or the empirical prior of "bayes" on X B): the
+    # (N, d, d) statistics and five (N, k', k') arrays of the E-step (S L, L^T S L, A, its factor,
+    # A^{-1}, the solve's copies, as measured)
+    fits_prior = method.head_prior is not None or (rule == "bayes" and not method.needs_truth)
+    k_prior = method.width(d, k, width)
+    n_prior = t.batch_tasks if t.tasks == "inf" else n_train
+    working += n_prior * (d * d + 5 * k_prior * k_prior) if fits_prior else 0
     return {
         "problem": (3 * d * k + 6 * k * k + 4 * d * width) * FLOAT,
         "train_tasks": n_train * (m * (d + 1) + k) * FLOAT,

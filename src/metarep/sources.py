@@ -12,6 +12,7 @@ import numpy as np
 
 from metarep import seeds, tuning
 from metarep.adapt import ADAPT_RULES, empirical_prior, excess_risk, expected_excess_risk_one_step, fit_heads, summarize
+from metarep.engine.protocol import LOWER_BETA, LOWER_TEST_ALPHA, NARROW_TUNING, Advice
 from metarep.params import Params
 from metarep.problem import Problem, make_problem, sample_tasks
 from metarep.random_effects import Prior, Stats, stacked_stats
@@ -185,13 +186,13 @@ def test_keys(head: Rule, config) -> dict:
             "ridge": head.ridge if head.adapt == "ridge" else None, "m_test": config.test.m_test}
 
 
-def test_advice(config) -> str:
-    """Which setting to lower when test-time adaptation runs away."""
+def test_advice(config) -> Advice:
+    """Which setting to lower when test-time adaptation runs away (a code: metarep.advice words it)."""
     if config.test.adapt == "tuned":
-        return "narrow test.tune_alpha or test.tune_steps (or leave \"gradient\" out of test.tune_rules)"
+        return Advice(NARROW_TUNING)
     if config.adapt_rule == "gradient":
-        return f"lower test.alpha (now {config.test_alpha}) or test.adapt_steps"
-    return f"lower train.beta (now {config.train.beta})"
+        return Advice(LOWER_TEST_ALPHA, config.test_alpha)
+    return Advice(LOWER_BETA, config.train.beta)
 
 
 def tuning_candidates(te) -> int:

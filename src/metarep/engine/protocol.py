@@ -4,11 +4,27 @@ a method and a source of tasks."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from metarep.engine.state import TrainState
+
+#: What a diverged run should lower (Advice.code): the setting named, with its value.
+LOWER_ALPHA = "train.alpha"          # the inner step, or model.init_scale
+LOWER_BETA = "train.beta"            # the outer step
+LOWER_TEST_ALPHA = "test.alpha"      # the test-time step, or test.adapt_steps
+NARROW_TUNING = "test.tune"          # the tuning grid of test.adapt = "tuned" (no value)
+
+
+@dataclass(frozen=True)
+class Advice:
+    """Which setting to lower after a divergence: a code (LOWER_*) and the setting's value. The
+    words are the outer layer's (metarep.advice.words)."""
+
+    code: str
+    value: float | None = None
 
 
 class Steps(Protocol):
@@ -36,7 +52,7 @@ class Steps(Protocol):
         """One metrics row (a dict of floats with `step` and `loss`; a list of rows for a batch)."""
         ...
 
-    def divergence_advice(self, state: TrainState, run: int | None = None) -> str:
+    def divergence_advice(self, state: TrainState, run: int | None = None) -> Advice:
         """Which setting to lower, said after 'diverged at step t: ...'."""
         ...
 
@@ -63,7 +79,7 @@ class Experiment(Steps, Protocol):
         """The theory's numbers for summary.json (None: the key is left out)."""
         ...
 
-    def test_advice(self) -> str:
+    def test_advice(self) -> Advice:
         """Which setting to lower when test-time adaptation runs away."""
         ...
 

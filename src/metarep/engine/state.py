@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from metarep.engine.protocol import Advice
 
 
 @dataclass
@@ -30,10 +33,13 @@ class TrainState:
     def running(self) -> list[tuple[int, TrainState]]:
         return [(i, run) for i, run in enumerate(self.runs()) if run.status == "running"]
 
-    def diverge(self, step: int, what: str, advice: str) -> TrainState:
-        """Mark the run diverged at `step`: the one message every run, batch and study prints."""
+    def diverge(self, step: int, what: str, advice: Advice) -> TrainState:
+        """Mark the run diverged at `step`: the one message every run, batch and study prints
+        (the advice in the outer layer's words, metarep.advice)."""
         self.status, self.diverged_step = "diverged", step
-        self.message = f"diverged at step {step}: {what}; {advice}"
+        from metarep.advice import words  # the outer layer's words; imported here: it imports the engine
+
+        self.message = f"diverged at step {step}: {what}; {words(advice)}"
         return self
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from metarep import metrics
+from metarep.advice import words
 from metarep.engine.loop import NUMERICAL_FAILURES
 from metarep.engine.state import TrainState
 
@@ -67,5 +68,5 @@ def evaluate_final(exp, state: TrainState, *, on_chunk=None, should_stop=None) -
     te = exp.config.test
     state.status, state.diverged_step = "diverged", state.step
     state.message = (f"diverged at test time after step {state.step} ({te.tasks} test tasks): {what}; "
-                     f"{exp.test_advice()}")
+                     f"{words(exp.test_advice())}")
     return None

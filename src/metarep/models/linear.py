@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from metarep import kernels, metrics, seeds
+from metarep.engine.protocol import LOWER_ALPHA, LOWER_BETA, Advice
 from metarep.engine.state import TrainState
 from metarep.methods import Method, outer_step, shared_head
 from metarep.methods.base import chunked_gradient
@@ -85,14 +86,14 @@ class LinearExperiment(FromSource):
         row.update({f"sv_{i}": float(s) for i, s in enumerate(sv)})
         return row
 
-    def divergence_advice(self, state: TrainState, run: int | None = None) -> str:
+    def divergence_advice(self, state: TrainState, run: int | None = None) -> Advice:
         """The inner head step is unstable from the start when alpha ||B_0||_2^2 > 2; otherwise the
         outer step is too large."""
         t = self.config.train
         sigma_0 = state.history[0]["sv_0"] if state.history else 0.0
         if "alpha" in self.hyper and t.alpha * sigma_0 * sigma_0 > 2:
-            return f"lower train.alpha (now {t.alpha}) or model.init_scale"
-        return f"lower train.beta (now {t.beta})"
+            return Advice(LOWER_ALPHA, t.alpha)
+        return Advice(LOWER_BETA, t.beta)
 
     def evaluate(self, params: Params, *, on_chunk=None, should_stop=None) -> dict:
         """The test section (on_chunk(done, total) after each chunk of tasks scored; should_stop()
@@ -100,7 +101,7 @@ class LinearExperiment(FromSource):
         return self.source.evaluate(params.B, shared_head(params), self.config, on_chunk=on_chunk,
                                     should_stop=should_stop)
 
-    def test_advice(self) -> str:
+    def test_advice(self) -> Advice:
         return test_advice(self.config)
 
     def arrays(self, params: Params) -> dict[str, np.ndarray]:

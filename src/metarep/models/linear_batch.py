@@ -15,6 +15,7 @@ import numpy as np
 
 from metarep import kernels
 from metarep.engine.loop import FLOAT_MAX
+from metarep.engine.protocol import Advice
 from metarep.engine.state import TrainState, params_runaway
 from metarep.models.linear import LinearExperiment, build
 from metarep.params import Params
@@ -85,7 +86,7 @@ class PopulationBatch:
         return [e.measure(self.unrotated(params, s), step, loss[s]) if finite[s] else None
                 for s, e in enumerate(self.exps)]
 
-    def divergence_advice(self, state: TrainState, run: int | None = None) -> str:
+    def divergence_advice(self, state: TrainState, run: int | None = None) -> Advice:
         return self.exps[run or 0].divergence_advice(state)
 
     def split(self, state: TrainState) -> list[TrainState]:

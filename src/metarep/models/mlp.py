@@ -15,6 +15,7 @@ import numpy as np
 
 from metarep import seeds, tuning
 from metarep.adapt import ADAPT_RULES, summarize
+from metarep.engine.protocol import LOWER_ALPHA, LOWER_BETA, Advice
 from metarep.engine.state import TrainState
 from metarep.methods import Method, outer_step
 from metarep.nonlinear.evaluate import EVAL_BLOCK, EVAL_INPUTS, feature_moments, fit_test_heads, moment_risk
@@ -92,14 +93,14 @@ class MLPExperiment(FromSource):
         row.update({f"phi_ev_{i}": float(s) for i, s in enumerate(tracked["phi_eigenvalues"])})
         return row
 
-    def divergence_advice(self, state: TrainState, run: int | None = None) -> str:
+    def divergence_advice(self, state: TrainState, run: int | None = None) -> Advice:
         """The inner head step is unstable when alpha times the features' top second moment
         exceeds 2; otherwise the outer step is too large."""
         t = self.config.train
         top = state.history[0].get("phi_ev_0", 0.0) if state.history else 0.0
         if "alpha" in self.hyper and t.alpha * top > 2:
-            return f"lower train.alpha (now {t.alpha}) or model.init_scale"
-        return f"lower train.beta (now {t.beta})"
+            return Advice(LOWER_ALPHA, t.alpha)
+        return Advice(LOWER_BETA, t.beta)
 
     def evaluate(self, params: MLPParams, *, on_chunk=None, should_stop=None) -> dict:
         """Excess risk on test.tasks new tasks (the linear model's test and validation tasks: same
@@ -123,7 +124,7 @@ class MLPExperiment(FromSource):
                 **test_keys(headline_rule(outcome, c), c), "tasks": c.test.tasks, "eval_inputs": EVAL_INPUTS,
                 "tuned": tuning.tuned_summary(outcome, "excess_risk")}
 
-    def test_advice(self) -> str:
+    def test_advice(self) -> Advice:
         return test_advice(self.config)
 
     def arrays(self, params: MLPParams) -> dict[str, np.ndarray]:

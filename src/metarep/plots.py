@@ -27,8 +27,8 @@ from metarep.results import PM, curves, grid_keys_of, test_score
 from metarep.tables import fmt
 from metarep.theory import lemma2_asymptote, lemma2_perp_sq
 
-NORMS = (("align_norm", r"$\|B_\star^\top B_t\|_2$"), ("perp_norm", r"$\|P_\perp B_t\|_2$"),
-         ("mean_norm", r"$\|B_t w_t - B_\star\mu_\star\|_2$"), ("lambda_rel_err", r"$\Lambda_t$ rel. error"))
+NORMS = (("align_norm", r"$\|B_*^\top B_t\|_2$"), ("perp_norm", r"$\|P_\perp B_t\|_2$"),
+         ("mean_norm", r"$\|B_t w_t - B_*\mu_*\|_2$"), ("lambda_rel_err", r"$\Lambda_t$ rel. error"))
 STEP_LABEL = "outer step t (0, then log scale)"
 DPI = 130
 
@@ -130,28 +130,44 @@ def _as_config(config: Config | Mapping[str, Any]) -> Config:
     return config if isinstance(config, Config) else validate(dict(config))
 
 
-def run_title(config: Config | Mapping[str, Any], summary: Mapping[str, Any] | None = None) -> str:
-    """"fo-anil: d = 20, k = 3, k' = 20, N = inf, m_in = 10" (and the status unless completed)."""
+def run_title(config: Config | Mapping[str, Any], summary: Mapping[str, Any] | None = None, *,
+              direct: bool = False) -> str:
+    """"fo-anil: d = 20, k = 3, k' = 20, N = inf, m_in = 10" (and the status unless completed);
+    a network other than the linear one is named with its [model] options; `direct` says that
+    the method fits without training steps."""
     c = _as_config(config)
     p, t = c.problem, c.train
     if c.data.source != "synthetic":
-        return _table_title(c, summary)
+        return _table_title(c, summary, direct)
     width = c.method_spec.width(p.d, p.k, c.model.width)
     tasks = f"online ({t.batch_tasks} per step)" if t.tasks == "online" else t.tasks
-    title = f"{c.method.name}: d = {p.d}, k = {p.k}, k' = {width}, N = {tasks}, m_in = {t.m_in}"
+    title = f"{c.method.name}{_arch_text(c)}: d = {p.d}, k = {p.k}, k' = {width}, N = {tasks}, m_in = {t.m_in}"
+    title += DIRECT if direct else ""
     status = (summary or {}).get("status")
     if status and status != "completed":
         title += f" ({status})"
     return title
 
 
-def _table_title(c: Config, summary: Mapping[str, Any] | None) -> str:
+def _arch_text(c: Config) -> str:
+    """" on mlp (layers = 2, activation = relu)": the network, unless it is the paper's linear one."""
+    if c.model.arch == "linear":
+        return ""
+    options = {k: v for k, v in c.model.options.model_dump().items() if v is not None and v is not False
+               and k != "dtype"}
+    return f" on {c.model.arch}" + (f" ({', '.join(f'{k} = {v}' for k, v in options.items())})" if options else "")
+
+
+DIRECT = ", a direct fit (no training steps)"
+
+
+def _table_title(c: Config, summary: Mapping[str, Any] | None, direct: bool) -> str:
     """"fo-anil on exam: d = 11, k' = 5, 50 training tasks, m_in = 10" (what the data gave, where known)."""
     data = ((summary or {}).get("test") or {}).get("data") or {}
     d = data.get("d", "?")
     width = c.method_spec.width(d, 0, c.model.width) if isinstance(d, int) else c.model.width
     title = (f"{c.method.name} on {c.data.dataset or c.data.path}: d = {d}, k' = {width}, "
-             f"{data.get('train_tasks', '?')} training tasks, m_in = {c.train.m_in}")
+             f"{data.get('train_tasks', '?')} training tasks, m_in = {c.train.m_in}") + (DIRECT if direct else "")
     status = (summary or {}).get("status")
     return title + (f" ({status})" if status and status != "completed" else "")
 
@@ -163,7 +179,7 @@ def _theory_lines(ax: Axes, c: Config, history: list[dict], summary: Mapping[str
         return
     lam = (summary.get("theory") or {}).get("lambda_star")
     if lam:
-        ax.axhline(max(lam) ** 0.5, ls=":", c="gray", label=r"$\sqrt{\lambda_{\max}(\Lambda_\star)}$")
+        ax.axhline(max(lam) ** 0.5, ls=":", c="gray", label=r"$\sqrt{\lambda_{\max}(\Lambda_*)}$")
     t = c.train
     if t.tasks == "inf" and history and history[0]["step"] == 0 and history[0].get("perp_norm"):
         m_in = float("inf") if t.m_in == "inf" else t.m_in
@@ -179,15 +195,46 @@ def _draw(ax: Axes, steps: list[int], values: Sequence[float | None], **style: A
     return bool(xs)
 
 
+def norm_labels(c: Config) -> dict[str, str]:
+    """Axis labels of the tracked norms in the parameters' own names: B_t for the linear
+    network; the first layer W_1 (playing B^T, nonlinear/metrics) for the others."""
+    if c.model.arch == "linear":
+        return dict(NORMS)
+    return {"align_norm": r"$\|W_1 B_*\|_2$", "perp_norm": r"$\|W_1 P_\perp\|_2$",
+            "mean_norm": "mean_norm", "lambda_rel_err": "lambda_rel_err"}
+
+
 def _norms_panel(ax: Axes, c: Config, history: list[dict], summary: Mapping[str, Any]) -> None:
     """The tracked norms of the history, and the theory's lines where they apply."""
     steps = [row["step"] for row in history]
-    never = [key for key, label in NORMS if history and key in history[0]
-             and not _draw(ax, steps, [row[key] for row in history], label=label)]
+    labels = norm_labels(c)
+    never = [key for key in ("align_norm", "perp_norm", "mean_norm") if history and key in history[0]
+             and not _draw(ax, steps, [row[key] for row in history], label=labels[key])]
     _theory_lines(ax, c, history, summary)
     # a metric with no positive value (mean_norm when mu* = 0 and w_0 = 0) cannot be drawn on a log axis
-    ax.set(ylabel="norm, relative error",
-           title="tracked norms" + (f" ({', '.join(never)}: no positive value, not drawn)" if never else ""))
+    ax.set(ylabel="norm", title="the representation against $B_*$"
+           + (f"\n({', '.join(never)}: no positive value, not drawn)" if never else ""))
+
+
+def _lambda_panel(ax: Axes, history: list[dict]) -> None:
+    """The relative error of Lambda_t = B_t^T B_t... (MATH 4) on its own axis: it falls by
+    orders of magnitude more than the norms, which would be squeezed on a shared one."""
+    _draw(ax, [row["step"] for row in history], [row["lambda_rel_err"] for row in history], c="C2")
+    ax.set(ylabel=r"$\|\Lambda_t - \Lambda_*\|_F / \|\Lambda_*\|_F$", title=r"$\Lambda_t$ relative error")
+
+
+def _representation_panel(ax: Axes, history: list[dict]) -> None:
+    """A network's representation phi on the probe inputs: its effective rank (left axis, 1 to
+    the width) and the R^2 of B*^T x from phi(x) (right axis, 0 to 1), nonlinear/metrics."""
+    steps = [row["step"] for row in history]
+    ax.plot(steps, [row["effective_rank"] for row in history], c="C4", label="effective rank of phi")
+    ax.set(ylabel="effective rank of phi (entropy)", title="the representation phi(x)")
+    right = ax.twinx()
+    right.plot(steps, [row["r2"] for row in history], c="C1", ls="--", label=r"$R^2$ of $B_*^\top x$ from phi(x)")
+    right.set_ylim(-0.02, 1.02)
+    right.set_ylabel(r"$R^2$ of $B_*^\top x$ from phi(x)")
+    lines = [*ax.get_lines(), *right.get_lines()]
+    ax.legend(lines, [str(line.get_label()) for line in lines], fontsize=8, loc="center right")
 
 
 def _singular_values_panel(ax: Axes, history: list[dict]) -> None:
@@ -197,29 +244,69 @@ def _singular_values_panel(ax: Axes, history: list[dict]) -> None:
     ax.set(ylabel="singular values of B", title="singular values of B (no B* to compare with)")
 
 
+def _steps_figure(history: list[dict], summary: Mapping[str, Any], c: Config) -> Figure:
+    """An iterative method: the representation against B* (or B's singular values without a
+    ground truth), Lambda_t's error or the network's representation metrics where tracked, and
+    the training loss, each against the step."""
+    columns = history[0] if history else {}
+    extra = _lambda_panel if "lambda_rel_err" in columns else \
+        _representation_panel if "effective_rank" in columns else None
+    fig = Figure(figsize=(15 if extra else 11, 4.6), layout="constrained")
+    axes = list(fig.subplots(1, 3 if extra else 2))
+    ax, ax_loss = axes[0], axes[-1]
+    _norms_panel(ax, c, history, summary)
+    if not ax.lines:  # no ground truth (real data): the singular values of B instead
+        _singular_values_panel(ax, history)
+    if extra is not None:
+        extra(axes[1], history)
+    _draw(ax_loss, [row["step"] for row in history], [row.get("loss") for row in history])
+    ax_loss.set(ylabel="training (outer) loss", title="training loss")
+    for i, axis in enumerate(axes):
+        step_axis(axis)
+        if axis.lines and not (i == 1 and extra is _representation_panel):  # rank and R^2: linear axes
+            log_values(axis)
+    if any(not line.get_label().startswith("_") for line in ax.lines):
+        ax.legend(fontsize=8)
+    return fig
+
+
+def _direct_figure(history: list[dict], c: Config) -> Figure:
+    """A direct method (a fit, no steps): the singular values of the fitted B, and the tracked
+    quantities at the fit with their values."""
+    row = history[-1] if history else {}
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    ax_sv, ax_at = fig.subplots(1, 2)
+    sv = [row[k] for k in row if k.startswith("sv_")]
+    ax_sv.bar(range(1, len(sv) + 1), sv, color="C0")
+    ax_sv.set(xlabel="index i", ylabel=r"$\sigma_i(B)$", title="singular values of the fitted B")
+    if len(sv) <= 20:
+        ax_sv.set_xticks(range(1, len(sv) + 1))
+    labels = norm_labels(c)
+    keys = [k for k in ("align_norm", "perp_norm", "mean_norm", "lambda_rel_err") if k in row]
+    values = [row[k] for k in keys]
+    bars = ax_at.barh(range(len(keys)), values, color=[f"C{i}" for i in range(len(keys))])
+    ax_at.bar_label(bars, [f"{v:.3g}" for v in values], padding=3)
+    ax_at.set_yticks(range(len(keys)), [labels.get(k, k) for k in keys])
+    ax_at.invert_yaxis()
+    ax_at.set_xlim(0, 1.25 * max([v for v in values if np.isfinite(v)] or [1.0]))
+    ax_at.set(xlabel="value at the fit", title="against $B_*$" if keys else "no ground truth to compare with")
+    return fig
+
+
 def metrics_figure(history: list[dict], summary: Mapping[str, Any], config: Config | Mapping[str, Any]) -> Figure:
-    """The run's figure: the tracked norms (and, where the method's declaration says the theory
-    applies, the predicted level and the Lemma 2 decay) and the training loss against the step.
+    """The run's figure. An iterative method: the tracked norms (and, where the method's
+    declaration says the theory applies, the predicted level and the Lemma 2 decay), Lambda_t's
+    error or a network's representation metrics, and the training loss against the step. A
+    direct method (no steps): the singular values of its fit and the tracked values at it.
 
     `history` is the metric history (metrics.csv rows), `summary` the content of summary.json,
     `config` the resolved config (a Config or its nested dict). Values axes are logarithmic;
     the step axis shows step 0 (symlog). Metrics absent from the history are left out.
     """
     c = _as_config(config)
-    fig = Figure(figsize=(11, 4.4), layout="constrained")
-    ax, ax_loss = fig.subplots(1, 2)
-    _norms_panel(ax, c, history, summary)
-    if not ax.lines:  # no ground truth (real data): the singular values of B instead
-        _singular_values_panel(ax, history)
-    _draw(ax_loss, [row["step"] for row in history], [row.get("loss") for row in history])
-    ax_loss.set(ylabel="training (outer) loss", title="training loss")
-    for axis in (ax, ax_loss):
-        step_axis(axis)
-        if axis.lines:
-            log_values(axis)
-    if any(not line.get_label().startswith("_") for line in ax.lines):
-        ax.legend(fontsize=8)
-    fig.suptitle(run_title(c, summary))
+    direct = bool(history) and max(row["step"] for row in history) == 0 and not c.method_spec.iterative
+    fig = _direct_figure(history, c) if direct else _steps_figure(history, summary, c)
+    fig.suptitle(run_title(c, summary, direct=direct))
     return fig
 
 

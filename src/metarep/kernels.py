@@ -23,9 +23,8 @@ with ``backend=``, a block of code with ``with kernels.use("numpy"): ...`` (a co
 it applies to the calls made inside the block, in this thread, and ends with it).
 `backend()` names the one in effect.
 
-Output arrays are recycled (`metarep.buffers`): a returned G or loss that the caller has
-dropped is reused by a later call with the same shape and dtype; one the caller still holds,
-directly or through a view, never is.
+Outputs are fresh arrays, or arrays the caller owns and passes as ``out=(G, loss)`` (a loop
+of steps that keeps its own pair writes into it again instead of allocating it every call).
 """
 
 from __future__ import annotations
@@ -41,10 +40,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from metarep import threads
-from metarep.buffers import _POOL, clear_buffers, recycled_empty, retain_freed_memory
+from metarep.buffers import clear_buffers, retain_freed_memory
 
 __all__ = ["available_backends", "backend", "clear_buffers", "default_backend", "numba_prediction_gradient",
-           "numpy_prediction_gradient", "prediction_gradient", "prediction_gradient_reference", "recycled_empty",
+           "numpy_prediction_gradient", "prediction_gradient", "prediction_gradient_reference",
            "retain_freed_memory", "use"]
 
 ENV_VAR = "METAREP_KERNEL"
@@ -69,6 +68,30 @@ def prediction_gradient_reference(X, theta, y=None):
     resid = pred if y is None else pred - y
     G = np.einsum("nmd,nm->nd", X, resid) / m
     return G, 0.5 * np.einsum("nm,nm->n", resid, resid) / m
+
+
+def _outputs(out, N: int, d: int, dt) -> tuple[np.ndarray, np.ndarray]:
+    """G (N, d) and loss (N,) of dtype dt: fresh, or the caller's pair `out`, checked."""
+    if out is None:
+        return np.empty((N, d), dt), np.empty((N,), dt)
+    G, loss = out
+    for a, shape in ((G, (N, d)), (loss, (N,))):
+        if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dt or not a.flags.c_contiguous \
+                or not a.flags.writeable:
+            raise ValueError(f"out arrays must be writeable C-contiguous {dt} arrays of shapes {(N, d)} and {(N,)}")
+    if np.shares_memory(G, loss):
+        raise ValueError("out arrays G and loss must not overlap")
+    return G, loss
+
+
+def _into(out, G, loss):
+    """(G, loss), copied into the caller's pair `out` when there is one."""
+    if out is None:
+        return G, loss
+    G_out, loss_out = _outputs(out, G.shape[0], G.shape[1], G.dtype)
+    np.copyto(G_out, G)
+    np.copyto(loss_out, loss)
+    return G_out, loss_out
 
 
 def _arguments(X, theta, y):
@@ -126,23 +149,22 @@ def _pool_map(fn, items):
         helper.result()
 
 
-def numpy_prediction_gradient(X, theta, y=None, *, chunk: int | None = None, threads: bool = False):
+def numpy_prediction_gradient(X, theta, y=None, *, chunk: int | None = None, threads: bool = False, out=None):
     """The NumPy backend: tasks in chunks of `chunk` (default: about 2 MiB of X each).
 
     With `threads`, chunks are spread over a few threads (einsum releases the GIL): faster
     for the kernel alone, but inside an FO-ANIL step, between multi-threaded BLAS products
     whose idle threads spin, it measured slower than one thread, so it is off by default.
     A task's result does not depend on the chunk size or the threads (chunks only group
-    whole tasks)."""
+    whole tasks). `out`: as in `prediction_gradient`."""
     X, theta, y, dt = _arguments(X, theta, y)
     N, m, d = X.shape
     if N == 0 or m == 0 or dt.kind != "f":
-        return prediction_gradient_reference(X, theta, y)
+        return _into(out, *prediction_gradient_reference(X, theta, y))
     if chunk is None:
         chunk = _chunk_size(m, d, X.itemsize)
     chunk = max(1, int(chunk))
-    G = _POOL.empty((N, d), dt)
-    sq = _POOL.empty((N,), dt)
+    G, sq = _outputs(out, N, d, dt)
     shared = theta.ndim == 1
 
     def run(s):
@@ -230,14 +252,15 @@ def _numba_importable() -> bool:
         return False
 
 
-def numba_prediction_gradient(X, theta, y=None):
-    """The numba backend: one pass over the tasks, reading X once."""
+def numba_prediction_gradient(X, theta, y=None, *, out=None):
+    """The numba backend: one pass over the tasks, reading X once. `out`: as in
+    `prediction_gradient`."""
     X, theta, y, dt = _arguments(X, theta, y)
     N, m, d = X.shape
     if (N == 0 or m == 0 or X.dtype not in (np.float32, np.float64) or dt.kind != "f"
             or not X.flags.c_contiguous):
         # edge cases and strided views: the NumPy path handles them without a copy of X
-        return numpy_prediction_gradient(X, theta, y)
+        return numpy_prediction_gradient(X, theta, y, out=out)
     if not _numba_importable():
         raise ImportError("the numba kernel needs numba: pip install 'metarep[fast]'")
     from metarep._compiled import gradient_units, prediction_gradient_units
@@ -248,8 +271,7 @@ def numba_prediction_gradient(X, theta, y=None):
         y_arr = np.ascontiguousarray(y)
     else:
         y_arr = np.ascontiguousarray(y, dtype=np.float64)
-    G = _POOL.empty((N, d), dt)
-    loss = _POOL.empty((N,), dt)
+    G, loss = _outputs(out, N, d, dt)
     threads.run_units(prediction_gradient_units, gradient_units(X), X.nbytes >= PARALLEL_MIN_BYTES,
               X, theta2, theta.ndim == 1, y_arr, y is not None, G, loss)
     return G, loss
@@ -305,13 +327,14 @@ def chosen(name: str | None) -> str:
     return backend() if name is None else _resolve(name)
 
 
-def prediction_gradient(X, theta, y=None, *, backend: str | None = None):
+def prediction_gradient(X, theta, y=None, *, backend: str | None = None, out=None):
     """G (N, d) with G[n] = X_n^T (X_n theta_n - y_n) / m, and loss (N,) = ||.||^2 / (2m).
 
     X (N, m, d); theta (d,) shared or (N, d); y (N, m) or None (zeros). float32 inputs give
     float32 outputs (the numba backend accumulates in float64). `backend` overrides the one in
-    effect (`use`) for this call.
+    effect (`use`) for this call. `out`: None (fresh arrays), or a pair (G, loss) of the right
+    shapes and dtype that the caller owns: written and returned (its old contents are lost).
     """
     if chosen(backend) == "numba":
-        return numba_prediction_gradient(X, theta, y)
-    return numpy_prediction_gradient(X, theta, y)
+        return numba_prediction_gradient(X, theta, y, out=out)
+    return numpy_prediction_gradient(X, theta, y, out=out)

@@ -21,7 +21,6 @@ from typing import NamedTuple
 import numpy as np
 
 from metarep import kernels, threads
-from metarep.buffers import recycled_empty
 from metarep.params import Params
 from metarep.population_formula import run_step
 
@@ -91,8 +90,8 @@ def _run(B, w, alpha, inv_m, K: _Consts, beta):
     """`run_step` over runs stacked on one leading axis: B (S, d, k'), w (S, k'), alpha, inv_m,
     beta (S,) or None. Returns (new or gradient B, w, loss)."""
     S = B.shape[0]
-    out_B = recycled_empty(B.shape)
-    out_w = recycled_empty(w.shape)
+    out_B = np.empty(B.shape)
+    out_w = np.empty(w.shape)
     loss = np.empty(S)
     has_beta = beta is not None
     beta = beta if has_beta else alpha

@@ -64,11 +64,19 @@ def test_the_fit_and_the_blups_match_statsmodels_mixedlm():
     np.testing.assert_allclose(rfx.posterior_mean(ours, Xn, yn), expected, rtol=1e-4)
 
 
-def test_em_never_loses_likelihood():
-    X, y, _, offsets = grouped_table(np.random.default_rng(2))
-    stats = rfx.ragged_stats(X, y, offsets)
-    lls = [rfx.loglik(rfx.fit_prior(stats, max_iter=i), stats) for i in (1, 2, 3, 5, 10, 20, 100)]
-    assert np.all(np.diff(lls) >= -1e-9), lls
+@pytest.mark.parametrize("case", ["grouped", "boundary"])
+def test_em_never_loses_likelihood(case):
+    """Also where the extrapolation overshoots: a zero G (the boundary), fewer rows than p."""
+    rng = np.random.default_rng(2)
+    if case == "grouped":
+        X, y, _, offsets = grouped_table(rng)
+        stats = rfx.ragged_stats(X, y, offsets)
+    else:
+        X, y, _ = draw(rng, 300, 3, np.ones(5), np.zeros((5, 5)), 0.5)
+        stats = rfx.task_stats(X, y)
+    for rank in (None, 1):
+        lls = [rfx.loglik(rfx.fit_prior(stats, rank=rank, max_iter=i), stats) for i in range(1, 30)]
+        assert np.all(np.diff(lls) >= -1e-9), lls
 
 
 # --- vectorised against naive loops -----------------------------------------------------------
@@ -108,10 +116,11 @@ def test_the_blup_matches_a_loop_over_tasks(m):
     np.testing.assert_allclose(rfx.posterior_mean(prior, X, y), naive, rtol=1e-10, atol=1e-12)
 
 
-def test_the_blup_is_the_oracle_bayes_head_under_the_true_prior():
+@pytest.mark.parametrize("m", [2, 6])  # both sides of k = 3
+def test_the_blup_is_the_oracle_bayes_head_under_the_true_prior(m):
     problem = make_problem(8, 3, task_mean=0.5, task_cov=[1.0, 2.0, 0.5], noise_std=0.7,
                            rng=np.random.default_rng(5))
-    tasks = sample_tasks(problem, 50, 6, 0, np.random.default_rng(6))
+    tasks = sample_tasks(problem, 50, m, 0, np.random.default_rng(6))
     prior = rfx.Prior(problem.mu_star, problem.Sigma_star, problem.noise_std**2)
     oracle = adapt.fit_heads("bayes", problem.B_star, problem.mu_star, tasks.X_in, tasks.y_in, problem=problem)
     ours = adapt.fit_heads("bayes", problem.B_star, problem.mu_star, tasks.X_in, tasks.y_in, prior=prior)

@@ -13,13 +13,16 @@ import pytest
 
 import metarep
 from metarep import seeds, sources, tuning
-from metarep.adapt import expected_excess_risk_one_step
+from metarep.adapt import empirical_prior, expected_excess_risk_one_step
 from metarep.config import ConfigError, validate
 from metarep.data import table_source
 from metarep.engine import build, evaluate_final, train
-from metarep.nonlinear.evaluate import excess_risk, feature_moments, moment_risk
+from metarep.methods import get_method
+from metarep.nonlinear.evaluate import excess_risk, feature_moments, feature_prior, moment_risk
 from metarep.nonlinear.model import MLPParams
+from metarep.params import Params
 from metarep.problem import sample_tasks
+from metarep.random_effects import stacked_stats
 
 SMALL = {"problem": {"d": 6, "k": 2}, "model": {"width": 4}, "train": {"tasks": 100, "steps": 20}}
 TUNED = {"adapt": "tuned", "tasks": 300, "validation_tasks": 200, "tune_steps": [0, 1, 5], "tune_alpha": [0.1, 0.3],
@@ -56,7 +59,7 @@ def test_tuned_keeps_the_default_rules_scores_and_chooses_the_lowest_validation_
     assert t["default"]["excess_risk"] == default["excess_risk"]  # the same test tasks, the same fit
     assert (t["default"]["adapt"], t["default"]["adapt_steps"]) == ("gradient", 1)
     assert t["validation"] <= t["default"]["validation"]
-    assert t["candidates"] == 1 + 3 * 2 + 2 + 1  # the default, gradient steps x alphas, ridges, lstsq
+    assert t["candidates"] == 1 + 3 * 2 + 2 + 1 + 1  # the default, steps x alphas, ridges, lstsq, bayes
     assert tuned["excess_risk"] == t["excess_risk"] and tuned["adapt"] == t["adapt"]
     assert t["validation_tasks"] == 200
 
@@ -150,11 +153,11 @@ def test_identity_network_scores_the_linear_closed_form():
 
 def check_tuned_summary(test: dict, key: str):
     t = test["tuned"]
-    assert t["adapt"] in ("gradient", "ridge", "lstsq")
+    assert t["adapt"] in ("gradient", "ridge", "lstsq", "bayes")
     assert t[key] == test[key] and np.isfinite(t["validation"]) and np.isfinite(t[f"{key}_se"])
     assert t["default"]["adapt"] == "gradient" and np.isfinite(t["default"]["validation"])
     assert np.isfinite(t["default"][key]) and t["validation"] <= t["default"]["validation"]
-    chosen = {"gradient": ("adapt_steps", "alpha"), "ridge": ("ridge",), "lstsq": ()}[t["adapt"]]
+    chosen = {"gradient": ("adapt_steps", "alpha"), "ridge": ("ridge",), "lstsq": (), "bayes": ()}[t["adapt"]]
     assert all(t[k] is not None for k in chosen)
 
 
@@ -216,3 +219,27 @@ def test_evaluate_final_passes_the_hooks_to_every_arch(monkeypatch):
         assert seen == [(128, 300), (256, 300), (300, 300)]
         with pytest.raises(KeyboardInterrupt):
             evaluate_final(exp, state, should_stop=lambda: True)
+
+
+def test_bayes_in_the_grid_uses_the_empirical_prior_where_there_are_training_rows():
+    B, w = random_linear()
+    bayes = {**TUNED, "tune_rules": ["bayes"]}
+    t = build(config()).source.evaluate(B, w, config(test=bayes))["tuned"]
+    assert t["adapt"] == "bayes" and t["candidates"] == 2 and t["validation"] < t["default"]["validation"]
+    population = config(train={"tasks": "inf", "m_in": "inf", "m_out": "inf"}, test=bayes)
+    assert build(population).source.evaluate(B, w, population)["tuned"]["candidates"] == 1  # no rows: no prior
+
+
+def test_network_prior_is_fitted_on_the_features_of_the_training_tasks():
+    """The identity network with W1 = B^T has features X B: its prior on phi(X) is the linear
+    model's empirical prior on X B (fitted through the projected raw statistics)."""
+    c = validate({**SMALL, "model": {"arch": "mlp", "width": 4, "activation": "identity", "bias": False},
+                  "test": {"adapt": "tuned"}})
+    exp = build(c)
+    B, w = random_linear()
+    empty = np.zeros(0)
+    prior = feature_prior(MLPParams(B.T.copy(), empty, empty, empty, w), "identity",
+                          exp.source.prior_stats(c, lambda tasks: tasks))
+    linear = empirical_prior(get_method("fo-anil"), Params(B, w), stacked_stats(exp.source.tasks))
+    for a, b in zip(prior, linear):
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-6)  # EM stops within its tolerance

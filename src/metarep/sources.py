@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from metarep import seeds, tuning
-from metarep.adapt import ADAPT_RULES, empirical_prior, excess_risk, expected_excess_risk_one_step, fit_heads, summarize
+from metarep.adapt import empirical_prior, excess_risk, expected_excess_risk_one_step, fit_heads, summarize
 from metarep.engine.protocol import LOWER_BETA, LOWER_TEST_ALPHA, NARROW_TUNING, Advice
 from metarep.params import Params
 from metarep.problem import Problem, make_problem, sample_tasks
@@ -98,7 +98,7 @@ class SyntheticSource:
         meets the same tasks. on_chunk(done, total) follows the scored tasks; should_stop() is
         asked before each chunk (KeyboardInterrupt when it says so)."""
         problem = self.truth
-        prior = head_prior(config, B, w, lambda: self.training_stats(config))
+        prior = head_prior(config, B, w, self.prior_stats(config, stacked_stats))
 
         def score_chunk(rules, tasks):
             return np.stack([excess_risk(B, fit_heads(r.adapt, B, w, tasks.X_in, tasks.y_in, problem=problem,
@@ -108,7 +108,7 @@ class SyntheticSource:
         def score(rules, which, progress):
             return chunked_scores(problem, rules, config, which, progress, score_chunk)
 
-        outcome = run_protocol(score, config, admits=tuned_rules(config, ADAPT_RULES), on_chunk=on_chunk,
+        outcome = run_protocol(score, config, admits=tuned_rules(config, prior), on_chunk=on_chunk,
                                should_stop=should_stop)
         head = headline_rule(outcome, config)
         expected = None
@@ -122,29 +122,50 @@ class SyntheticSource:
     def training_stats(self, config) -> Stats:
         """The training tasks' sufficient statistics (every row): the fixed set, or (online,
         population) train.batch_tasks tasks from the stream prior_tasks of train.seed."""
-        tasks = self.tasks
-        if tasks is None:
-            if "inf" in (self.m_in, self.m_out):
-                raise ValueError("test.adapt = \"bayes\" fits its prior to training tasks: it needs finite "
-                                 "train.m_in and train.m_out")
-            tasks = sample_tasks(self.truth, self.batch_tasks, self.m_in, self.m_out,
-                                 seeds.rng(config.train.seed, "prior_tasks"))
-        return stacked_stats(tasks)
+        return stacked_stats(self.prior_tasks(config))
+
+    def prior_tasks(self, config) -> Tasks:
+        """The training tasks an empirical prior is fitted to (see training_stats)."""
+        if self.tasks is not None:
+            return self.tasks
+        if "inf" in (self.m_in, self.m_out):
+            raise ValueError("test.adapt = \"bayes\" fits its prior to training tasks: it needs finite "
+                             "train.m_in and train.m_out")
+        return sample_tasks(self.truth, self.batch_tasks, self.m_in, self.m_out,
+                            seeds.rng(config.train.seed, "prior_tasks"))
+
+    def prior_stats(self, config, stats):
+        """`lambda: stats(self.prior_tasks(config))`, or None where a tuned run has no training rows
+        to fit a prior to (m_in or m_out "inf": "bayes" leaves the grid)."""
+        if config.adapt_rule != "bayes" and "inf" in (self.m_in, self.m_out):
+            return None
+        return lambda: stats(self.prior_tasks(config))
 
 
 def head_prior(config, B: np.ndarray, w: np.ndarray, stats) -> Prior | None:
     """The prior of the "bayes" rule: the empirical one (adapt.empirical_prior, from the training
-    tasks' statistics `stats()`) when the run asks for "bayes" and its method does not know the
-    truth; None otherwise (the oracle's "bayes" is the true prior)."""
+    tasks' statistics `stats()`) when the run asks for "bayes" or tunes over it and its method
+    does not know the truth; None otherwise (the oracle's "bayes" is the true prior; `stats`
+    None: no training rows to fit it to)."""
     method = config.method_spec
-    if config.adapt_rule != "bayes" or method.needs_truth:
+    if not wants_bayes(config) or method.needs_truth or stats is None:
         return None
     return empirical_prior(method, Params(B, w), stats(), **config.hyper)
 
 
-def tuned_rules(config, admits: Sequence[str]) -> tuple[str, ...]:
-    """The rules the tuned grid may take: "bayes" only with the true prior (the oracle)."""
-    return tuple(r for r in admits if r != "bayes" or config.method_spec.needs_truth)
+def wants_bayes(config) -> bool:
+    """Whether the run asks for the "bayes" rule, or tunes over it."""
+    te = config.test
+    return config.adapt_rule == "bayes" or (te.adapt == "tuned" and "bayes" in te.tune_rules)
+
+
+def tuned_rules(config, prior: Prior | None) -> tuple[str, ...]:
+    """The rules the tuned grid may take: the method's, "bayes" only with a prior (the empirical
+    one fitted to the training tasks, or the oracle's true one)."""
+    method = config.method_spec
+    rules = tuple(r for r in method.adapt_rules if r != "bayes")
+    true_prior = method.needs_truth and "bayes" in method.adapt_rules
+    return (*rules, "bayes") if prior is not None or true_prior else rules
 
 
 def asked_rule(config) -> Rule:
@@ -153,13 +174,13 @@ def asked_rule(config) -> Rule:
     return Rule(config.adapt_rule, steps=te.adapt_steps, alpha=config.test_alpha, ridge=te.ridge)
 
 
-def candidate_rules(config, admits: Sequence[str]) -> tuple[Rule, ...]:
-    """The tuning grid (empty unless test.adapt = "tuned"): the tune_* keys' rules that the
-    method and the source admit."""
+def candidate_rules(config, admits: Sequence[str]) -> tuple[Rule, ...] | None:
+    """The tuning grid (None unless test.adapt = "tuned"): the tune_* keys' rules that the
+    source admits for the method (`tuned_rules`)."""
     te = config.test
     if te.adapt != "tuned":
-        return ()
-    rules = [r for r in te.tune_rules if r in config.method_spec.adapt_rules and r in admits]
+        return None
+    rules = [r for r in te.tune_rules if r in admits]
     return tuning.grid(rules, steps=te.tune_steps, alphas=te.tune_alphas(config.test_alpha), ridges=te.tune_ridge)
 
 

@@ -93,12 +93,12 @@ class Outcome:
     tuned: dict | None = None
 
 
-def run(score: Score, rule: Rule, *, candidates: Sequence[Rule] = (), tasks: dict[str, int],
+def run(score: Score, rule: Rule, *, candidates: Sequence[Rule] | None = None, tasks: dict[str, int],
         on_chunk=None, should_stop=None) -> Outcome:
     """Score `rule` on the test tasks or, with `candidates` (tuning, `rule` being the default),
     choose among `rule` and the candidates by mean validation score and score both on the test
     tasks. `tasks` gives the number of "validation" and "test" tasks (for the progress count)."""
-    if not candidates:
+    if candidates is None:
         progress = Progress(tasks["test"], on_chunk, should_stop)
         return Outcome(score([rule], "test", progress)[0])
     rules = [rule, *(c for c in candidates if c != rule)]

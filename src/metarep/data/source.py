@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from metarep.data.heldout import HELDOUT_RULES, episodes, heldout_mse, summary
+from metarep.data.heldout import episodes, heldout_mse, summary
 from metarep.data.table import TaskData, TaskSet
 from metarep.random_effects import ragged_stats
-from metarep.sources import head_prior, headline_rule, run_protocol, test_keys
+from metarep.sources import head_prior, headline_rule, run_protocol, test_keys, tuned_rules
 from metarep.tasks import Tasks
 from metarep.tuning import tuned_summary
 
@@ -80,7 +80,7 @@ class TableSource:
             return out
 
         n_validation = sets["validation"].n_tasks if "validation" in sets else 0
-        outcome = run_protocol(score, config, admits=HELDOUT_RULES, n_validation=n_validation,
+        outcome = run_protocol(score, config, admits=tuned_rules(config, prior), n_validation=n_validation,
                                n_test=sets["test"].n_tasks, on_chunk=on_chunk, should_stop=should_stop)
         return {**summary(outcome.test, sets["test"], te.m_test), **test_keys(headline_rule(outcome, config), config),
                 "data": self.description, "tuned": tuned_summary(outcome, "mse")}

@@ -14,11 +14,18 @@ from typing import Any
 import numpy as np
 
 from metarep import seeds, tuning
-from metarep.adapt import ADAPT_RULES, summarize
+from metarep.adapt import summarize
 from metarep.engine.protocol import LOWER_ALPHA, LOWER_BETA, Advice
 from metarep.engine.state import TrainState
 from metarep.methods import Method, outer_step
-from metarep.nonlinear.evaluate import EVAL_BLOCK, EVAL_INPUTS, feature_moments, fit_test_heads, moment_risk
+from metarep.nonlinear.evaluate import (
+    EVAL_BLOCK,
+    EVAL_INPUTS,
+    feature_moments,
+    feature_prior,
+    fit_test_heads,
+    moment_risk,
+)
 from metarep.nonlinear.model import MLPParams, MLPSpec, init_mlp_params
 from metarep.sources import (
     TEST_CHUNK,
@@ -30,7 +37,9 @@ from metarep.sources import (
     synthetic_source,
     test_advice,
     test_keys,
+    tuned_rules,
     tuning_candidates,
+    wants_bayes,
 )
 
 # Inputs the representation is measured on (metrics).
@@ -109,16 +118,19 @@ class MLPExperiment(FromSource):
         on_chunk(done, total) after each chunk of tasks; should_stop() before each."""
         c, problem, activation = self.config, self.problem, self.spec.activation
         M = feature_moments(params, problem, activation, seeds.rng(c.test.seed, "eval_inputs"))
+        prior = None
+        if wants_bayes(c) and not self.method.needs_truth:
+            prior = feature_prior(params, activation, self.source.prior_stats(c, lambda tasks: tasks))
 
         def score_chunk(rules, tasks):
             return np.stack([moment_risk(fit_test_heads(r.adapt, params, tasks.X_in, tasks.y_in, activation=activation,
-                                                        problem=problem, **r.keywords()), tasks.w_star, M)
+                                                        problem=problem, prior=prior, **r.keywords()), tasks.w_star, M)
                              for r in rules])
 
         def score(rules, which, progress):
             return chunked_scores(problem, rules, c, which, progress, score_chunk)
 
-        outcome = run_protocol(score, c, admits=ADAPT_RULES, on_chunk=on_chunk, should_stop=should_stop)
+        outcome = run_protocol(score, c, admits=tuned_rules(c, prior), on_chunk=on_chunk, should_stop=should_stop)
         mean, se = summarize(outcome.test)
         return {"excess_risk": mean, "excess_risk_se": se, "excess_risk_expected": None,
                 **test_keys(headline_rule(outcome, c), c), "tasks": c.test.tasks, "eval_inputs": EVAL_INPUTS,

@@ -22,21 +22,34 @@ import numpy as np
 
 from metarep.adapt import fit_heads
 from metarep.nonlinear.model import MLPParams, features
+from metarep.random_effects import Prior, fit_prior, task_stats
 
 EVAL_INPUTS = 2**18
 EVAL_BLOCK = 2**14
 
 
 def fit_test_heads(rule: str, params: MLPParams, X: np.ndarray, y: np.ndarray, *, activation: str, problem,
-               alpha: float = 0.0, steps: int = 1, ridge: float = 0.0) -> np.ndarray:
+                   alpha: float = 0.0, steps: int = 1, ridge: float = 0.0, prior: Prior | None = None) -> np.ndarray:
     """The head of every test task (T, width) fitted on phi(X) (X (T, m, d), y (T, m)) by `rule`:
     "gradient" (steps from the shared head), "ridge", "lstsq", or "bayes" (the posterior mean on
-    the teacher's features, for a network whose features are the teacher's)."""
+    phi(X) under `prior`, `feature_prior`; without one, on the teacher's features under the true
+    prior, for a network whose features are the teacher's)."""
     w = params.w if params.w.ndim == 1 else params.w.mean(axis=0)
     F = features(X, params.body(), activation)
     identity_problem = dataclasses.replace(problem, B_star=np.eye(F.shape[-1]))
     return fit_heads(rule, np.eye(F.shape[-1]), w, F, y, problem=identity_problem, alpha=alpha, steps=steps,
-                     ridge=ridge)
+                     ridge=ridge, prior=prior)
+
+
+def feature_prior(params: MLPParams, activation: str, training_tasks) -> Prior | None:
+    """The empirical prior of the heads on phi(X): the random-effects model (MATH 11) fitted to
+    the features of every row of the training tasks `training_tasks()` (None: no prior)."""
+    if training_tasks is None:
+        return None
+    tasks = training_tasks()
+    body = {name: np.asarray(a, dtype=np.float64) for name, a in params.body().items()}
+    X = np.concatenate([tasks.X_in, tasks.X_out], axis=1)
+    return fit_prior(task_stats(features(X, body, activation), np.concatenate([tasks.y_in, tasks.y_out], axis=1)))
 
 
 def excess_risk(params: MLPParams, heads: np.ndarray, problem, w_star: np.ndarray, X_eval: np.ndarray,

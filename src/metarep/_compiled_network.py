@@ -2,7 +2,7 @@
 its own for numba's on-disk cache (see `metarep._compiled`). What it computes, and the
 derivation of every line, is in `nonlinear/fused.py`.
 
-A unit is a fixed group of consecutive blocks of BLOCK tasks, with its own partial sums; the
+A unit is a fixed group of consecutive blocks of tasks (`fused.BLOCK`), with its own partial sums; the
 groups are taken from a shared counter by `threads.run_units` and added in group order, so
 results do not depend on the number of threads. The tasks and layers may be float32 or float64
 (the matrix products in that precision); the per-task head arithmetic and the partial sums are
@@ -19,11 +19,6 @@ import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba's products call: 
 from metarep._compiled import KERNEL, ON_POOL, PARALLEL, fetch_add, keyed_cache, restore_cache
 
 _previous_cache = keyed_cache()     # every kernel below is cached under _compiled.cache_dir()
-
-# Tasks per block: a block's features, 32 x 30 x 50 doubles (384 KB) in the paper's setting,
-# stay in cache from the product that makes them to the one that takes their gradient (32
-# measured 5-10% faster than 64 or 128 there).
-BLOCK = 32
 
 
 @numba.njit(**KERNEL)
@@ -162,12 +157,13 @@ def _block(t0, t1, X_in, y_in, X_out, y_out, W1T, b1, W2T, b2, has_bias, w, alph
 
 
 @numba.njit(**KERNEL)
-def head_pass_units(X_in, y_in, X_out, y_out, W1T, b1, W2T, b2, has_bias, w, alpha, steps, relu, exact,
+def head_pass_units(X_in, y_in, X_out, y_out, W1T, b1, W2T, b2, has_bias, w, alpha, steps, relu, exact, block,
                     gW1_g, gb1_g, gW2_g, gb2_g, gw_g, loss_g, counter):  # pragma: no cover - compiled
-    """For the groups this thread takes from `counter`: group g's sums into row g of gW1_g
-    (G, n1, d), gb1_g (G, n1), gW2_g (G, n, n1), gb2_g (G, n), gw_g (G, n), loss_g (G,)."""
+    """For the groups of blocks of `block` tasks this thread takes from `counter`: group g's sums
+    into row g of gW1_g (G, n1, d), gb1_g (G, n1), gW2_g (G, n, n1), gb2_g (G, n), gw_g (G, n),
+    loss_g (G,)."""
     N = X_in.shape[0]
-    nblocks = (N + BLOCK - 1) // BLOCK
+    nblocks = (N + block - 1) // block
     ngroups = gW1_g.shape[0]
     last = False
     g = fetch_add(counter, 0)
@@ -179,7 +175,7 @@ def head_pass_units(X_in, y_in, X_out, y_out, W1T, b1, W2T, b2, has_bias, w, alp
         gw_g[g] = 0.0
         s = 0.0
         for b in range(g * nblocks // ngroups, (g + 1) * nblocks // ngroups):
-            s += _block(b * BLOCK, min(b * BLOCK + BLOCK, N), X_in, y_in, X_out, y_out, W1T, b1, W2T, b2, has_bias,
+            s += _block(b * block, min(b * block + block, N), X_in, y_in, X_out, y_out, W1T, b1, W2T, b2, has_bias,
                         w, alpha, steps, relu, exact, gW1_g[g], gb1_g[g], gW2_g[g], gb2_g[g], gw_g[g])
         loss_g[g] = s
         last = fetch_add(counter, 1) == ngroups - 1
@@ -189,9 +185,9 @@ def head_pass_units(X_in, y_in, X_out, y_out, W1T, b1, W2T, b2, has_bias, w, alp
 
 @numba.njit(**PARALLEL)
 def _head_pass_on_pool(threads, X_in, y_in, X_out, y_out, W1T, b1, W2T, b2, has_bias, w, alpha, steps, relu,
-                       exact, gW1_g, gb1_g, gW2_g, gb2_g, gw_g, loss_g, counter):  # pragma: no cover - compiled
+                       exact, block, gW1_g, gb1_g, gW2_g, gb2_g, gw_g, loss_g, counter):  # pragma: no cover - compiled
     for _ in numba.prange(threads):
-        head_pass_units(X_in, y_in, X_out, y_out, W1T, b1, W2T, b2, has_bias, w, alpha, steps, relu, exact,
+        head_pass_units(X_in, y_in, X_out, y_out, W1T, b1, W2T, b2, has_bias, w, alpha, steps, relu, exact, block,
                         gW1_g, gb1_g, gW2_g, gb2_g, gw_g, loss_g, counter)
 
 

@@ -33,8 +33,8 @@ from metarep.theory import lambda_star, lemma2_asymptote, lemma2_perp_sq
 
 COLUMNS = ("curve", "label", "step", "loss", "align_norm", "perp_norm", "mean_norm", "sigma_min", "lambda_rel_err",
            "align_theory", "perp_lemma2_bound", "perp_lemma2_asymptote")
-PANELS = (("align_norm", r"$\|B_\star^\top B_t\|_2$"), ("perp_norm", r"$\|P_\perp B_t\|_2$"),
-          ("mean_norm", r"$\|B_t w_t - B_\star\mu_\star\|_2$"))
+PANELS = (("align_norm", r"$\|B_*^\top B_t\|_2$"), ("perp_norm", r"$\|P_\perp B_t\|_2$"),
+          ("mean_norm", r"$\|B_t w_t - B_*\mu_*\|_2$"))
 
 
 def trace_job(job: dict) -> dict:
@@ -78,18 +78,34 @@ def late_slope(steps, values, *, start_fraction: float = 0.1) -> float:
     return float(np.polyfit(np.log(steps[keep]), np.log(values[keep]), 1)[0])
 
 
-def draw(curves: list[dict], path: Path) -> None:
-    import matplotlib.pyplot as plt
+# One style per curve: colour, line style and marker all differ, so that curves that nearly
+# coincide (FO-ANIL and FO-MAML on N tasks) stay apart.
+STYLES = (("C0", "-", "o"), ("C1", "--", "s"), ("C2", "-.", "^"), ("C3", (0, (1, 1.5)), "D"),
+          ("C4", (0, (6, 2, 1, 2, 1, 2)), "v"), ("C5", (0, (3, 1)), "P"))
 
-    from metarep.plots import draw_lemma2, save_figure
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+def setting_line(config: dict, seed: int, quick: bool) -> str:
+    """The setting every curve shares (each curve's N and m_in are in its label), and a quick mark."""
+    c = validate(config)
+    p, t = c.problem, c.train
+    width = c.method_spec.width(p.d, p.k, c.model.width)
+    line = (f"d = {p.d}, k = {p.k}, k' = {width}, sigma = {p.noise_std:g}, alpha = {t.alpha:g}, "
+            f"beta = {t.beta:g}, seed {seed}")
+    return line + ("; --quick: fewer steps, not the paper's setting" if quick else "")
+
+
+def draw(curves: list[dict], path: Path, setting: str = "") -> None:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    from metarep.plots import draw_lemma2, log_values, save_figure, tick_text
+
+    fig = Figure(figsize=(16, 5.6), layout="constrained")
+    axes = fig.subplots(1, 3)
     levels: dict[float, tuple] = {}
     zeros: dict[str, list[str]] = {key: [] for key, _ in PANELS}
-    styles = ("-", "-", "-", "--", "-.")     # curves that nearly coincide stay visible
     for i, curve in enumerate(curves):
-        c, ls = colors[i % len(colors)], styles[i % len(styles)]
+        c, ls, marker = STYLES[i % len(STYLES)]
         steps = np.array([r["step"] for r in curve["history"]], dtype=float)
         level, bound, asym = _theory(curve)
         for ax, (key, _) in zip(axes, PANELS):
@@ -98,8 +114,9 @@ def draw(curves: list[dict], path: Path) -> None:
             if not keep.any():
                 zeros[key].append(curve["label"])
                 continue
-            ax.plot(steps[keep], ys[keep], color=c, ls=ls, label=curve["label"] + ("" if curve["status"] == "completed"
-                                                                            else f" ({curve['status']})"))
+            ax.plot(steps[keep], ys[keep], color=c, ls=ls, lw=1.6, marker=marker, markersize=5, markevery=0.1,
+                    fillstyle="none", label=curve["label"] + ("" if curve["status"] == "completed"
+                                                              else f" ({curve['status']})"))
         if level is not None:
             levels.setdefault(round(level, 12), (level, curve["m_in"], c))
         if np.isfinite(curve["m_in"]) and curve["theory"] and curve["regime"] == "population":
@@ -108,14 +125,19 @@ def draw(curves: list[dict], path: Path) -> None:
     for level, m_in, c in levels.values():
         name = r"\infty" if not np.isfinite(m_in) else f"{m_in:g}"
         axes[0].axhline(level, ls=":", color=c, lw=1.2,
-                        label=rf"$\sqrt{{\lambda_{{\max}}(\Lambda_\star)}}$, $m_{{in}}={name}$")
+                        label=rf"$\sqrt{{\lambda_{{\max}}(\Lambda_*)}}$, $m_{{in}}={name}$")
     for ax, (key, label) in zip(axes, PANELS):
-        ax.set(xscale="log", yscale="log", xlabel="outer step t", title=label)
-        ax.legend(fontsize=7)
-        if zeros[key]:
-            ax.text(0.02, 0.02, "identically 0 (not drawn): " + "; ".join(zeros[key]), transform=ax.transAxes,
-                    fontsize=7, va="bottom")
-    fig.suptitle("Evolution of the representation (one seed)")
+        ax.set(xscale="log", xlabel="outer step t", title=label)
+        ax.xaxis.set_major_formatter(FuncFormatter(tick_text))
+        log_values(ax)
+        if zeros[key]:  # under the axis, where no curve runs
+            ax.set_xlabel("outer step t\nidentically 0 (not drawn): " + "; ".join(zeros[key]), fontsize=9)
+    handles: dict = {}
+    for ax in axes:  # one legend for the figure: the same curve in every panel
+        for line in ax.get_lines():
+            handles.setdefault(line.get_label(), line)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=4, fontsize=8)
+    fig.suptitle("Evolution of the representation (one seed)" + (f"\n{setting}" if setting else ""))
     save_figure(fig, path, formats=("png", "svg"))
 
 
@@ -190,7 +212,7 @@ def figure1(out: Path, *, quick: bool = False, workers: int = 2, experiments=Non
                           on_done=lambda i, r, s: echo(f"  {r['key']}: {r['status']} in {s:.1f} s"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    draw(curves, out / "figure1.png")
+    draw(curves, out / "figure1.png", setting_line(jobs[0]["config"], seed, quick) if jobs else "")
     table_rows = []
     for curve in curves:
         level, bound, asym = _theory(curve)

@@ -73,7 +73,7 @@ def head_gradient(torch_gradient: Callable | None, *, exact: bool) -> Callable:
         if hasattr(params.w, "detach"):            # tensors in, tensors out (sharing the arrays' memory)
             import torch
 
-            grads = MLPParams(*(torch.from_numpy(a) for a in grads))
+            grads = MLPParams._make(torch.from_numpy(a) for a in grads)
         return grads, loss
 
     gradient.__doc__ = fallback.__doc__

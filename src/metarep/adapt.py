@@ -101,7 +101,7 @@ def empirical_prior(method, params, stats: Stats, **hyper) -> Prior:
 def fit_heads(rule: str, B, w, X, y, *, problem=None, prior: Prior | None = None, alpha: float = 0.0,
               steps: int = 1, ridge: float = 0.0) -> np.ndarray:
     """Dispatch on the adaptation rule ("gradient", "ridge", "lstsq", "bayes"). "bayes" is the
-    posterior mean of the head on X B under `prior` (the empirical-Bayes head, MATH 11) or,
+    posterior mean of the head on X B under `prior` (the empirical-Bayes head, MATH 8) or,
     without one, under the true prior of `problem` on X B* (`bayes_heads`)."""
     if rule == "gradient":
         return gradient_heads(B, w, X, y, alpha=alpha, steps=steps)

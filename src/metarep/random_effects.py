@@ -1,4 +1,4 @@
-"""The random-effects (linear mixed) model of multi-task regression, fitted by EM (MATH 11).
+"""The random-effects (linear mixed) model of multi-task regression, fitted by EM (MATH 8).
 
     y_t = X_t theta_t + e_t,   theta_t ~ N(mu, G),   e_t ~ N(0, sigma^2 I),   tasks t = 1..N.
 
@@ -198,7 +198,7 @@ class _Params(NamedTuple):
 
 def fit_prior(stats: Stats, *, rank: int | None = None, method: str = "em", max_iter: int = 100,
               tol: float = 1e-9) -> Prior:
-    """Maximum-likelihood (mu, G, sigma2) of the random-effects model by EM (MATH 11),
+    """Maximum-likelihood (mu, G, sigma2) of the random-effects model by EM (MATH 8),
     accelerated by SQUAREM (Varadhan and Roland 2008) with a monotone safeguard.
 
     rank None: G full (p, p); rank r: G = L L^T with L (p, r). method "em" is the only one

@@ -1,4 +1,4 @@
-"""Random effects: the statistician's baseline, a linear mixed model (MATH 11; MATH 3, 'Baselines').
+"""Random effects: the statistician's baseline, a linear mixed model (MATH 8; MATH 3, 'Baselines').
 
 y = x^T theta_t + e, theta_t ~ N(mu, G), e ~ N(0, sigma^2): the paper's own data model is this
 one with G = B* Sigma* B*^T (rank k). The fit is maximum likelihood by EM from the training

@@ -42,7 +42,7 @@ def fit_test_heads(rule: str, params: MLPParams, X: np.ndarray, y: np.ndarray, *
 
 
 def feature_prior(params: MLPParams, activation: str, training_tasks) -> Prior | None:
-    """The empirical prior of the heads on phi(X): the random-effects model (MATH 11) fitted to
+    """The empirical prior of the heads on phi(X): the random-effects model (MATH 8) fitted to
     the features of every row of the training tasks `training_tasks()` (None: no prior)."""
     if training_tasks is None:
         return None

@@ -32,3 +32,17 @@ def test_figure1_curves_have_distinct_styles_and_the_setting_is_shown(tmp_path, 
         styles = [(line.get_linestyle(), line.get_marker()) for line in ax.get_lines()]
         assert len(set(styles)) == len(styles) == 3  # FO-ANIL and FO-MAML coincide here: told apart by style
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [c["label"] for c in curves]
+
+
+def test_adapt_marks_off_scale_means_in_a_band_above_the_axis_with_their_values():
+    from matplotlib.figure import Figure
+
+    from metarep.reproduce.studies import adapt
+
+    ax, ax2 = Figure().subplots(1, 2)
+    rows = [{"rule": "gradient", "param": p, "excess_risk_mean": y, "excess_risk_std": 0.1}
+            for p, y in ((0, 5.0), (1, 2.0), (5, 8.6e31), (50, float("nan")))]
+    assert adapt._draw_model(ax, ax2, rows, "FO-ANIL", "C0", 50.0, 0, 2) == 2
+    marked = [line for line in ax.get_lines() if line.get_marker() == "^"]
+    assert len(marked) == 2 and all(50.0 < line.get_ydata()[0] < 50.0 * adapt.OFF_SCALE for line in marked)
+    assert [t.get_text() for t in ax.texts] == ["8.6e+31", "not finite"]

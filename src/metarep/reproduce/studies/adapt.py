@@ -304,53 +304,75 @@ def render(d: Design, rows: list[dict], seeds: list[dict], notes: list[str], *, 
     return "\n".join(lines + page.findings_block(notes))
 
 
-def draw(d: Design, rows: list[dict], out: Path) -> None:
+def draw(d: Design, rows: list[dict], out: Path, *, quick: bool = False) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 4.4))
+    fig = Figure(figsize=(12, 4.9), layout="constrained")
     ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     base = [r["excess_risk_mean"] for r in rows if r["rule"] == "gradient" and r["param"] in (0, 1)]
     cap = 10 * max([x for x in base if np.isfinite(x)], default=10.0)
+    off = 0
     for i, model in enumerate(d.models):
-        _draw_model(ax, ax2, [r for r in rows if r["model"] == model["key"]], model.get("label", model["key"]),
-                    f"C{i}", cap, i)
+        off += _draw_model(ax, ax2, [r for r in rows if r["model"] == model["key"]], model.get("label", model["key"]),
+                           f"C{i}", cap, i, len(d.models))
     for j, r in enumerate(r for r in rows if r["rule"] == "reference"):
         for a in (ax, ax2):
             a.axhline(r["excess_risk_mean"], ls=":", c="gray" if j == 0 else f"C{j + 5}", label=r["label"])
-    _axes(ax, ax2, d, cap)
+    _axes(ax, ax2, d, cap, off)
+    cfg = validate(with_seed(d.data, 0))
+    fig.suptitle(f"Test-time adaptation: d = {cfg.problem.d}, k' = {cfg.model.width}, m_test = {cfg.test.m_test}, "
+                 f"{cfg.test.tasks} test tasks, {len(d.seeds)} seeds, mean ± std over seeds"
+                 + ("\n--quick: fewer steps and tasks, not the study's setting" if quick else ""))
     page.save_png(fig, out, NAME)
 
 
-def _axes(ax, ax2, d: Design, cap: float) -> None:
+OFF_SCALE = 3.0  # the band above the cap, as a factor of it, where off-scale values are marked
+
+
+def _axes(ax, ax2, d: Design, cap: float, off: int) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    from metarep.plots import tick_text
+
     for a in (ax, ax2):
         a.set(yscale="log", ylabel="test excess risk")
+        a.yaxis.set_major_formatter(FuncFormatter(tick_text))
     ax.set_xscale("symlog", linthresh=1, linscale=0.5)
     ticks = sorted({r["param"] for r in d.rules if r["rule"] == "gradient"})
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set(xlabel="gradient steps on the head at test time (step alpha)", title="gradient adaptation")
-    ax.set_xlim(left=0)
-    ax.set_ylim(top=cap * 1.5)
+    ax.set_xlim(left=-0.1, right=max(ticks) * 1.6)
+    if off:
+        ax.axhspan(cap, cap * OFF_SCALE, color="0.92", zorder=0)
+        ax.text(0.01, cap * OFF_SCALE ** 0.9, f"off scale (> {cap:.3g}): the mean printed", fontsize=7,
+                va="top", color="0.3")
+        ax.set_ylim(top=cap * OFF_SCALE)
+    else:
+        ax.set_ylim(top=cap * 1.5)
     closed = [r for r in d.rules if r["rule"] in ("ridge", "lstsq")]
     ax2.set_xticks(range(len(closed)), [_rule_name(r) for r in closed], rotation=30)
     ax2.set(title="closed-form heads on X B")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center right")
 
 
-def _draw_model(ax, ax2, mine: list[dict], label: str, color: str, cap: float, i: int) -> None:
-    """One model's gradient-step curve (values above `cap` drawn as arrows at the cap) and its
-    closed-form heads."""
+def _draw_model(ax, ax2, mine: list[dict], label: str, color: str, cap: float, i: int, n: int) -> int:
+    """One model's gradient-step curve and its closed-form heads. A mean above `cap` (a run-away
+    adaptation) is marked in the band above the cap, printed, each model at its own height;
+    returns how many were."""
     grad = [r for r in mine if r["rule"] == "gradient"]
     xs = np.array([r["param"] for r in grad], dtype=float)
     ys = np.array([r["excess_risk_mean"] for r in grad], dtype=float)
     err = np.array([page.finite_or_zero(r["excess_risk_std"]) for r in grad])
     inside = np.isfinite(ys) & (ys <= cap)
     ax.errorbar(xs[inside], ys[inside], yerr=err[inside], marker="o", ms=4, capsize=2, color=color, label=label)
+    height = cap * OFF_SCALE ** ((i + 1) / (n + 1))
     for x, y in zip(xs[~inside], ys[~inside]):
-        ax.plot([x], [cap], marker="^", color=color)
-        ax.annotate(f"{y:.2g}", (x, cap), textcoords="offset points", xytext=(-28, -12 - 9 * i), fontsize=7,
-                    color=color)
+        ax.plot([x], [height], marker="^", color=color, ls="none")
+        ax.annotate(f"{y:.2g}" if np.isfinite(y) else "not finite", (x, height), textcoords="offset points",
+                    xytext=(6, -3), fontsize=7, color=color)
     closed = [r for r in mine if r["rule"] in ("ridge", "lstsq")]
     ax2.plot(range(len(closed)), [r["excess_risk_mean"] for r in closed], marker="s", color=color, label=label)
+    return int((~inside).sum())
 
 
 def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
@@ -368,7 +390,7 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / f"{NAME}.csv", rows, COLUMNS)
     write_csv(out / f"{NAME}_seeds.csv", seeds, SEED_COLUMNS)
-    draw(d, rows, out)
+    draw(d, rows, out, quick=quick)
     return page.publish(out, NAME, rows=rows, summary=summary, start=start, echo=echo,
                         render=lambda wall: render(d, rows, seeds, findings(summary), quick=quick, wall=wall,
                                                    machine=machine))

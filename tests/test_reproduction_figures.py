@@ -46,3 +46,21 @@ def test_adapt_marks_off_scale_means_in_a_band_above_the_axis_with_their_values(
     marked = [line for line in ax.get_lines() if line.get_marker() == "^"]
     assert len(marked) == 2 and all(50.0 < line.get_ydata()[0] < 50.0 * adapt.OFF_SCALE for line in marked)
     assert [t.get_text() for t in ax.texts] == ["8.6e+31", "not finite"]
+
+
+def test_tasks_axis_is_labelled_at_the_values_of_n_only():
+    import io
+
+    from matplotlib.figure import Figure
+
+    from metarep.reproduce.studies import tasks_plot
+
+    fig = Figure()
+    ax = fig.subplots()
+    ax.errorbar([30, 40, 100, 300], [3.0, 2.8, 2.4, 1.7], yerr=0.1)
+    ax.set(xscale="log", yscale="log")
+    tasks_plot._readable(ax, [30, 40, 100, 300])
+    fig.savefig(io.BytesIO(), format="png")
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert labels == ["30", "40", "100", "300"]
+    assert not [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()]

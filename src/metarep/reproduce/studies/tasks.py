@@ -352,7 +352,7 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
     summary = summarize(d, rows, fit)
     write_csv(out / f"{NAME}.csv", rows, COLUMNS)
     write_csv(out / f"{NAME}_curves.csv", curves, CURVE_COLUMNS)
-    draw(d, rows, curves, fit, out)
+    draw(d, rows, curves, fit, out, quick=quick)
     notes = findings(d, rows, summary)
     result = page.publish(out, NAME, rows=rows, summary=summary, start=start, echo=echo,
                           render=lambda wall: render(d, rows, notes, quick=quick, wall=wall, machine=machine))

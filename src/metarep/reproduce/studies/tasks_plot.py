@@ -12,16 +12,46 @@ from metarep.reproduce.studies import page
 NAME = "tasks"
 
 
-def draw(d, rows: list[dict], curves: list[dict], fit: dict, out: Path) -> None:
+def draw(d, rows: list[dict], curves: list[dict], fit: dict, out: Path, *, quick: bool = False) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(16, 4.6), layout="constrained")
+    fig = Figure(figsize=(16, 5.0), layout="constrained")
     ax, ax2, ax3 = fig.subplots(1, 3)
     fin = [r for r in rows if isinstance(r["N"], int) and r["completed"]]
     _draw_curves(ax, d, curves)
     _draw_plateau(ax2, d, fin, fit)
     _draw_risk(ax3, fin, [r for r in rows if r["N"] not in {"inf", *d.tasks}])
+    for a in (ax, ax2, ax3):
+        _readable(a, d.tasks if a is not ax else None)
+    fig.suptitle(setting_line(d, quick))
     page.save_png(fig, out, NAME)
+
+
+def setting_line(d, quick: bool) -> str:
+    """What every run shares, the seeds, and a mark on a --quick run."""
+    from metarep.config import validate
+
+    c = validate(d.config(d.tasks[0], d.horizon, d.seeds[0]))
+    p, t = c.problem, c.train
+    line = (f"FO-ANIL with N training tasks: d = {p.d}, k = {p.k}, k' = {c.model.width}, m_in = {t.m_in}, "
+            f"alpha = {t.alpha:g}, beta = {t.beta:g}, {len(d.seeds)} seeds")
+    return line + ("\n--quick: fewer steps, not the study's setting" if quick else "")
+
+
+def _readable(ax, tasks: list[int] | None) -> None:
+    """Log axes labelled 1, 10, 300 (not 3 x 10^1 beside 4 x 10^1); the N axis labelled at the
+    values of N only."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    from metarep.plots import log_values, tick_text
+
+    log_values(ax)
+    if tasks is not None:
+        ax.xaxis.set_major_locator(FixedLocator(sorted(tasks)))
+        ax.xaxis.set_major_formatter(FuncFormatter(tick_text))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.xaxis.set_major_formatter(FuncFormatter(tick_text))
 
 
 def _draw_curves(ax, d, curves: list[dict]) -> None:

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import metarep
+import metarep.engine
 from metarep import seeds, sources, tuning
 from metarep.adapt import empirical_prior, expected_excess_risk_one_step
 from metarep.config import ConfigError, validate
@@ -59,7 +60,7 @@ def test_tuned_keeps_the_default_rules_scores_and_chooses_the_lowest_validation_
     assert t["default"]["excess_risk"] == default["excess_risk"]  # the same test tasks, the same fit
     assert (t["default"]["adapt"], t["default"]["adapt_steps"]) == ("gradient", 1)
     assert t["validation"] <= t["default"]["validation"]
-    assert t["candidates"] == 1 + 3 * 2 + 2 + 1 + 1  # the default, steps x alphas, ridges, lstsq, bayes
+    assert t["candidates"] == 3 * 2 + 2 + 1 + 1  # steps x alphas (one step of 0.1: the default), ridges, lstsq, bayes
     assert tuned["excess_risk"] == t["excess_risk"] and tuned["adapt"] == t["adapt"]
     assert t["validation_tasks"] == 200
 
@@ -243,3 +244,14 @@ def test_network_prior_is_fitted_on_the_features_of_the_training_tasks():
     linear = empirical_prior(get_method("fo-anil"), Params(B, w), stacked_stats(exp.source.tasks))
     for a, b in zip(prior, linear):
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-6)  # EM stops within its tolerance
+
+
+def test_a_prior_that_cannot_be_fitted_leaves_the_grid_not_the_run():
+    """One row per training task: the random-effects fit fails; a tuned run goes on without
+    "bayes", a run that asks for "bayes" fails as any numerical failure does."""
+    degenerate = {"problem": {"d": 4, "k": 1}, "model": {"width": 2}, "method": {"name": "none"},
+                  "train": {"tasks": 1, "m_in": 1, "m_out": 1, "steps": 1}}
+    _, state, summary = metarep.engine.run(validate({**degenerate, "test": {"adapt": "tuned", "tasks": 5}}))
+    assert state.status == "completed" and summary["test"]["tuned"]["candidates"] == 1 + 15 + 6  # lstsq is the default
+    _, state, _ = metarep.engine.run(validate({**degenerate, "test": {"adapt": "bayes", "tasks": 5}}))
+    assert state.status == "diverged" and "numerical routine failed" in state.message

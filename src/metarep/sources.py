@@ -150,7 +150,19 @@ def head_prior(config, B: np.ndarray, w: np.ndarray, stats) -> Prior | None:
     method = config.method_spec
     if not wants_bayes(config) or method.needs_truth or stats is None:
         return None
-    return empirical_prior(method, Params(B, w), stats(), **config.hyper)
+    return optional_prior(config, lambda: empirical_prior(method, Params(B, w), stats(), **config.hyper))
+
+
+def optional_prior(config, fit) -> Prior | None:
+    """fit(), or None where only the tuned grid wants the prior and degenerate training rows
+    (no noise, one row per task) leave it without a fit: "bayes" leaves the grid. A run that
+    asks for "bayes" itself fails as any numerical failure does (diverged at test time)."""
+    if config.adapt_rule == "bayes":
+        return fit()
+    try:
+        return fit()
+    except np.linalg.LinAlgError:
+        return None
 
 
 def wants_bayes(config) -> bool:
@@ -169,9 +181,12 @@ def tuned_rules(config, prior: Prior | None) -> tuple[str, ...]:
 
 
 def asked_rule(config) -> Rule:
-    """The rule the config asks for (the method's own under "default" and "tuned")."""
-    te = config.test
-    return Rule(config.adapt_rule, steps=te.adapt_steps, alpha=config.test_alpha, ridge=te.ridge)
+    """The rule the config asks for (the method's own under "default" and "tuned"), with the
+    values it reads only (so that it equals the same rule in the tuning grid)."""
+    te, rule = config.test, config.adapt_rule
+    if rule == "gradient":
+        return Rule(rule, steps=te.adapt_steps, alpha=config.test_alpha)
+    return Rule(rule, ridge=te.ridge) if rule == "ridge" else Rule(rule)
 
 
 def candidate_rules(config, admits: Sequence[str]) -> tuple[Rule, ...] | None:

@@ -33,6 +33,7 @@ from metarep.sources import (
     SyntheticSource,
     chunked_scores,
     headline_rule,
+    optional_prior,
     run_protocol,
     synthetic_source,
     test_advice,
@@ -120,7 +121,8 @@ class MLPExperiment(FromSource):
         M = feature_moments(params, problem, activation, seeds.rng(c.test.seed, "eval_inputs"))
         prior = None
         if wants_bayes(c) and not self.method.needs_truth:
-            prior = feature_prior(params, activation, self.source.prior_stats(c, lambda tasks: tasks))
+            prior = optional_prior(c, lambda: feature_prior(params, activation,
+                                                            self.source.prior_stats(c, lambda tasks: tasks)))
 
         def score_chunk(rules, tasks):
             return np.stack([moment_risk(fit_test_heads(r.adapt, params, tasks.X_in, tasks.y_in, activation=activation,

@@ -102,6 +102,37 @@ def _positive(xs: Sequence[float], ys: Sequence[float | None]) -> tuple[list[flo
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
+# ----------------------------------------------------------------------------- reproduction figures
+
+# One style per curve: colour, line style and marker all differ, so that curves that coincide
+# (FO-ANIL and FO-MAML on N tasks, the heads study's perp_norm) stay apart. Markers every tenth
+# of the line's length: `markevery=0.1`.
+CURVE_STYLES = (("C0", "-", "o"), ("C1", "--", "s"), ("C2", "-.", "^"), ("C3", (0, (1, 1.5)), "D"),
+                ("C4", (0, (6, 2, 1, 2, 1, 2)), "v"), ("C5", (0, (3, 1)), "P"), ("C6", (0, (8, 2)), "X"))
+QUICK_MARK = "--quick: fewer steps and tasks, not the reproduction's setting"
+
+
+def curve_style(i: int) -> dict[str, Any]:
+    """Keyword arguments of Axes.plot for the i-th curve of a figure (CURVE_STYLES)."""
+    color, ls, marker = CURVE_STYLES[i % len(CURVE_STYLES)]
+    return {"color": color, "ls": ls, "lw": 1.6, "marker": marker, "markersize": 5, "markevery": 0.1,
+            "fillstyle": "none"}
+
+
+def setting_title(title: str, setting: str, quick: bool) -> str:
+    """A reproduction figure's title: what it shows, its setting, and the --quick mark."""
+    return "\n".join([f"{title}: {setting}" if setting else title, *([QUICK_MARK] if quick else [])])
+
+
+def config_setting(config: Config | Mapping[str, Any], *keys: str) -> str:
+    """"d = 20, k = 3, k' = 20, sigma = 1, alpha = 0.1, beta = 0.4" (and the listed train keys)."""
+    c = _as_config(config)
+    p, t = c.problem, c.train
+    width = c.method_spec.width(p.d, p.k, c.model.width)
+    parts = [f"d = {p.d}, k = {p.k}, k' = {width}, sigma = {p.noise_std:g}, alpha = {t.alpha:g}, beta = {t.beta:g}"]
+    return ", ".join(parts + [f"{key} = {getattr(t, key)}" for key in keys])
+
+
 # ----------------------------------------------------------------------------- theory lines
 
 

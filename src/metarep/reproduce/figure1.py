@@ -78,34 +78,25 @@ def late_slope(steps, values, *, start_fraction: float = 0.1) -> float:
     return float(np.polyfit(np.log(steps[keep]), np.log(values[keep]), 1)[0])
 
 
-# One style per curve: colour, line style and marker all differ, so that curves that nearly
-# coincide (FO-ANIL and FO-MAML on N tasks) stay apart.
-STYLES = (("C0", "-", "o"), ("C1", "--", "s"), ("C2", "-.", "^"), ("C3", (0, (1, 1.5)), "D"),
-          ("C4", (0, (6, 2, 1, 2, 1, 2)), "v"), ("C5", (0, (3, 1)), "P"))
-
-
 def setting_line(config: dict, seed: int, quick: bool) -> str:
     """The setting every curve shares (each curve's N and m_in are in its label), and a quick mark."""
-    c = validate(config)
-    p, t = c.problem, c.train
-    width = c.method_spec.width(p.d, p.k, c.model.width)
-    line = (f"d = {p.d}, k = {p.k}, k' = {width}, sigma = {p.noise_std:g}, alpha = {t.alpha:g}, "
-            f"beta = {t.beta:g}, seed {seed}")
-    return line + ("; --quick: fewer steps, not the paper's setting" if quick else "")
+    from metarep.plots import QUICK_MARK, config_setting
+
+    return config_setting(config) + f", seed {seed}" + (f"; {QUICK_MARK}" if quick else "")
 
 
 def draw(curves: list[dict], path: Path, setting: str = "") -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
-    from metarep.plots import draw_lemma2, log_values, save_figure, tick_text
+    from metarep.plots import curve_style, draw_lemma2, log_values, save_figure, tick_text
 
     fig = Figure(figsize=(16, 5.6), layout="constrained")
     axes = fig.subplots(1, 3)
     levels: dict[float, tuple] = {}
     zeros: dict[str, list[str]] = {key: [] for key, _ in PANELS}
     for i, curve in enumerate(curves):
-        c, ls, marker = STYLES[i % len(STYLES)]
+        style = curve_style(i)
         steps = np.array([r["step"] for r in curve["history"]], dtype=float)
         level, bound, asym = _theory(curve)
         for ax, (key, _) in zip(axes, PANELS):
@@ -114,11 +105,10 @@ def draw(curves: list[dict], path: Path, setting: str = "") -> None:
             if not keep.any():
                 zeros[key].append(curve["label"])
                 continue
-            ax.plot(steps[keep], ys[keep], color=c, ls=ls, lw=1.6, marker=marker, markersize=5, markevery=0.1,
-                    fillstyle="none", label=curve["label"] + ("" if curve["status"] == "completed"
-                                                              else f" ({curve['status']})"))
+            ax.plot(steps[keep], ys[keep], **style, label=curve["label"] + ("" if curve["status"] == "completed"
+                                                                            else f" ({curve['status']})"))
         if level is not None:
-            levels.setdefault(round(level, 12), (level, curve["m_in"], c))
+            levels.setdefault(round(level, 12), (level, curve["m_in"], style["color"]))
         if np.isfinite(curve["m_in"]) and curve["theory"] and curve["regime"] == "population":
             draw_lemma2(axes[1], steps[steps > 0].tolist(), curve["history"][0]["perp_norm"], alpha=curve["alpha"],
                         beta=curve["beta"], noise_std=curve["noise_std"], m_in=curve["m_in"])

@@ -138,23 +138,31 @@ def render(d: Design, rows: list[dict], notes: list[str], *, quick: bool, wall: 
     return "\n".join(lines + page.findings_block(notes))
 
 
-def draw(curves: dict, labels: dict, out: Path) -> None:
+def draw(curves: dict, labels: dict, out: Path, *, setting: str = "", quick: bool = False) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(15, 4.3))
+    from metarep.plots import curve_style, log_values, setting_title
+
+    fig = Figure(figsize=(15, 5.2), layout="constrained")
     axes = fig.subplots(1, 3)
+    zeros: list[list[str]] = [[], [], []]
     for i, (key, hist) in enumerate(curves.items()):
         steps = np.array([r["step"] for r in hist], dtype=float)
-        for ax, metric in zip(axes, ("lambda_rel_err", "perp_norm", "mean_norm")):
+        for j, (ax, metric) in enumerate(zip(axes, ("lambda_rel_err", "perp_norm", "mean_norm"))):
             ys = np.array([r[metric] for r in hist])
             keep = (steps > 0) & (ys > 0)
-            ax.plot(steps[keep], ys[keep], color=f"C{i}", label=labels[key])
-    titles = (r"$\|\Lambda_t-\Lambda_\star\|/\|\Lambda_\star\|$", r"$\|P_\perp B_t\|_2$",
-              r"$\|B_t w_t - B_\star\mu_\star\|_2$")
-    for ax, title in zip(axes, titles):
-        ax.set(xscale="log", yscale="log", xlabel="outer step t", title=title)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Exact infinite-task FO-ANIL, seed 0")
+            if not keep.any():
+                zeros[j].append(labels[key])
+                continue
+            ax.plot(steps[keep], ys[keep], **curve_style(i), label=labels[key])
+    titles = (r"$\|\Lambda_t-\Lambda_*\|/\|\Lambda_*\|$", r"$\|P_\perp B_t\|_2$", r"$\|B_t w_t - B_*\mu_*\|_2$")
+    for ax, title, zero in zip(axes, titles, zeros):
+        ax.set(xscale="log", xlabel="\n".join(["outer step t", *(["identically 0 (not drawn):", *zero] if zero
+                                                                     else [])]), title=title)
+        log_values(ax)
+    handles = {line.get_label(): line for ax in axes for line in ax.get_lines()}
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=4, fontsize=8)
+    fig.suptitle(setting_title("Exact infinite-task FO-ANIL, seed 0", setting, quick))
     page.save_png(fig, out, NAME)
 
 
@@ -170,6 +178,9 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / f"{NAME}.csv", rows, list(rows[0]))
-    draw(curves, {v["key"]: v.get("label", v["key"]) for v in d.variants}, out)
+    from metarep.plots import config_setting
+
+    draw(curves, {v["key"]: v.get("label", v["key"]) for v in d.variants}, out,
+         setting=config_setting(with_seed(d.data, 0), "m_in"), quick=quick)
     return page.publish(out, NAME, rows=rows, summary=summarize(d, rows), start=start, echo=echo,
                         render=lambda wall: render(d, rows, findings(rows), quick=quick, wall=wall, machine=machine))

@@ -148,10 +148,15 @@ def render(d: Design, rows: list[dict], notes: list[str], *, quick: bool, wall: 
     return "\n".join(lines + page.findings_block(notes))
 
 
-def draw(d: Design, rows: list[dict], runs: list[dict], summary: dict, out: Path) -> None:
+def draw(d: Design, rows: list[dict], runs: list[dict], summary: dict, out: Path, *, quick: bool = False) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 4.5))
+    from metarep.plots import setting_title
+
+    fig = Figure(figsize=(12, 5.0), layout="constrained")
+    c = validate(d.base)
+    fig.suptitle(setting_title("Exact infinite-task FO-ANIL", f"d = {c.problem.d}, k = {c.problem.k}, k' = "
+                               f"{c.model.width}, sigma = {c.problem.noise_std:g}, T = {d.points[-1]} steps", quick))
     ax, ax2 = fig.subplots(1, 2)
     _draw_curves(ax, d, runs, validate(d.base).problem.noise_std)
     ok = [r for r in rows if r["status"] == "completed" and np.isfinite(r["C_measured"])]
@@ -164,7 +169,7 @@ def draw(d: Design, rows: list[dict], runs: list[dict], summary: dict, out: Path
         ax2.plot([lo, hi], [lo, hi], c="gray", ls=":", label="measured = Lemma 2")
         k = summary["suggested_ratio"]
         ax2.plot([lo, hi], [k * lo, k * hi], c="gray", ls="--", lw=1,
-                 label=r"$m_{in}/(2\alpha^2\beta(\sigma^2+\mathrm{tr}\,\Sigma_\star))$")
+                 label=r"$m_{in}/(2\alpha^2\beta(\sigma^2+\mathrm{tr}\,\Sigma_*))$")
     ax2.set(xscale="log", yscale="log", xlabel=r"Lemma 2: $m_{in}/(\alpha^2\beta\sigma^2)$",
             ylabel=r"measured $\|P_\perp B_T\|_2^2\,T$", title="constant of the 1/t decay")
     ax2.legend(fontsize=8)
@@ -202,6 +207,6 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / f"{NAME}.csv", rows, list(rows[0]))
-    draw(d, rows, runs, summary, out)
+    draw(d, rows, runs, summary, out, quick=quick)
     return page.publish(out, NAME, rows=rows, summary=summary, start=start, echo=echo,
                         render=lambda wall: render(d, rows, findings(summary), quick=quick, wall=wall, machine=machine))

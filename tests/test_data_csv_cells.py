@@ -60,3 +60,10 @@ def test_an_empty_table_says_it_is_empty(tmp_path):
     with pytest.raises(ConfigError, match=r"data\.path: .* is empty"):
         _load(tmp_path, "")
     assert np.isfinite(build(make_frame(), Columns("school", "y")).train.X).all()
+
+
+def test_a_mostly_numeric_column_with_a_frequent_level_stays_categorical():
+    frame = make_frame()
+    frame["grade"] = np.where(np.arange(len(frame)) % 4 == 0, "K", (np.arange(len(frame)) % 3 + 1).astype(str))
+    features = build(frame, Columns("school", "y", ("x0", "grade"))).features
+    assert features == ("x0", "grade=2", "grade=3", "grade=K", "(intercept)")

@@ -183,20 +183,23 @@ def _check_columns(frame: pd.DataFrame, columns: Columns, where: str) -> tuple[s
     return tuple(features)
 
 
-NUMERIC_SHARE = 0.5  # a text column whose cells are mostly numbers is a numeric column with typos
+# A text column is taken for a numeric one with typos when at most STRAY_SHARE of its cells are
+# not numbers (a grade column of 1, 2, 3 and 24% "K" is categorical), or when most of its cells
+# are numbers written with a decimal comma.
+STRAY_SHARE = 0.05
 
 
 def _refuse_stray_cells(values: pd.Series, key: str, alternative: str) -> None:
-    """ConfigError naming the non-numeric cells (data row from 1, value) of a text column whose
-    cells are mostly numbers (or numbers with a decimal comma): one typo would otherwise turn the
-    column into one indicator per distinct number."""
+    """ConfigError naming the non-numeric cells (data row from 1, value) of a text column of
+    numbers with a few stray cells, or of numbers with a decimal comma (STRAY_SHARE): one typo
+    would otherwise turn the column into one indicator per distinct number."""
     if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return
     present = values.notna().to_numpy()
     mask = present & pd.to_numeric(values, errors="coerce").isna().to_numpy()
     comma = present & values.astype(str).str.fullmatch(r"\s*[-+]?\d*,\d+\s*").to_numpy()
     n, n_bad = int(present.sum()), int(mask.sum())
-    if n_bad == 0 or (n - n_bad + comma.sum()) / n <= NUMERIC_SHARE:
+    if n_bad == 0 or (n_bad > STRAY_SHARE * n and comma.sum() <= n / 2):
         return
     bad = values[mask]
     rows = np.flatnonzero(mask)[:3] + 1

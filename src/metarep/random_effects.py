@@ -111,7 +111,12 @@ def _sigma2(stats: Stats, theta: np.ndarray, trace_SV: np.ndarray) -> float:
     y^T y - 2 theta^T X^T y + theta^T S theta + tr(S V_theta); trace_SV = tr(S V_theta) (N,)."""
     sse = (stats.yty - 2 * np.einsum("tp,tp->t", theta, stats.Xty)
            + np.einsum("tp,tp->t", np.einsum("tpq,tq->tp", stats.XtX, theta), theta) + trace_SV)
-    return float(max(sse.sum() / stats.n.sum(), np.finfo(float).tiny))
+    return max(float(sse.sum() / stats.n.sum()), _sigma2_floor(stats))
+
+
+def _sigma2_floor(stats: Stats) -> float:
+    """1e-10 of the mean y^2 (noiseless data): A_t = I + L^T S_t L / sigma2 stays finite."""
+    return 1e-10 * float(stats.yty.sum() / stats.n.sum()) + 1e-300
 
 
 def _m_step_full(stats: Stats, mu, L, sigma2, post: _Posterior):
@@ -160,7 +165,7 @@ def _initial(stats: Stats, rank: int | None):
     n = stats.n.sum()
     Xr = stats.Xty - stats.XtX @ mu
     rss = stats.yty.sum() - 2 * stats.Xty.sum(axis=0) @ mu + mu @ stats.XtX.sum(axis=0) @ mu
-    var = max(float(rss) / n, 1e-12)
+    var = max(float(rss) / n, 2 * _sigma2_floor(stats))
     scale = var / 2 / max(float(np.trace(stats.XtX.sum(axis=0))) / n, 1e-12)
     if rank is None:
         return mu, np.sqrt(scale) * np.eye(p), var / 2
@@ -216,8 +221,11 @@ def fit_prior(stats: Stats, *, rank: int | None = None, method: str = "em", max_
     x1, ll = F(x)
     for _ in range(max_iter):
         x2, ll1 = F(x1)
-        extrapolated = _squarem(x, x1, x2, p)
-        after, ll_ext = F(extrapolated)
+        extrapolated = _squarem(x, x1, x2, p, np.log(_sigma2_floor(stats)))
+        try:
+            after, ll_ext = F(extrapolated)
+        except np.linalg.LinAlgError:  # extrapolated past the models: the plain EM steps
+            ll_ext = -np.inf
         previous = ll
         if ll_ext >= ll1:
             x, x1, ll = extrapolated, after, ll_ext
@@ -229,14 +237,15 @@ def fit_prior(stats: Stats, *, rank: int | None = None, method: str = "em", max_
     return Prior(x1.mu, L @ L.T, float(np.exp(x1.log_sigma2)))
 
 
-def _squarem(x0: _Params, x1: _Params, x2: _Params, p: int) -> _Params:
+def _squarem(x0: _Params, x1: _Params, x2: _Params, p: int, log_floor: float) -> _Params:
     """The SqS3 extrapolation x0 - 2 a r + a^2 v, r = x1 - x0, v = x2 - 2 x1 + x0,
-    a = -|r| / |v| (at most -1; a = -1 gives x2)."""
+    a = -|r| / |v| (at most -1; a = -1 gives x2); log sigma2 kept above log_floor."""
     v0, v1, v2 = x0.vector(), x1.vector(), x2.vector()
     r, v = v1 - v0, v2 - 2 * v1 + v0
     norm_v = float(np.linalg.norm(v))
     alpha = min(-float(np.linalg.norm(r)) / norm_v, -1.0) if norm_v > 0 else -1.0
-    return _Params.of(v0 - 2 * alpha * r + alpha * alpha * v, p)
+    x = _Params.of(v0 - 2 * alpha * r + alpha * alpha * v, p)
+    return x._replace(log_sigma2=max(x.log_sigma2, log_floor))
 
 
 def loglik(prior: Prior, stats: Stats) -> float:

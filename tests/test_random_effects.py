@@ -159,6 +159,16 @@ def test_tasks_with_fewer_rows_than_features_and_a_zero_covariance_fit():
         assert np.isfinite(rfx.posterior_mean(prior, X[:5], y[:5])).all()
 
 
+def test_noiseless_tasks_fit_finitely():
+    """sigma = 0 drives the maximum-likelihood sigma2 to 0: the fit stops at its floor."""
+    rng = np.random.default_rng(10)
+    X, y, _ = draw(rng, 3, 2, np.zeros(6), np.eye(6), 0.0)
+    for rank in (None, 2):
+        prior = rfx.fit_prior(rfx.task_stats(X, y), rank=rank)
+        assert np.isfinite(prior.G).all() and 0 < prior.sigma2 < 1e-6
+        assert np.isfinite(rfx.posterior_mean(prior, X, y)).all()
+
+
 def test_bad_arguments_are_refused():
     stats = rfx.task_stats(np.ones((2, 3, 2)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="rank"):

@@ -45,7 +45,9 @@ def sweep(config, grid=None, *, seeds=None, backend: str = "local", workers: int
     """Run the cartesian product of `grid` ({"section.key": [values]}) and `seeds` over `config`
     (a dict, a TOML path or a Config) into `out`, each run in its own directory; returns the
     results table (one row per run, results.csv's columns) as a pandas DataFrame. Running it
-    again on the same `out` skips what is complete and resumes the rest, as `metarep sweep` does."""
+    again on the same `out` skips what is complete and resumes the rest, as `metarep sweep` does.
+    When runs fail, metarep.sweeps.RunsFailed is raised once all are recorded (its `table`: the
+    rows). A script needs no `if __name__ == "__main__":`: the workers do not re-run it."""
     from metarep.sweeps import run_grid
 
     return run_grid(config, grid or {}, seeds=seeds, backend=backend, workers=workers, out=out, progress=progress)

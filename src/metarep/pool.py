@@ -54,7 +54,10 @@ _MAIN_LOCK = threading.Lock()
 class _Process(multiprocessing.context.SpawnProcess):
     """A spawned process told nothing of this process's __main__: multiprocessing would have it
     run the caller's script again (as __mp_main__), which re-runs a script's top level and, in a
-    script without the main guard, starts the pool again from the worker (BrokenProcessPool)."""
+    script without the main guard, starts the pool again from the worker (BrokenProcessPool).
+    The parent's __main__ is swapped for a bare module while the process is launched (its
+    preparation data is read from it then); another thread looking at __main__ in that moment
+    sees the bare module."""
 
     @staticmethod
     def _Popen(process_obj):
@@ -128,6 +131,8 @@ def run_jobs(fn: Callable, jobs: Sequence, *, workers: int, on_done: OnDone, cos
     `on_error(index, error)` when given. Once `should_stop()` is True no job starts and the
     running ones see `stopping()`; returns True when stopped so.
     """
+    if not jobs:
+        return False
     order = sorted(range(len(jobs)), key=lambda i: -(costs[i] if costs is not None else 0.0))
     size = max(1, min(int(workers), len(jobs)))
     if size == 1:

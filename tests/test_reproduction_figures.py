@@ -64,3 +64,11 @@ def test_tasks_axis_is_labelled_at_the_values_of_n_only():
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
     assert labels == ["30", "40", "100", "300"]
     assert not [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()]
+
+
+def test_curve_styles_tell_ten_curves_apart():
+    from metarep.plots import curve_style
+
+    styles = [curve_style(i) for i in range(10)]
+    for key in ("color", "ls", "marker"):
+        assert len({str(s[key]) for s in styles}) == 10, key

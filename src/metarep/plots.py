@@ -108,7 +108,8 @@ def _positive(xs: Sequence[float], ys: Sequence[float | None]) -> tuple[list[flo
 # (FO-ANIL and FO-MAML on N tasks, the heads study's perp_norm) stay apart. Markers every tenth
 # of the line's length: `markevery=0.1`.
 CURVE_STYLES = (("C0", "-", "o"), ("C1", "--", "s"), ("C2", "-.", "^"), ("C3", (0, (1, 1.5)), "D"),
-                ("C4", (0, (6, 2, 1, 2, 1, 2)), "v"), ("C5", (0, (3, 1)), "P"), ("C6", (0, (8, 2)), "X"))
+                ("C4", (0, (6, 2, 1, 2, 1, 2)), "v"), ("C5", (0, (3, 1)), "P"), ("C6", (0, (8, 2)), "X"),
+                ("C7", (0, (2, 1, 2, 4)), "*"), ("C8", (0, (4, 1, 1, 1)), "h"), ("C9", (0, (1, 3)), "<"))
 QUICK_MARK = "--quick: fewer steps and tasks, not the reproduction's setting"
 
 

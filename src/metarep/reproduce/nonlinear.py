@@ -223,7 +223,7 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
         SEED_COLUMNS)
     write_csv(out / "nonlinear_curves.csv", [{"teacher": j["teacher"], "activation": j["activation"],
                                               "m_in": j["m_in"], **row} for j, r in curves for row in r["curve"]])
-    plot_curves(out / "nonlinear.png", curves)
+    plot_curves(out / "nonlinear.png", curves, quick=quick)
     verdict_notes, verdicts = paired_notes(jobs, results, study.get("compare", []))
     write_csv(out / "nonlinear_verdicts.csv", verdicts,
               ("teacher", "layers", "a", "b", "rule", "n", "mean", "se", "low", "high", "verdict"))

@@ -224,28 +224,35 @@ def _rank_notes(dataset: str, runs: list[dict]) -> list[str]:
     return notes
 
 
-def draw(d: Design, rows: list[dict], out: Path) -> None:
+def draw(d: Design, rows: list[dict], out: Path, *, quick: bool = False) -> None:
     from matplotlib.figure import Figure
+
+    from metarep.plots import curve_style, setting_title
 
     cols = min(2, len(d.datasets))
     rows_ = -(-len(d.datasets) // cols)
-    fig = Figure(figsize=(4.6 * cols, 3.4 * rows_), layout="constrained")
+    fig = Figure(figsize=(5.2 * cols, 3.6 * rows_ + 1.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows_, cols, squeeze=False).ravel())
     for ax in axes[len(d.datasets):]:
         ax.set_visible(False)
     labels = list(dict.fromkeys(r["rule"] for r in rows))
     for ax, dataset in zip(axes, d.datasets):
-        for label in labels:
+        for i, label in enumerate(labels):
             line = [r for r in rows if r["dataset"] == dataset and r["rule"] == label and r.get("mse") is not None]
-            if line:
+            if line:  # rules that coincide (fo-anil, anil, fo-maml) told apart by line style and marker
+                style = {**curve_style(i), "markevery": 1}
                 ax.errorbar([r["m_test"] for r in line], [r["mse"] for r in line],
-                            yerr=[r["mse_se"] for r in line], marker="o", capsize=3, label=label)
+                            yerr=[r["mse_se"] for r in line], capsize=3, label=label, **style)
         ax.set_xscale("log")
         ax.set_xticks(d.m_test, [str(m) for m in d.m_test])
         ax.set_xticks([], minor=True)
         ax.set(title=dataset, xlabel="m_test (rows of a new school adapted on)", ylabel="test MSE")
-    axes[0].legend(fontsize=6)
-    fig.suptitle("held-out schools: test MSE (standardised target), mean ± SE", fontsize=10)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=4, fontsize=8)
+    m = validate(deep_merge(d.data, {"data": {"dataset": d.datasets[0]}})).train
+    splits = f"{d.splits} split{'s' if d.splits > 1 else ''}"
+    fig.suptitle(setting_title(f"Held-out schools: test MSE (standardised target), mean ± SE over {splits}",
+                               f"m_in = {m.m_in}, m_out = {m.m_out}, {m.steps} steps", quick), fontsize=10)
     page.save_png(fig, out, NAME)
 
 
@@ -301,7 +308,7 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / f"{NAME}.csv", rows, d.columns)
     write_csv(out / f"{NAME}_runs.csv", runs, RUN_COLUMNS)
-    draw(d, rows, out)
+    draw(d, rows, out, quick=quick)
     wall = time.perf_counter() - start
     page.write_summary(out, NAME, {"rows": rows, "runs": runs, "wall_s": wall, "quick": quick})
     text = render(d, rows, runs, notes, quick=quick, wall=wall, machine=machine)

@@ -47,3 +47,13 @@ def test_save_refuses_a_non_empty_directory_unless_overwrite(direct, tmp_path):
     with pytest.raises(ConfigError, match="not a directory"):
         direct.save(tmp_path / "file")
     direct.save(tmp_path / "new" / "dir")  # a fresh (nested) directory is fine
+
+
+def test_the_run_report_says_none_for_a_number_without_value(direct, tmp_path):
+    from metarep.report import write_report
+
+    out = direct.save(tmp_path / "run")
+    write_report(out)
+    assert "| loss " in (out / "report.md").read_text()
+    line = next(row for row in (out / "report.md").read_text().splitlines() if row.startswith("| loss "))
+    assert line.split("|")[2].strip() == "none"

@@ -41,7 +41,8 @@ def _status(directory: Path, summary: dict | None) -> list[str]:
 
 
 def _final_rows(final: dict[str, Any]) -> list[list[Any]]:
-    rows: list[list[Any]] = [[key, final[key]] for key in FINAL if key in final]
+    # summary.json writes null where a number has no value (the loss of a direct fit)
+    rows: list[list[Any]] = [[key, "none" if final[key] is None else final[key]] for key in FINAL if key in final]
     if "rank" in final:
         rows.append([f"rank (singular values above {final.get('rank_rel_tol', '')} x the largest)", final["rank"]])
     if final.get("singular_values"):

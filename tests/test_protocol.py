@@ -246,12 +246,15 @@ def test_network_prior_is_fitted_on_the_features_of_the_training_tasks():
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-6)  # EM stops within its tolerance
 
 
-def test_a_prior_that_cannot_be_fitted_leaves_the_grid_not_the_run():
-    """One row per training task: the random-effects fit fails; a tuned run goes on without
-    "bayes", a run that asks for "bayes" fails as any numerical failure does."""
-    degenerate = {"problem": {"d": 4, "k": 1}, "model": {"width": 2}, "method": {"name": "none"},
-                  "train": {"tasks": 1, "m_in": 1, "m_out": 1, "steps": 1}}
-    _, state, summary = metarep.engine.run(validate({**degenerate, "test": {"adapt": "tuned", "tasks": 5}}))
-    assert state.status == "completed" and summary["test"]["tuned"]["candidates"] == 1 + 15 + 6  # lstsq is the default
-    _, state, _ = metarep.engine.run(validate({**degenerate, "test": {"adapt": "bayes", "tasks": 5}}))
+def test_a_prior_that_cannot_be_fitted_leaves_the_grid_not_the_run(monkeypatch):
+    """When the random-effects fit fails (degenerate training rows), a tuned run goes on without
+    "bayes"; a run that asks for "bayes" fails as any numerical failure does."""
+    def failing_fit(*args, **kwargs):
+        raise np.linalg.LinAlgError("Matrix is not positive definite")
+
+    monkeypatch.setattr(sources, "empirical_prior", failing_fit)
+    small = {**SMALL, "method": {"name": "none"}, "train": {"tasks": 10, "steps": 1}}
+    _, state, summary = metarep.engine.run(validate({**small, "test": {"adapt": "tuned", "tasks": 5}}))
+    assert state.status == "completed" and summary["test"]["tuned"]["candidates"] == 1 + 15 + 6  # lstsq: the default
+    _, state, _ = metarep.engine.run(validate({**small, "test": {"adapt": "bayes", "tasks": 5}}))
     assert state.status == "diverged" and "numerical routine failed" in state.message

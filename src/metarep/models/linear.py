@@ -15,7 +15,15 @@ from metarep.engine.state import TrainState
 from metarep.methods import Method, outer_step, shared_head
 from metarep.methods.base import chunked_gradient
 from metarep.params import Params, init_params, sgd_update
-from metarep.sources import TEST_CHUNK, FromSource, TaskSource, build_source, test_advice, tuning_candidates
+from metarep.sources import (
+    TEST_CHUNK,
+    FromSource,
+    TaskSource,
+    build_source,
+    test_advice,
+    tuning_candidates,
+    wants_bayes,
+)
 from metarep.theory import lambda_star, lemma2_rate
 
 FLOAT = 8
@@ -163,10 +171,10 @@ def estimate_bytes(config) -> dict[str, int]:
     if tuned:  # one score per task for every candidate of the grid
         test_ws += (te.n_validation + te.tasks) * tuning_candidates(te)
     rows = (t.steps // t.log_every + 2) if method.iterative else 1
-    # a random-effects fit (the method's own, or the empirical prior of "bayes" on X B): the
-    # (N, d, d) statistics and five (N, k', k') arrays of the E-step (S L, L^T S L, A, its factor,
-    # A^{-1}, the solve's copies, as measured)
-    fits_prior = method.head_prior is not None or (rule == "bayes" and not method.needs_truth)
+    # a random-effects fit (the method's own, or the empirical prior of "bayes" on X B, asked for
+    # or in the tuned grid): the (N, d, d) statistics and five (N, k', k') arrays of the E-step
+    # (S L, L^T S L, A, its factor, A^{-1}, the solve's copies, as measured)
+    fits_prior = method.head_prior is not None or (wants_bayes(config) and not method.needs_truth)
     k_prior = method.width(d, k, width)
     n_prior = t.batch_tasks if t.tasks == "inf" else n_train
     working += n_prior * (d * d + 5 * k_prior * k_prior) if fits_prior else 0

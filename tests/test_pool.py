@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -101,3 +102,20 @@ def test_a_function_of_the_script_is_refused_for_workers():
     local.__module__ = "__main__"
     with pytest.raises(ValueError, match="defined in the script"):
         pool.run_jobs(local, [1, 2], workers=2, on_done=lambda *a: None)
+
+
+def _nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def test_an_interruption_ends_the_jobs_that_do_not_stop(monkeypatch):
+    monkeypatch.setattr(pool, "STOP_GRACE_S", 0.5)
+
+    def interrupted(i, result, seconds):
+        raise KeyboardInterrupt
+
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        pool.run_jobs(_nap, [0.1, 60.0, 60.0], workers=2, on_done=interrupted)
+    assert time.perf_counter() - start < 30

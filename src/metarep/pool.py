@@ -30,6 +30,7 @@ from metarep import threads
 from metarep.atomic import atomic_write
 
 OnDone = Callable[[int, Any, float], None]
+STOP_GRACE_S = 10.0  # how long running jobs may take to stop after an interruption
 OnError = Callable[[int, BaseException], None]
 
 
@@ -159,8 +160,21 @@ def run_jobs(fn: Callable, jobs: Sequence, *, workers: int, on_done: OnDone, cos
             stop.set()
             for future in pending:
                 future.cancel()
+            _end(pool, pending)
             raise
     return stopped
+
+
+def _end(pool: ProcessPoolExecutor, pending: set[Future]) -> None:
+    """After an error or Ctrl-C here: the running jobs get STOP_GRACE_S seconds to see
+    `stopping()` and return (a sweep's run checkpoints at its next step); the workers still busy
+    then are ended (a job that does not poll, e.g. a reproduction's, is redone on the next call)."""
+    try:
+        wait(pending, timeout=STOP_GRACE_S)
+    finally:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            if process.is_alive():
+                process.terminate()
 
 
 def parallel_map(fn: Callable, jobs: Sequence, *, workers: int, costs: Sequence[float] | None = None,

@@ -8,7 +8,7 @@ The order of events is what makes every fault recoverable:
 3. config.toml is written, then a checkpoint of step 0 that records the config's hash;
 4. checkpoints follow every train.checkpoint_every steps, every CHECKPOINT_SECONDS of wall
    time, on SIGINT/SIGTERM, and when training completes (before the test evaluation, which a
-   signal interrupts at once: a resume then skips training and evaluates again);
+   signal stops at the next chunk of test tasks: a resume then skips training and evaluates again);
 5. results are written with summary.json last, and only then is the checkpoint removed.
 
 A kill at any instant leaves one of: no config.toml (run again), config.toml and maybe a
@@ -18,10 +18,7 @@ checkpoint (resume), or summary.json (done). Every write is atomic.
 from __future__ import annotations
 
 import contextlib
-import inspect
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +95,7 @@ def _build(config: Config, progress: bool):
         _say(f"data: reading {what}, encoding its features and splitting its tasks ...")
     exp = build(config)
     if progress and data.source != "synthetic":
-        _say(f"data: {data_line(exp.source.description)}")
+        _say(f"data: {data_line(exp.source.description)}")  # type: ignore[attr-defined]  # a table source
     return exp
 
 
@@ -188,55 +185,26 @@ def _train_and_store(exp, state, run_dir: Path, digest: str, *, progress, should
 
 
 def _evaluate(exp, state, *, progress: bool, should_stop: Callable[[], bool]) -> dict | None:
-    """evaluate_final, stopped by KeyboardInterrupt at a stop request: SIGINT/SIGTERM raise it
-    at once in the main thread (the evaluation has no step boundary that polls a flag), and
-    should_stop() is polled between chunks where evaluate_final takes `should_stop`."""
+    """evaluate_final with a progress display, stopped (KeyboardInterrupt) when should_stop()
+    says so: before it starts, and between chunks of test tasks (a signal sets the flag; a
+    chunk of sources.TEST_CHUNK tasks takes milliseconds)."""
     if state.status != "completed":
         return evaluate_final(exp, state)
     if should_stop():
         raise KeyboardInterrupt
     table = getattr(getattr(exp, "source", None), "description", None) or {}
     n = table.get("heldout_tasks", exp.config.test.tasks)
-    with progress_display(n, 0, progress, unit="task", desc="test") as bar, _signals_interrupt():
+    with progress_display(n, 0, progress, unit="task", desc="test") as bar:
         if progress:
             bar.write(f"training complete (step {state.step}): evaluating on {n} {'held-out' if table else 'test'} "
                       "tasks")
-        return evaluate_final(exp, state, **_evaluation_hooks(bar, should_stop))
+        done = [0]
 
+        def on_chunk(count: int, total: int) -> None:
+            bar.update(count - done[0])
+            done[0] = count
 
-def _evaluation_hooks(bar, should_stop: Callable[[], bool]) -> dict:
-    """The progress and stop hooks that evaluate_final accepts (older versions take none)."""
-    accepted = inspect.signature(evaluate_final).parameters
-    hooks: dict = {}
-    if "on_chunk" in accepted:
-        last = [0]
-
-        def on_chunk(done: int, total: int) -> None:
-            bar.update(done - last[0])
-            last[0] = done
-
-        hooks["on_chunk"] = on_chunk
-    if "should_stop" in accepted:
-        hooks["should_stop"] = should_stop
-    return hooks
-
-
-@contextlib.contextmanager
-def _signals_interrupt():
-    """SIGINT and SIGTERM raise KeyboardInterrupt while the block runs (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+        return evaluate_final(exp, state, on_chunk=on_chunk, should_stop=should_stop)
 
 
 def _describe(run_dir: Path, s: dict) -> str:

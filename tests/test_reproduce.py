@@ -21,7 +21,8 @@ from metarep.reproduce.figure1 import late_slope
 from quick_reproduce import quick
 
 ROWS = {"fo_anil", "fo_anil_inf_tasks", "fo_anil_inf_samples", "anil", "fo_maml", "burer_monteiro", "moments",
-        "oracle", "none"}
+        "oracle", "none", "random_effects_rank_k"}
+OPTIONAL_ROWS = {"random_effects"}           # run only when --rows names them (too costly by default)
 
 
 def read_csv(path):
@@ -38,6 +39,7 @@ def test_quick_table_writes_everything(quick_table):
     code, out = quick_table
     assert code == 0
     assert {"table1.md", "table1.csv", "table1_seeds.csv", "table1.png", "configs"} <= {p.name for p in out.iterdir()}
+    assert "BLUP" in read_csv(out / "table1.csv")[-1]["test_adapt"]      # random effects: no B* at test time
     rows = read_csv(out / "table1.csv")
     assert {r["row"] for r in rows} == ROWS
     assert all(int(r["completed"]) == int(r["seeds"]) == 2 for r in rows)
@@ -126,7 +128,9 @@ def test_written_config_reruns_the_batched_row(quick_table):
     _, _, summary = run(load(out / "configs" / "fo_anil_inf_tasks_seed1.toml"))
     entry = seeds[("fo_anil_inf_tasks", "1")]
     assert summary["final"]["perp_norm"] == pytest.approx(float(entry["perp_norm"]), rel=1e-7)
-    assert summary["test"]["excess_risk"] == pytest.approx(float(entry["excess_risk"]), rel=1e-7)
+    # the row's own rule (one head step): the tuned run's default; the tuned rule's score beside it
+    assert summary["test"]["tuned"]["default"]["excess_risk"] == pytest.approx(float(entry["excess_risk"]), rel=1e-7)
+    assert summary["test"]["excess_risk"] == pytest.approx(float(entry["tuned_risk"]), rel=1e-7)
 
 
 def general(seed, **train):
@@ -233,6 +237,8 @@ def test_experiment_files_validate():
     for quick_mode in (False, True):
         rows = load_rows(quick=quick_mode)
         assert {r.key for r in rows} == ROWS
+        named = load_rows(quick=quick_mode, only=tuple(OPTIONAL_ROWS))
+        assert {r.key for r in named} == OPTIONAL_ROWS and all(r.optional for r in named)
         for name in ("tasks", "adapt", "heads", "rates"):
             data, study = load_study(name, quick=quick_mode)
             validate(with_seed(deep_merge(data, {"train": {"tasks": "inf"}}) if name == "adapt" else data, 0))

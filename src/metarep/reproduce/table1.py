@@ -59,6 +59,7 @@ class Row:
     note: str
     paper: str          # the paper's value for this row, quoted beside ours
     data: dict          # config data without seeds
+    optional: bool = False  # run only when --rows names it
 
 
 def _row_key(path: Path) -> str | None:
@@ -78,12 +79,13 @@ def _load_row(base: Path, path: Path, key: str, *, quick: bool, steps: int | Non
     except ConfigError as err:
         raise ConfigError(f"{path.name}: {err}") from None
     return Row(key, info.get("label", key), info.get("training", ""), info.get("note", ""), info.get("paper", ""),
-               data)
+               data, bool(info.get("optional", False)))
 
 
 def load_rows(*, quick: bool, experiments=None, only: tuple[str, ...] = (), steps: int | None = None) -> list[Row]:
-    """The rows of experiments/table1, in file order; each validated once (seed 0). With `steps`,
-    every iterative row trains that many outer steps (equal training)."""
+    """The rows of experiments/table1, in file order (optional rows only when `only` names
+    them); each validated once (seed 0). With `steps`, every iterative row trains that many
+    outer steps (equal training)."""
     folder = experiments_dir(experiments) / "table1"
     base = folder / "base.toml"
     if not base.exists():
@@ -92,8 +94,10 @@ def load_rows(*, quick: bool, experiments=None, only: tuple[str, ...] = (), step
     unknown = sorted(set(only) - set(files))
     if unknown:
         raise ConfigError(f"unknown table1 row(s) {', '.join(unknown)}; known: {', '.join(files)}")
-    return [_load_row(base, path, key, quick=quick, steps=steps) for key, path in files.items()
+    rows = [_load_row(base, path, key, quick=quick, steps=steps) for key, path in files.items()
             if not only or key in only]
+    # an optional row ([row] optional = true: too costly for the default table) runs only when named
+    return [r for r in rows if not r.optional or r.key in only]
 
 
 def _result(row: str, seed: int, summ: dict, cpu_s: float) -> dict:

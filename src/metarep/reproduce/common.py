@@ -178,7 +178,8 @@ def machine_line(workers: int) -> str:
 def adapt_description(config: Config) -> str:
     """What a run adapts on a new task, in words (the features: the method's declaration)."""
     rule, te = config.adapt_rule, config.test
-    on = "X B*" if rule == "bayes" else config.method_spec.features
+    truth = config.method_spec.needs_truth
+    on = "X B*" if rule == "bayes" and truth else config.method_spec.features
     if rule == "gradient":
         steps = te.adapt_steps
         return f"head: {steps} gradient step{'s' if steps != 1 else ''} of size {config.test_alpha:g} from w"
@@ -186,6 +187,8 @@ def adapt_description(config: Config) -> str:
         return f"head: ridge (lambda {te.ridge:g}) on {on}"
     if rule == "lstsq":
         return f"head: least squares (min-norm) on {on}"
-    if rule == "bayes":
+    if rule == "bayes" and truth:
         return f"head: Bayes posterior mean on {on} (knows mu*, Sigma*, sigma)"
+    if rule == "bayes":
+        return f"head: posterior mean (BLUP) on {on} under the prior fitted to the training tasks"
     return rule

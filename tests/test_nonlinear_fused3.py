@@ -143,3 +143,12 @@ def test_three_layer_benchmark_checks_its_contenders():
     tasks, params = mlp._setup(5, 3, 2, 4, 4, 0, layers=3)
     assert len(mlp._as_numpy(mlp.torch_loop(params, tasks, alpha=0.3, exact=True)())) == 3
     assert mlp.step_flops(True, 5, 3, 2, 4, 4, hidden=6) > mlp.step_flops(True, 5, 3, 2, 4, 4)
+
+
+def test_layers_is_refused_outside_the_network_benchmark():
+    from click.testing import CliRunner
+
+    from metarep.bench.cli import bench
+
+    done = CliRunner().invoke(bench, ["--layers", "3", "--quick"])
+    assert done.exit_code == 2 and "--arch mlp" in done.output

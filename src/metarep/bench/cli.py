@@ -82,6 +82,8 @@ def bench(method, n_tasks, m_in, m_out, d, width, dtype, repeats, loop_repeats, 
                       contenders=contenders, repeats=repeats, loop_repeats=loop_repeats, quick=quick,
                       alpha=alpha, seed=seed, bandwidth=bandwidth, population=population, pop_steps=pop_steps,
                       pop_batch=pop_batch, retain_freed_memory=retain_freed_memory, load=load)
+    if arch != "mlp" and layers != 2:
+        raise click.UsageError("--layers is an option of --arch mlp (the linear model has two layers)")
     if arch == "mlp":
         from metarep.bench.mlp import mlp_command
 

@@ -278,7 +278,7 @@ def _fake_method(tmp_monkeypatch, population: bool):
     from dataclasses import replace
 
     name = "no-population" if not population else "fo-anil"
-    register(replace(get_method("fo-anil"), name=name, population_gradient=None, population_step=None))
+    register(replace(get_method("fo-anil"), name=name, population_gradient=None, population_batched=False))
     tmp_monkeypatch.setitem(METHODS, name, get_method(name))
     return name
 

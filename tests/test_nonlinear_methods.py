@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from metarep.methods import get_method  # noqa: E402
+from metarep.methods import get_method, outer_step  # noqa: E402
 from metarep.methods.mlp import anil, fo_anil, fo_maml, maml, multitask  # noqa: E402
 from metarep.nonlinear.backend import Net  # noqa: E402
 from metarep.nonlinear.model import MLPParams, MLPSpec, init_mlp_params  # noqa: E402
@@ -65,8 +65,8 @@ def test_identity_multitask_retraces_burer_monteiro(solver):
     lin, mlp = linear.init(lin, tasks), multitask.METHOD.init(mlp, tasks)
     assert mlp.w.shape == (12, 7)
     for _ in range(50):
-        lin, value_lin = linear.step(lin, tasks, beta=0.1, lam=0.05, solver=solver)
-        mlp, value_mlp = multitask.METHOD.step(mlp, tasks, beta=0.1, net=IDENTITY, lam=0.05, solver=solver)
+        lin, value_lin = outer_step(linear, lin, tasks, beta=0.1, lam=0.05, solver=solver)
+        mlp, value_mlp = outer_step(multitask.METHOD, mlp, tasks, beta=0.1, net=IDENTITY, lam=0.05, solver=solver)
         assert abs(value_mlp - value_lin) <= 1e-10 * value_lin
     _assert_same(mlp, lin, tol=1e-9 if solver == "alternating" else 1e-10)
 

@@ -266,18 +266,18 @@ population_run = numba.njit(**KERNEL)(population_formula.run_step)
 
 
 @numba.njit(**KERNEL)
-def population_units(B, w, alpha, inv_m, beta, has_beta, Bs, mu, Sig, M, b, BsM, tr_sig, tr_m, s2,
+def population_units(B, w, alpha, inv_m, Bs, mu, Sig, M, b, BsM, tr_sig, tr_m, s2,
                      out_B, out_w, loss, counter):  # pragma: no cover - compiled
     """`population_formula.run_step` for the blocks of runs this thread takes from `counter`:
-    B (S, d, k'), w (S, k'), alpha, inv_m, beta (S,); out_B, out_w, loss like B, w, alpha."""
+    B (S, d, k'), w (S, k'), alpha, inv_m (S,); out_B, out_w (the gradient), loss like B, w, alpha."""
     S = B.shape[0]
     nunits = (S + RUN_BLOCK - 1) // RUN_BLOCK
     last = False
     u = fetch_add(counter, 0)
     while u < nunits:
         for s in range(u * RUN_BLOCK, min(u * RUN_BLOCK + RUN_BLOCK, S)):
-            loss[s] = population_run(B[s], w[s], alpha[s], inv_m[s], beta[s] if has_beta else 0.0, has_beta,
-                                     Bs, mu, Sig, M, b, BsM, tr_sig, tr_m, s2, out_B[s], out_w[s])
+            loss[s] = population_run(B[s], w[s], alpha[s], inv_m[s], Bs, mu, Sig, M, b, BsM, tr_sig, tr_m, s2,
+                                     out_B[s], out_w[s])
         last = fetch_add(counter, 1) == nunits - 1
         u = fetch_add(counter, 0)
     return last
@@ -305,11 +305,10 @@ def _one_step_on_pool(threads, X_in, y_in, X_out, y_out, theta, M, P, second_ord
 
 
 @numba.njit(**PARALLEL)
-def _population_on_pool(threads, B, w, alpha, inv_m, beta, has_beta, Bs, mu, Sig, M, b, BsM, tr_sig, tr_m, s2,
+def _population_on_pool(threads, B, w, alpha, inv_m, Bs, mu, Sig, M, b, BsM, tr_sig, tr_m, s2,
                         out_B, out_w, loss, counter):  # pragma: no cover - compiled
     for _ in numba.prange(threads):
-        population_units(B, w, alpha, inv_m, beta, has_beta, Bs, mu, Sig, M, b, BsM, tr_sig, tr_m, s2, out_B,
-                         out_w, loss, counter)
+        population_units(B, w, alpha, inv_m, Bs, mu, Sig, M, b, BsM, tr_sig, tr_m, s2, out_B, out_w, loss, counter)
 
 
 #: each unit kernel's launch on numba's thread pool: `threads` loops of the kernel at once, every

@@ -139,8 +139,11 @@ def run(config: ConfigLike, *, out: str | PathLike | None = None, progress: bool
         if run_dir.exists() and not store.only_temporaries(run_dir) and not force:
             raise ConfigError(f"output directory {str(run_dir)!r} is not empty: choose another out, or pass "
                               f"force=True to overwrite it")
-        execute_config(cfg, run_dir, progress=progress)
-        return load(run_dir)
+        done = execute_config(cfg, run_dir, progress=progress)
+        if done.arrays is None or done.summary is None:   # not finished: `load` says what to do with it
+            return load(run_dir)
+        learned, truth = _split_arrays(done.arrays)
+        return Result(cfg, done.history, _as_json(done.summary), learned, truth, run_dir)
     check_memory(cfg)
     from metarep.progress import progress as progress_display
 

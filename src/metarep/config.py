@@ -138,6 +138,10 @@ class TrainConfig(Section):
     chunk_tasks: Annotated[int, Field(ge=0, strict=True)] = 0
     checkpoint_every: Annotated[int, Field(ge=0, strict=True)] = 0
     diverge_threshold: PositiveFloat = 1e8
+    optimizer: Literal["gd", "adam"] = "gd"
+    adam_betas: Annotated[list[Annotated[float, Field(ge=0, lt=1, strict=True)]],
+                          Field(min_length=2, max_length=2)] = [0.9, 0.999]
+    adam_eps: PositiveFloat = 1e-8
 
     @field_validator("tasks", "m_in", "m_out", mode="before")
     @classmethod
@@ -152,6 +156,15 @@ class TrainConfig(Section):
             if isinstance(data, dict) and key in data:
                 raise ValueError(f"train.{key} has moved to {where}")
         return data
+
+    @model_validator(mode="after")
+    def _optimizer_library(self):
+        """Adam is torch.optim's: torch must be installed."""
+        import importlib.util
+
+        if self.optimizer == "adam" and importlib.util.find_spec("torch") is None:
+            raise ValueError("train.optimizer = \"adam\" uses torch.optim: pip install -e '.[mlp]'")
+        return self
 
 
 TuneRule = Literal["gradient", "ridge", "lstsq", "bayes"]

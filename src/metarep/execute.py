@@ -37,10 +37,15 @@ CHECKPOINT_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class RunResult:
+    """history and arrays (params.npz's: the learned arrays, then the ground truth) are those the
+    run directory holds, kept in memory by a run that finished here (else empty and None)."""
+
     status: str
     run_dir: Path
     summary: dict | None
     message: str
+    history: tuple[dict, ...] = ()
+    arrays: dict | None = None
 
 
 def execute_run(config_path: Path | None, overrides: list[str], out: Path | None, *, resume: Path | None = None,
@@ -181,7 +186,8 @@ def _train_and_store(exp, state, run_dir: Path, digest: str, *, progress, should
     with np.errstate(all="ignore"):
         result = run_summary(exp, state, test)
     store.write_results(run_dir, exp, state, result, figure=figure)
-    return RunResult(state.status, run_dir, result, _describe(run_dir, result))
+    return RunResult(state.status, run_dir, result, _describe(run_dir, result), tuple(state.history),
+                     exp.arrays(state.params))
 
 
 def _evaluate(exp, state, *, progress: bool, should_stop: Callable[[], bool]) -> dict | None:

@@ -10,7 +10,8 @@ compiled by numba when it is installed (blocks of runs taken by `threads.count()
 batches of at least PARALLEL_MIN_RUNS runs, `threads.run_units`), as plain NumPy otherwise.
 The kernel backend (METAREP_KERNEL, `kernels.use`) plays no part: population runs are
 identical under both. Inputs are broadcast to their common batch shape, and each output keeps
-the batch shape of the inputs it depends on (new w does not depend on m_in, the loss not on beta).
+the batch shape of the inputs it depends on (grad w does not depend on m_in). The kernel returns
+the gradient: the outer optimizer (`metarep.optimizers`) makes the step.
 """
 
 from __future__ import annotations
@@ -86,22 +87,20 @@ PARALLEL_MIN_RUNS = 16
 _HAVE_NUMBA = kernels.compiled_available()
 
 
-def _run(B, w, alpha, inv_m, K: _Consts, beta):
-    """`run_step` over runs stacked on one leading axis: B (S, d, k'), w (S, k'), alpha, inv_m,
-    beta (S,) or None. Returns (new or gradient B, w, loss)."""
+def _run(B, w, alpha, inv_m, K: _Consts):
+    """`run_step` over runs stacked on one leading axis: B (S, d, k'), w (S, k'), alpha, inv_m
+    (S,). Returns (gradient B, w, loss)."""
     S = B.shape[0]
     out_B = np.empty(B.shape)
     out_w = np.empty(w.shape)
     loss = np.empty(S)
-    has_beta = beta is not None
-    beta = beta if has_beta else alpha
     if _HAVE_NUMBA:
         from metarep._compiled import RUN_BLOCK, population_units
         threads.run_units(population_units, -(-S // RUN_BLOCK), S >= PARALLEL_MIN_RUNS, B, w, alpha, inv_m,
-                          beta, has_beta, *K, out_B, out_w, loss)
+                          *K, out_B, out_w, loss)
     else:
         for s in range(S):
-            loss[s] = run_step(B[s], w[s], alpha[s], inv_m[s], beta[s], has_beta, *K, out_B[s], out_w[s])
+            loss[s] = run_step(B[s], w[s], alpha[s], inv_m[s], *K, out_B[s], out_w[s])
     return out_B, out_w, loss
 
 
@@ -128,40 +127,32 @@ def _unbroadcast(a, full: tuple, target: tuple, core: int):
     return a[index + (slice(None),) * core].copy()
 
 
-def _advance_one(B, w, alpha: float, inv_m: float, K: _Consts, beta: float | None):
+def _gradient_one(B, w, alpha: float, inv_m: float, K: _Consts):
     """`run_step` for one run without batch axes (the common case, kept short)."""
     B = np.ascontiguousarray(B, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
     out_B, out_w = np.empty_like(B), np.empty_like(w)
-    has_beta = beta is not None
     step = run_step
     if _HAVE_NUMBA:
         from metarep._compiled import population_run as step
-    loss = step(B, w, alpha, inv_m, beta if has_beta else 0.0, has_beta, *K, out_B, out_w)
+    loss = step(B, w, alpha, inv_m, *K, out_B, out_w)
     return out_B, out_w, loss
 
 
-def _advance(params: Params, problem, alpha, m_in, beta):
-    """Shared body of the gradient (beta None) and the step: results with the broadcast batch
-    shape of all inputs, and that shape."""
+def _gradient(params: Params, problem, alpha, m_in):
+    """The gradient and loss with the broadcast batch shape of all inputs, and that shape."""
     B, w = params
     inv_m = inverse_m(m_in)
-    if np.ndim(B) == 2 and np.ndim(w) == 1 and np.ndim(alpha) == 0 and inv_m.ndim == 0 and np.ndim(beta) == 0:
-        return _advance_one(B, w, float(alpha), float(inv_m), _consts(problem),
-                            None if beta is None else float(beta)), ()
+    if np.ndim(B) == 2 and np.ndim(w) == 1 and np.ndim(alpha) == 0 and inv_m.ndim == 0:
+        return _gradient_one(B, w, float(alpha), float(inv_m), _consts(problem)), ()
     B = np.asarray(B, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     alpha = np.asarray(alpha, dtype=np.float64)
-    shapes = [B.shape[:-2], w.shape[:-1], alpha.shape, inv_m.shape]
-    if beta is not None:
-        beta = np.asarray(beta, dtype=np.float64)
-        shapes.append(beta.shape)
-    full = np.broadcast_shapes(*shapes)
+    full = np.broadcast_shapes(B.shape[:-2], w.shape[:-1], alpha.shape, inv_m.shape)
     S = math.prod(full)
     d, kp = B.shape[-2:]
     nB, nw, loss = _run(_flat(B, full, S, (d, kp)), _flat(w, full, S, (kp,)), _flat(alpha, full, S, ()),
-                        _flat(inv_m, full, S, ()), _consts(problem),
-                        None if beta is None else _flat(beta, full, S, ()))
+                        _flat(inv_m, full, S, ()), _consts(problem))
     return (nB.reshape(full + (d, kp)), nw.reshape(full + (kp,)), loss.reshape(full)), full
 
 
@@ -180,7 +171,7 @@ def fo_anil_population_gradient(params: Params, problem, *, alpha, m_in):
     grad_w = B^T (B E[w_i] - B* mu*); grad_B = B E[w_i w_i^T] - B* E[w*_i w_i^T].
     The loss is the expected outer loss E[(x^T B w_i - y)^2] / 2 (shape (...), a float unbatched).
     """
-    (grad_B, grad_w, loss), full = _advance(params, problem, alpha, m_in, None)
+    (grad_B, grad_w, loss), full = _gradient(params, problem, alpha, m_in)
     if not full:
         return Params(grad_B, grad_w), float(loss)
     bB, bw = np.shape(params.B)[:-2], np.shape(params.w)[:-1]
@@ -192,14 +183,14 @@ def fo_anil_population_gradient(params: Params, problem, *, alpha, m_in):
 
 
 def population_step(params: Params, problem, *, alpha, beta, m_in) -> tuple[Params, np.ndarray | float]:
-    """One exact infinite-task FO-ANIL step; beta may be batched like alpha. The loss has the
-    batch shape of B, w, alpha and m_in (a float unbatched)."""
-    (B, w, loss), full = _advance(params, problem, alpha, m_in, beta)
-    if not full:
-        return Params(B, w), float(loss)
-    bB, bw = np.shape(params.B)[:-2], np.shape(params.w)[:-1]
-    w = _unbroadcast(w, full, np.broadcast_shapes(bB, bw, np.shape(alpha), np.shape(beta)), 1)
-    loss = _unbroadcast(loss, full, np.broadcast_shapes(bB, bw, np.shape(alpha), np.shape(inverse_m(m_in))), 0)
-    if not loss.shape:
-        loss = float(loss)
-    return Params(B, w), loss
+    """One exact infinite-task FO-ANIL step of gradient descent (`fo_anil_population_gradient`,
+    then theta - beta grad as `metarep.optimizers.gd` makes it; the engine applies the configured
+    optimizer itself); beta may be batched like alpha. The loss has the batch shape of B, w, alpha
+    and m_in (a float unbatched)."""
+    grads, loss = fo_anil_population_gradient(params, problem, alpha=alpha, m_in=m_in)
+    beta = np.asarray(beta, dtype=np.float64) if np.ndim(beta) else float(beta)
+    return Params(params.B - _per_run(beta, 2) * grads.B, params.w - _per_run(beta, 1) * grads.w), loss
+
+
+def _per_run(beta, core: int):
+    return beta if np.ndim(beta) == 0 else beta.reshape(beta.shape + (1,) * core)

@@ -39,12 +39,12 @@ def add_outer(out, u, v) -> None:
     out += np.outer(u, v)
 
 
-def run_step(B, w, alpha, inv_m, beta, has_beta, Bs, mu, Sig, M, b, BsM, tr_sig, tr_m, s2,
+def run_step(B, w, alpha, inv_m, Bs, mu, Sig, M, b, BsM, tr_sig, tr_m, s2,
              out_B, out_w):  # pragma: no cover - also compiled
-    """One run: B (d, k'), w (k',), float scalars alpha, inv_m = 1/m_in, beta; the problem's
+    """One run: B (d, k'), w (k',), float scalars alpha, inv_m = 1/m_in; the problem's
     B* (d, k), mu* (k,), Sigma* (k, k), M* = Sigma* + mu* mu*^T, b = B* mu* (d,), BsM = B* M*
-    (d, k), tr Sigma*, tr M* and sigma^2. Writes the new B and w (has_beta: theta - beta grad)
-    or the gradient (not has_beta) into out_B (d, k'), out_w (k',); returns the loss."""
+    (d, k), tr Sigma*, tr M* and sigma^2. Writes the gradient into out_B (d, k'), out_w (k',)
+    (the outer optimizer makes the step); returns the loss."""
     BtB = np.dot(B.T, B)                            # (k', k')
     BsTB = np.dot(Bs.T, B)                          # (k, k') = (B^T B*)^T
     g = np.dot(mu, BsTB)                            # B^T B* mu*
@@ -62,14 +62,8 @@ def run_step(B, w, alpha, inv_m, beta, has_beta, Bs, mu, Sig, M, b, BsM, tr_sig,
     grad_w = np.dot(BtB, mean) - g
     risk = (np.dot(BtB.ravel(), second.ravel()) - 2.0 * np.dot(shrunk, g)
             - 2.0 * alpha * np.dot(M.ravel(), np.dot(BsTB, BsTB.T).ravel()) + tr_m)
-    grad_B = np.dot(B, second)
-    axpy(grad_B, -alpha, np.dot(BsM, BsTB))
-    add_outer(grad_B, -b, shrunk)
-    if has_beta:
-        out_B[:] = B
-        axpy(out_B, -beta, grad_B)
-        out_w[:] = w - beta * grad_w
-    else:
-        out_B[:] = grad_B
-        out_w[:] = grad_w
+    out_B[:] = np.dot(B, second)                    # grad_B
+    axpy(out_B, -alpha, np.dot(BsM, BsTB))
+    add_outer(out_B, -b, shrunk)
+    out_w[:] = grad_w
     return 0.5 * (risk + s2)

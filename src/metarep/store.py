@@ -6,7 +6,8 @@ so a crash at any instant leaves the old file or the new one, never a torn one.
 
 The checkpoint is an npz of plain arrays (no pickles): B, w, the metric history as a float64
 table, and a JSON record (as bytes) with the step, the RNG state of the online task stream,
-the history's column names, a format number and the SHA-256 of the resolved config. A
+the history's column names, a format number and the SHA-256 of the resolved config, and the
+outer optimizer's state (arrays named opt.<key>, none for plain gradient descent). A
 checkpoint is only loaded into a run whose resolved config has the same hash.
 
 Files are written by `metarep.atomic.atomic_write` (its names are re-exported here).
@@ -41,6 +42,7 @@ from metarep.tables import csv_text
 
 CHECKPOINT = "checkpoint.npz"
 CHECKPOINT_FORMAT = 1
+OPT_PREFIX = "opt."   # the outer optimizer's state arrays (`metarep.optimizers`), by key
 RESULT_FILES = ("metrics.csv", "params.npz", "metrics.png")
 
 
@@ -120,9 +122,11 @@ def save_checkpoint(run_dir: Path, state, *, config_hash: str | None = None) -> 
     columns = history_columns(state.history)
     table = np.array([[row[c] for c in columns] for row in state.history], dtype=np.float64).reshape(-1, len(columns))
     fields = list(state.params._fields)
+    opt = dict(state.opt_state or {})
     meta = {"format": CHECKPOINT_FORMAT, "step": state.step, "status": state.status, "rng_state": state.rng_state,
-            "columns": columns, "config_hash": config_hash, "params": fields}
+            "columns": columns, "config_hash": config_hash, "params": fields, "opt_state": list(opt)}
     arrays = {name: np.asarray(value) for name, value in zip(fields, state.params, strict=True)}
+    arrays.update({f"{OPT_PREFIX}{key}": np.asarray(value) for key, value in opt.items()})
     atomic_write(Path(run_dir) / CHECKPOINT, npz_bytes(**arrays, history=table,
                                                        meta=np.frombuffer(json.dumps(meta).encode(), np.uint8)))
 
@@ -136,9 +140,13 @@ def _read_checkpoint(path: Path):
         if not (isinstance(fields, list) and fields and all(isinstance(f, str) and f in data for f in fields)):
             raise ValueError("malformed parameter list")
         arrays = {name: data[name].copy() for name in fields}
+        keys = meta.get("opt_state", [])
+        if not (isinstance(keys, list) and all(isinstance(k, str) and OPT_PREFIX + k in data for k in keys)):
+            raise ValueError("malformed optimizer state")
+        opt = {k: data[OPT_PREFIX + k].copy() for k in keys}
         table = data["history"].copy()
     _check_record(meta, arrays, table)
-    return meta, arrays, table
+    return meta, arrays, table, opt
 
 
 def _check_record(meta: dict, arrays: dict, table: np.ndarray) -> None:
@@ -166,7 +174,7 @@ def load_checkpoint(run_dir: Path, *, like, config_hash: str | None = None):
     if not path.exists():
         return None
     try:
-        meta, arrays, table = _read_checkpoint(path)
+        meta, arrays, table, opt = _read_checkpoint(path)
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"checkpoint {str(path)!r} is unreadable ({type(err).__name__}: {err}); "
                               f"delete it to restart the run from step 0") from None
@@ -182,9 +190,15 @@ def load_checkpoint(run_dir: Path, *, like, config_hash: str | None = None):
         raise CheckpointError(f"checkpoint in {str(Path(run_dir))!r} does not fit its config.toml (parameters "
                               f"{ {f: a.shape for f, a in arrays.items()} }, step {meta['step']}); delete "
                               f"{CHECKPOINT} to restart from step 0")
+    fresh_opt = like.opt_state or {}
+    if {k: (a.shape, a.dtype) for k, a in opt.items()} != {k: (np.shape(v), np.asarray(v).dtype)
+                                                           for k, v in fresh_opt.items()}:
+        raise CheckpointError(f"checkpoint in {str(Path(run_dir))!r} holds another optimizer's state than its "
+                              f"config.toml's train.optimizer; delete {CHECKPOINT} to restart from step 0")
     history = [{c: (int(v) if c == "step" else float(v)) for c, v in zip(meta["columns"], row, strict=True)}
                for row in table]
-    return type(like)(type(fresh)(**arrays), step=meta["step"], history=history, rng_state=meta["rng_state"])
+    return type(like)(type(fresh)(**arrays), step=meta["step"], history=history, rng_state=meta["rng_state"],
+                      opt_state=opt if like.opt_state is not None else None)
 
 
 def clear_run_dir(run_dir: Path) -> None:

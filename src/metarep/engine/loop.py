@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import numpy as np
 
@@ -51,32 +52,49 @@ def train(exp: Steps, state: TrainState, *, points: Iterable[int] | None = None,
 
 
 def _steps(exp, state, logged, on_progress, on_checkpoint, should_stop, checkpoint_seconds) -> TrainState:
-    t = exp.config.train
+    """The outer steps, with the parameters and the optimizer state where the experiment trains
+    them (`to_device`); they come back to NumPy only for a metrics row, a checkpoint and the end."""
     rng = _restore_rng(state)
+    if state.opt_state is None:
+        state.opt_state = exp.optimizer.init(state.params)
+    state.params, state.opt_state = exp.to_device(state.params), exp.to_device(state.opt_state)
+    try:
+        loss = _on_device(exp, state, rng, logged, on_progress, on_checkpoint, should_stop, checkpoint_seconds)
+    finally:
+        state.params, state.opt_state = exp.to_host(state.params), exp.to_host(state.opt_state)
+    if loss is not None:
+        _finish(exp, state, loss)
+    return _settle(state)
+
+
+def _on_device(exp, state, rng, logged, on_progress, on_checkpoint, should_stop, checkpoint_seconds):
+    """Steps until train.steps (returns the loss at the final parameters), an interruption or the
+    divergence of every run (returns None)."""
+    t, opt = exp.config.train, exp.optimizer
     last_checkpoint = time.monotonic()
     while state.step < t.steps:
         if should_stop():
             state.status = "interrupted"
             _store_rng(state, rng)
-            return state
-        new_params, loss = exp.advance(state.params, rng)
+            return None
+        at, grads, loss = exp.gradient(state.params, rng)
         if logged(state.step):
-            _record(exp, state, state.params, loss)
+            _record(exp, state, exp.to_host(state.params), loss)
+        updates, opt_state = opt.update(grads, state.opt_state, at)
+        new_params = opt.apply_updates(at, updates)
         _check(exp, state, new_params, loss)
         if not state.running():
-            return _settle(state)
-        state.params, state.step = new_params, state.step + 1
+            return None
+        state.params, state.opt_state, state.step = new_params, opt_state, state.step + 1
         if on_progress:
             on_progress(state.step)
         if on_checkpoint and ((t.checkpoint_every and state.step % t.checkpoint_every == 0) or (
                 checkpoint_seconds is not None and time.monotonic() - last_checkpoint >= checkpoint_seconds)):
             _store_rng(state, rng)
-            on_checkpoint(state)
+            on_checkpoint(replace(state, params=exp.to_host(state.params), opt_state=exp.to_host(state.opt_state)))
             last_checkpoint = time.monotonic()
     _store_rng(state, rng)
-    _, loss = exp.advance(state.params, rng)
-    _finish(exp, state, loss)
-    return _settle(state)
+    return exp.gradient(state.params, rng)[2]
 
 
 def _direct(exp, state: TrainState) -> TrainState:

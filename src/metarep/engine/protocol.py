@@ -44,8 +44,22 @@ class Steps(Protocol):
     @property
     def runs(self) -> int | None: ...
 
-    def advance(self, params, rng: np.random.Generator | None) -> tuple[Any, Any]:
-        """One outer step: (new parameters, loss at the old ones; one per run for a batch)."""
+    @property
+    def optimizer(self) -> Any:
+        """The outer optimizer (`metarep.optimizers.Optimizer`) the loop applies to the gradients."""
+        ...
+
+    def gradient(self, params, rng: np.random.Generator | None) -> tuple[Any, Any, Any]:
+        """(the point the update starts from: `params`, or a method's closed-form move of part of
+        them; the outer gradient there; the loss, one per run for a batch)."""
+        ...
+
+    def to_device(self, tree) -> Any:
+        """Parameters or optimizer state (NumPy) where the steps run (the identity for NumPy models)."""
+        ...
+
+    def to_host(self, tree) -> Any:
+        """The inverse of `to_device`: NumPy arrays, for metrics, checkpoints and results."""
         ...
 
     def measure(self, params, step: int, loss) -> Any:

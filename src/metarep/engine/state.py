@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 @dataclass
 class TrainState:
     """Parameters (a NamedTuple of arrays), the step, the metric rows, the task stream's RNG state,
-    and how the run stands: status 'running', 'completed', 'diverged' or 'interrupted'."""
+    how the run stands (status 'running', 'completed', 'diverged' or 'interrupted') and the outer
+    optimizer's state (`metarep.optimizers`; None: not started). Outside the training loop the
+    arrays are NumPy arrays; within it they live where the experiment trains them."""
 
     params: Any
     step: int = 0
@@ -24,6 +26,7 @@ class TrainState:
     diverged_step: int | None = None
     message: str = ""
     members: list[TrainState] | None = None
+    opt_state: dict | None = None
 
     def runs(self) -> list[TrainState]:
         """The runs this state tracks: itself, or the members of a batch (each with its own
@@ -52,6 +55,9 @@ def params_runaway(params, threshold: float | np.ndarray, runs: int | None = Non
     shape = (1 if runs is None else runs, -1)
     bad = np.zeros(shape[0], dtype=bool)
     for a in params:
+        if hasattr(a, "detach"):   # a torch tensor: compared where it lives, one flag per run comes back
+            bad |= ~(a.detach().abs().reshape(shape) <= float(threshold)).all(dim=1).cpu().numpy()
+            continue
         flat = np.abs(np.asarray(a)).reshape(shape)
         bad |= ~(flat <= threshold).all(axis=1)      # NaN fails the comparison too
     return bad if runs is not None else bad[0]

@@ -35,13 +35,11 @@ class Method:
 
     gradient(params, tasks, **hyper) -> (grads, loss)
         the outer gradient over a batch of tasks;
-    step(params, tasks, *, beta, **hyper) -> (params, loss)
-        an outer step, when it is not plain gradient descent on `gradient`;
+    step(params, tasks, **hyper) -> (params, grads, loss)
+        for a method that first moves part of its state in closed form (alternating head
+        solves): the moved parameters, the gradient the update follows there, and the loss;
     population_gradient(params, problem, *, alpha, m_in) -> (grads, loss)
         the exact infinite-task gradient (MATH 4), where one is derived;
-    population_step(params, problem, *, alpha, beta, m_in) -> (params, loss)
-        the exact infinite-task step batched over a leading axis of runs (alpha, beta, m_in
-        arrays of one value per run), where one is written;
     fit(problem, tasks, *, width, rng, **hyper) -> params
         a direct (non-iterative) estimate of the representation (the linear arch's keywords;
         an arch calls its own methods' fit with its own, e.g. mlp's spec and init);
@@ -54,9 +52,12 @@ class Method:
     check(config) -> None
         raises ValueError for a config this method cannot run (beyond what the fields say).
 
-    `adapt_rules` left empty is the arch's: gradient, ridge, lstsq, and bayes for the linear arch.
+    Declaration: population_batched: its population_gradient also takes a leading axis of runs
+    (alpha, m_in arrays of one value per run), so many exact runs advance as one batch.
+    adapt_rules left empty is the arch's: gradient, ridge, lstsq, and bayes for the linear arch.
 
-    `hyper` passed to gradient/step is the method's own table (`Hyper`, validated from
+    Methods return gradients: the outer optimizer (`metarep.optimizers`, [train] optimizer) makes
+    the step. `hyper` passed to gradient/step is the method's own table (`Hyper`, validated from
     [method]) plus the shared [train] keys named in `train_keys`.
     """
 
@@ -76,7 +77,7 @@ class Method:
     gradient: Callable | None = None
     step: Callable | None = None
     population_gradient: Callable | None = None
-    population_step: Callable | None = None
+    population_batched: bool = False
     fit: Callable | None = None
     init: Callable | None = None
     head_prior: Callable | None = None
@@ -100,7 +101,7 @@ class Method:
     @property
     def population_batch(self) -> bool:
         """Its exact population step advances many runs at once (seeds, step sizes)."""
-        return self.population_step is not None
+        return self.population_batched and self.population_gradient is not None
 
     @property
     def per_task_state(self) -> bool:
@@ -125,13 +126,21 @@ class Method:
                 "needs_truth": self.needs_truth, "summary": self.summary}
 
 
-def outer_step(method: Method, params, tasks, *, beta: float, **hyper) -> tuple[Any, float]:
-    """One outer step of an iterative method: its own `step`, or gradient descent."""
+def outer_gradient(method: Method, params, tasks, **hyper) -> tuple[Any, Any, float]:
+    """(the point the update starts from, the outer gradient there, the loss): the method's own
+    `step` (a closed-form move first), or its gradient at `params`."""
     if method.step is not None:
-        return method.step(params, tasks, beta=beta, **hyper)
+        return method.step(params, tasks, **hyper)
     assert method.gradient is not None, f"{method.name} is not iterative"
     grads, loss = method.gradient(params, tasks, **hyper)
-    return sgd_update(params, grads, beta), loss
+    return params, grads, loss
+
+
+def outer_step(method: Method, params, tasks, *, beta: float, **hyper) -> tuple[Any, float]:
+    """One outer step of plain gradient descent (the paper's), for scripts and tests: the engine
+    applies the configured optimizer (`metarep.optimizers`) to `outer_gradient` instead."""
+    at, grads, loss = outer_gradient(method, params, tasks, **hyper)
+    return sgd_update(at, grads, beta), loss
 
 
 def chunked_gradient(method: Method, params: Params, tasks, *, chunk_tasks: int, **hyper) -> tuple[Params, float]:

@@ -95,19 +95,20 @@ def training_task_heads(B: np.ndarray, tasks, *, lam: float) -> np.ndarray:
     return adapt.feature_ridge_heads(F, y, ridge=lam)
 
 
-def bm_step(params: Params, tasks, *, beta: float, lam: float = 0.0, solver: str = "gd") -> tuple[Params, float]:
-    """One step. "gd": (B, W) <- (B, W) - beta bm_gradient, returning F at the old point.
-    "alternating": W <- training_task_heads(B), then B <- B - beta dF/dB at the new heads, returning F
-    after the head solve (the B step then lowers F further for beta small enough)."""
+def bm_step(params: Params, tasks, *, lam: float = 0.0, solver: str = "gd") -> tuple[Params, Params, float]:
+    """(the point the outer update starts from, the gradient it follows, F there). "gd": (B, W)
+    and bm_gradient, F at the old point. "alternating": W <- training_task_heads(B) first, then
+    the gradient in B at the new heads (the heads' is zero: they stay solved), F after the head
+    solve (a small enough B step then lowers F further)."""
     if solver == "gd":
         grads, value = bm_gradient(params, tasks, lam=lam)
-        return Params(params.B - beta * grads.B, params.w - beta * grads.w), value
+        return params, grads, value
     if solver == "alternating":
         _check(params, tasks)
         B = params.B
         W = training_task_heads(B, tasks, lam=lam).astype(params.w.dtype, copy=False)
         grads, value = bm_gradient(Params(B, W), tasks, lam=lam)
-        return Params(B - beta * grads.B, W), value
+        return Params(B, W), Params(grads.B, np.zeros_like(W)), value
     raise ValueError(f"method.solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
 
 

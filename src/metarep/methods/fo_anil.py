@@ -8,7 +8,7 @@ from metarep import one_step
 from metarep.linear import prediction_gradient
 from metarep.methods.base import Method
 from metarep.params import Params
-from metarep.population import fo_anil_population_gradient, population_step
+from metarep.population import fo_anil_population_gradient
 
 
 def inner_heads(B, w, X, y, alpha: float, inner_steps: int) -> np.ndarray:
@@ -56,7 +56,7 @@ METHOD = Method(
     adapts="head",
     train_keys=("alpha", "inner_steps"),
     theory=True,
-    population_step=population_step,
+    population_batched=True,
     gradient=fo_anil_gradient,
     population_gradient=fo_anil_population_gradient,
     cost="O(s N m d + s N d k') per outer step",

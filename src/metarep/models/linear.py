@@ -12,9 +12,10 @@ import numpy as np
 from metarep import kernels, metrics, seeds
 from metarep.engine.protocol import LOWER_ALPHA, LOWER_BETA, Advice
 from metarep.engine.state import TrainState
-from metarep.methods import Method, outer_step, shared_head
-from metarep.methods.base import chunked_gradient
-from metarep.params import Params, init_params, sgd_update
+from metarep.methods import Method, shared_head
+from metarep.methods.base import chunked_gradient, outer_gradient
+from metarep.optimizers import from_train
+from metarep.params import Params, init_params
 from metarep.sources import (
     TEST_CHUNK,
     FromSource,
@@ -61,25 +62,37 @@ class LinearExperiment(FromSource):
         if self.method.init is not None:
             params = self.method.init(params, self._first_tasks())
         stream = seeds.rng(t.seed, "online_tasks").bit_generator.state if self.source.needs_rng else None
-        return TrainState(params, rng_state=dict(stream) if stream is not None else None)
+        return TrainState(params, rng_state=dict(stream) if stream is not None else None,
+                          opt_state=self.optimizer.init(params))
 
     def _first_tasks(self):
         """The tasks a direct fit or per-task state starts from (a draw of its own when online)."""
         return self.source.training_tasks(seeds.rng(self.config.train.seed, "train_tasks"))
 
-    def advance(self, params: Params, rng) -> tuple[Params, float]:
-        """One outer step from `params`: the new parameters and the loss at the old ones."""
+    @property
+    def optimizer(self):
+        return from_train(self.config.train)
+
+    def to_device(self, tree):
+        return tree
+
+    def to_host(self, tree):
+        return tree
+
+    def gradient(self, params: Params, rng) -> tuple[Params, Params, float]:
+        """(params, the outer gradient at them, the loss there); a method with its own `step`
+        may move part of the parameters first (returned in place of `params`)."""
         t = self.config.train
         if self.regime == "population":
             assert self.method.population_gradient is not None
             grads, loss = self.method.population_gradient(params, self.problem, alpha=t.alpha,
                                                           m_in=_inf_as_float(t.m_in))
-            return sgd_update(params, grads, t.beta), float(loss)
+            return params, grads, float(loss)
         tasks = self.source.training_tasks(rng)
         if t.chunk_tasks and self.method.step is None and tasks.n_tasks > t.chunk_tasks:
             grads, loss = chunked_gradient(self.method, params, tasks, chunk_tasks=t.chunk_tasks, **self.hyper)
-            return sgd_update(params, grads, t.beta), loss
-        return outer_step(self.method, params, tasks, beta=t.beta, **self.hyper)
+            return params, grads, loss
+        return outer_gradient(self.method, params, tasks, **self.hyper)
 
     def measure(self, params: Params, step: int, loss) -> dict:
         """One metrics row: step, loss, the tracked norms (where B* is known) and the singular

@@ -18,6 +18,7 @@ from metarep.engine.loop import FLOAT_MAX
 from metarep.engine.protocol import Advice
 from metarep.engine.state import TrainState, params_runaway
 from metarep.models.linear import LinearExperiment, build
+from metarep.optimizers import gd
 from metarep.params import Params
 
 
@@ -70,11 +71,22 @@ class PopulationBatch:
     def initial_state(self) -> TrainState:
         init = [e.initial_state().params for e in self.exps]
         params = Params(self.rotations @ np.stack([p.B for p in init]), np.stack([p.w for p in init]))
-        return TrainState(params, members=[TrainState(None) for _ in self.exps])
+        return TrainState(params, members=[TrainState(None) for _ in self.exps], opt_state=self.optimizer.init(params))
 
-    def advance(self, params: Params, rng):
-        return self.method.population_step(params, self.exps[0].problem, alpha=self.alpha, beta=self.beta,
-                                           m_in=self.m_in)
+    @property
+    def optimizer(self):
+        """Gradient descent with each run's own beta (a batch of runs trains with "gd" only)."""
+        return gd(self.beta)
+
+    def to_device(self, tree):
+        return tree
+
+    def to_host(self, tree):
+        return tree
+
+    def gradient(self, params: Params, rng):
+        grads, loss = self.method.population_gradient(params, self.exps[0].problem, alpha=self.alpha, m_in=self.m_in)
+        return params, grads, loss
 
     def unrotated(self, params: Params, s: int) -> Params:
         return Params(self.rotations[s].T @ params.B[s], params.w[s].copy())
@@ -106,6 +118,8 @@ def population_batch(configs: Sequence) -> PopulationBatch:
     exps = tuple(build(c) for c in configs)
     if not all(e.regime == "population" and e.method.population_batch for e in exps):
         raise ValueError("a population batch runs exact infinite-task configs of a method with a batched step")
+    if any(c.train.optimizer != "gd" for c in configs):
+        raise ValueError("a population batch trains with train.optimizer = \"gd\" only: run the others one by one")
     if len({e.method.name for e in exps}) != 1 or len({c.train.steps for c in configs}) != 1:
         raise ValueError("a population batch needs one method and the same train.steps in every run")
     F_ref = _frame(_same_problem(exps).B_star)

@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from metarep import seeds, tuning
+from metarep import families, seeds, tuning
 from metarep.adapt import summarize
 from metarep.engine.protocol import LOWER_ALPHA, LOWER_BETA, Advice
 from metarep.engine.state import TrainState
-from metarep.methods import Method, outer_step
+from metarep.methods import Method
+from metarep.methods.base import outer_gradient
 from metarep.nonlinear.evaluate import (
     EVAL_BLOCK,
     EVAL_INPUTS,
@@ -27,6 +28,7 @@ from metarep.nonlinear.evaluate import (
     moment_risk,
 )
 from metarep.nonlinear.model import MLPParams, MLPSpec, init_mlp_params
+from metarep.optimizers import from_train
 from metarep.sources import (
     TEST_CHUNK,
     FromSource,
@@ -45,7 +47,7 @@ from metarep.sources import (
 
 # Inputs the representation is measured on (metrics).
 PROBE_INPUTS = 2000
-FIRST_LAYER_METRICS = ("align_norm", "sigma_min", "perp_norm", "effective_rank", "r2")
+FIRST_LAYER_METRICS = ("align_norm", "sigma_min", "perp_norm", "effective_rank", "r2", "span_outside")
 
 
 def spec_of(config) -> MLPSpec:
@@ -84,12 +86,32 @@ class MLPExperiment(FromSource):
         if self.method.init is not None:
             params = self.method.init(params, self.source.training_tasks(seeds.rng(t.seed, "train_tasks")))
         stream = seeds.rng(t.seed, "online_tasks").bit_generator.state if self.source.needs_rng else None
-        return TrainState(params, rng_state=dict(stream) if stream is not None else None)
+        return TrainState(params, rng_state=dict(stream) if stream is not None else None,
+                          opt_state=self.optimizer.init(params))
 
-    def advance(self, params: MLPParams, rng) -> tuple[MLPParams, float]:
-        """One outer step (the fixed set already on the device; online tasks converted per step)."""
+    @property
+    def optimizer(self):
+        return from_train(self.config.train)
+
+    def to_device(self, tree):
+        from metarep.nonlinear.backend import to_device
+
+        return to_device(tree, self.net)
+
+    def to_host(self, tree):
+        from metarep.nonlinear.backend import to_host
+
+        return to_host(tree)
+
+    def gradient(self, params: MLPParams, rng) -> tuple[MLPParams, MLPParams, float]:
+        """(params, the outer gradient at them, the loss), all on the device (the fixed set already
+        there; online tasks converted per step). A gradient computed on NumPy (the compiled CPU
+        pass) comes back as tensors sharing its memory."""
         tasks = self.train_tensors if self.train_tensors is not None else self.source.training_tasks(rng)
-        return outer_step(self.method, params, tasks, beta=self.config.train.beta, net=self.net, **self.hyper)
+        from metarep.nonlinear.backend import shared_tensors
+
+        at, grads, loss = outer_gradient(self.method, params, tasks, net=self.net, **self.hyper)
+        return at, shared_tensors(grads), loss
 
     def measure(self, params: MLPParams, step: int, loss) -> dict:
         """step, loss, the first layer's norms, the representation's effective rank and R^2, the
@@ -98,7 +120,7 @@ class MLPExperiment(FromSource):
 
         tracked = track(params, self.problem, self.X_probe, self.spec.activation)
         row: dict[str, float] = {"step": step, "loss": float(loss)}
-        row.update({key: float(tracked[key]) for key in FIRST_LAYER_METRICS})
+        row.update({key: float(tracked[key]) for key in FIRST_LAYER_METRICS if key in tracked})  # the family's
         row.update({f"sv_{i}": float(s) for i, s in enumerate(tracked["singular_values"])})
         row.update({f"phi_ev_{i}": float(s) for i, s in enumerate(tracked["phi_eigenvalues"])})
         return row
@@ -136,15 +158,25 @@ class MLPExperiment(FromSource):
         mean, se = summarize(outcome.test)
         return {"excess_risk": mean, "excess_risk_se": se, "excess_risk_expected": None,
                 **test_keys(headline_rule(outcome, c), c), "tasks": c.test.tasks, "eval_inputs": EVAL_INPUTS,
-                "tuned": tuning.tuned_summary(outcome, "excess_risk")}
+                "tuned": tuning.tuned_summary(outcome, "excess_risk"), **self.family_test(params)}
+
+    def family_test(self, params: MLPParams) -> dict:
+        """{"family": the family's own test object} where it declares one (metarep.families), with
+        test-time steps of size test.alpha on what the method adapts (its gradient's per_task_body)."""
+        measures = families.family_of(self.problem).test_measures
+        if measures is None:
+            return {}
+        body = getattr(self.method.gradient, "per_task_body", False)
+        out = measures(self.problem, params, activation=self.spec.activation, adapt_body=body,
+                       alpha=self.config.test_alpha, rng=seeds.rng(self.config.test.seed, "family_tasks"))
+        return {"family": {"name": self.config.problem.family, **out}}
 
     def test_advice(self) -> Advice:
         return test_advice(self.config)
 
     def arrays(self, params: MLPParams) -> dict[str, np.ndarray]:
         """Every field of the network (absent layers as empty arrays) and the ground truth."""
-        p = self.problem
-        return {**params._asdict(), "B_star": p.B_star, "mu_star": p.mu_star, "Sigma_star": p.Sigma_star}
+        return {**params._asdict(), **families.truth_arrays(self.problem)}
 
     def theory(self) -> dict | None:
         return None
@@ -168,8 +200,7 @@ def build(config) -> MLPExperiment:
     spec = spec_of(config)
     method = config.method_spec
     net = Net(spec.activation, config.model.options.dtype, resolve_device(config.train.device))
-    d = config.problem.d
-    X_probe = seeds.rng(config.problem.seed, "probe").standard_normal((PROBE_INPUTS, d))
+    X_probe = families.probe_inputs(source.truth, PROBE_INPUTS, seeds.rng(config.problem.seed, "probe"))
     direct = None
     if method.fit is not None:
         tasks = source.training_tasks(seeds.rng(config.train.seed, "train_tasks"))

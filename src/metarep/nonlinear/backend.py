@@ -1,12 +1,15 @@
 """Where and in which precision the network is trained: torch tensors from and to NumPy.
 
-Everything here is created on the chosen device; arrays come back to NumPy through `.cpu()`.
+The parameters and the optimizer state are tensors on the chosen device from the first step to
+the last (`to_device`); they come back to NumPy (`to_host`) only for a metrics row, a checkpoint
+and the results. On the CPU in float64 both directions share memory (no copy).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -73,11 +76,39 @@ def torch_params(params: MLPParams, net: Net) -> dict[str, torch.Tensor]:
     return {**{k: net.tensor(v) for k, v in params.body().items()}, "w": net.tensor(params.w)}
 
 
-def numpy_params(tensors: dict[str, torch.Tensor], like: MLPParams) -> MLPParams:
-    """Tensors by name back to MLPParams, in the dtype of `like`, absent fields as in `like`."""
-    dtype = like.w.dtype
-    arrays = {k: v.detach().cpu().numpy().astype(dtype, copy=False) for k, v in tensors.items()}
-    return MLPParams.from_parts({k: v for k, v in arrays.items() if k != "w"}, arrays["w"])
+def tensor_params(tensors: dict[str, torch.Tensor], like: MLPParams) -> MLPParams:
+    """Tensors by name as MLPParams, absent fields as empty tensors beside `like`'s head."""
+    empty = tensors["w"].new_zeros(0)
+    return MLPParams(*(tensors.get(name, empty) for name in MLPParams._fields))  # type: ignore[arg-type]
+
+
+def to_device(tree, net: Net):
+    """Parameters (a NamedTuple) or optimizer state (a dict) with every float NumPy array as a
+    tensor on the net's device and dtype (sharing memory for a float64 CPU array); other leaves
+    (tensors, the optimizer's integer step count) as they are."""
+    if tree is None:
+        return None
+    convert = (lambda a: net.tensor(a) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a)
+    if isinstance(tree, dict):
+        return {k: convert(v) for k, v in tree.items()}
+    return type(tree)(*(convert(a) for a in tree))
+
+
+def shared_tensors(params: MLPParams) -> MLPParams:
+    """A gradient the compiled CPU pass returns as NumPy arrays, as CPU tensors sharing their
+    memory (no copy); tensors as they are."""
+    return MLPParams(*(a if isinstance(a, torch.Tensor) else torch.from_numpy(a)  # type: ignore[arg-type]
+                       for a in params))
+
+
+def to_host(tree):
+    """The inverse of `to_device`: every tensor as a NumPy array (`.cpu()`: no copy on the CPU)."""
+    if tree is None:
+        return None
+    convert = (lambda a: a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a)
+    if isinstance(tree, dict):
+        return {k: convert(v) for k, v in tree.items()}
+    return type(tree)(*(convert(a) for a in tree))
 
 
 def split(params: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -120,4 +151,4 @@ def step_threads(work: float) -> Iterator[None]:
 def step_work(params: MLPParams, tasks) -> float:
     """Multiply-adds of one forward pass over every sample: samples x parameters."""
     samples = tasks.n_tasks * (tasks.X_in.shape[1] + tasks.X_out.shape[1])
-    return float(samples) * sum(a.size for a in params)
+    return float(samples) * sum(math.prod(a.shape) for a in params)

@@ -29,10 +29,11 @@ from torch.func import grad, vmap
 from metarep.nonlinear.backend import (
     Net,
     TorchTasks,
-    numpy_params,
     split,
     step_threads,
     step_work,
+    tensor_params,
+    to_host,
     torch_params,
     torch_tasks,
 )
@@ -144,10 +145,12 @@ def outer_gradient(params: dict, tasks: TorchTasks, *, net: Net, alpha: float, i
 
 def meta_gradient(params: MLPParams, tasks, *, net: Net, alpha: float, inner_steps: int = 1,
                   adapt_body: bool, exact: bool) -> tuple[MLPParams, float]:
-    """`outer_gradient` on NumPy parameters and tasks (or TorchTasks already on the device):
-    (the gradient as MLPParams of the same shapes and dtype, the mean outer loss). On the CPU the
+    """`outer_gradient` on the parameters (tensors on the device, or NumPy arrays) and tasks (or
+    TorchTasks already on the device): (the gradient as MLPParams of the same shapes, dtype and
+    array type, the mean outer loss). On the CPU the
     methods FO-ANIL and ANIL take the compiled pass of `metarep.nonlinear.fused` instead."""
     with step_threads(step_work(params, tasks)):
         grads, loss = outer_gradient(torch_params(params, net), torch_tasks(tasks, net), net=net, alpha=alpha,
                                      inner_steps=inner_steps, adapt_body=adapt_body, exact=exact)
-        return numpy_params(grads, params), float(loss)
+    tensors = tensor_params(grads, params)
+    return (tensors if isinstance(params.w, torch.Tensor) else to_host(tensors)), float(loss)

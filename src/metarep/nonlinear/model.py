@@ -39,7 +39,7 @@ class MLPParams(NamedTuple):
 
     @property
     def layers(self) -> int:
-        return 3 if self.W2.size else 2
+        return 3 if self.W2.shape[0] else 2
 
     @property
     def width(self) -> int:
@@ -47,7 +47,7 @@ class MLPParams(NamedTuple):
 
     def body(self) -> dict[str, np.ndarray]:
         """The present body arrays by name (the absent ones left out)."""
-        return {name: a for name, a in zip(BODY, self[:4]) if a.size}
+        return {name: a for name, a in zip(BODY, self[:4]) if a.shape[0]}   # NumPy arrays or tensors
 
     @classmethod
     def from_parts(cls, body: dict, w) -> MLPParams:

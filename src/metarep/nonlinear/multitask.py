@@ -16,9 +16,17 @@ import torch
 from torch.func import grad_and_value
 
 from metarep import adapt
-from metarep.nonlinear.backend import Net, TorchTasks, numpy_params, step_threads, step_work, torch_params, torch_tasks
+from metarep.nonlinear.backend import (
+    Net,
+    TorchTasks,
+    step_threads,
+    step_work,
+    tensor_params,
+    to_host,
+    torch_params,
+    torch_tasks,
+)
 from metarep.nonlinear.model import MLPParams, features
-from metarep.params import sgd_update
 
 
 def _pooled_loss(body: dict, W: torch.Tensor, tasks: TorchTasks, activation: str) -> torch.Tensor:
@@ -53,7 +61,8 @@ def mtl_gradient(params: MLPParams, tasks, *, net: Net, lam: float = 0.0) -> tup
         tensors = torch_params(params, net)
         g, value = grad_and_value(objective)(tensors, torch_tasks(tasks, net), activation=net.activation, lam=lam)
         g["w"] = g["w"] * params.w.shape[0]
-        return numpy_params(g, params), float(value)
+    grads = tensor_params(g, params)
+    return (grads if isinstance(params.w, torch.Tensor) else to_host(grads)), float(value)
 
 
 def ridge_heads(params: MLPParams, tasks, *, net: Net, lam: float) -> np.ndarray:
@@ -64,21 +73,24 @@ def ridge_heads(params: MLPParams, tasks, *, net: Net, lam: float) -> np.ndarray
     with torch.no_grad():
         F = torch.cat([features(t.X_in, body, net.activation), features(t.X_out, body, net.activation)], dim=1)
         y = torch.cat([t.y_in, t.y_out], dim=1)
-    return adapt.feature_ridge_heads(F.cpu().numpy(), y.cpu().numpy(), ridge=lam).astype(params.w.dtype)
+    return adapt.feature_ridge_heads(F.cpu().numpy(), y.cpu().numpy(), ridge=lam).astype(np.dtype(net.dtype))
 
 
-def mtl_step(params: MLPParams, tasks, *, beta: float, net: Net, lam: float = 0.0,
-             solver: str = "gd") -> tuple[MLPParams, float]:
-    """"gd": a gradient step on the body and every head, returning F at the old point.
-    "alternating": the heads solved exactly, then a gradient step on the body, returning F after
-    the head solve."""
+def mtl_step(params: MLPParams, tasks, *, net: Net, lam: float = 0.0,
+             solver: str = "gd") -> tuple[MLPParams, MLPParams, float]:
+    """(the point the outer update starts from, the gradient it follows, F there). "gd": the
+    parameters and mtl_gradient, F at the old point. "alternating": the heads solved exactly
+    first, then the gradient in the body (the heads' is zero: they stay solved), F after the
+    head solve."""
     if solver == "alternating":
         _check(params, tasks)
-        params = params._replace(w=ridge_heads(params, tasks, net=net, lam=lam))
+        heads = ridge_heads(params, tasks, net=net, lam=lam)
+        params = params._replace(w=net.tensor(heads) if isinstance(params.w, torch.Tensor) else heads)
     grads, value = mtl_gradient(params, tasks, net=net, lam=lam)
     if solver == "alternating":
-        grads = grads._replace(w=np.zeros_like(grads.w))
-    return sgd_update(params, grads, beta), value
+        w = grads.w
+        grads = grads._replace(w=torch.zeros_like(w) if isinstance(w, torch.Tensor) else np.zeros_like(w))
+    return params, grads, value
 
 
 def mtl_init(params: MLPParams, tasks) -> MLPParams:

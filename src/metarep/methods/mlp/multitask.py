@@ -8,11 +8,11 @@ from metarep.methods.burer_monteiro import Hyper
 from metarep.methods.mlp.meta import check_config
 
 
-def mtl_step(params, tasks, *, beta: float, net, lam: float = 0.0, solver: str = "gd"):
-    """One step ("gd" or "alternating"): (MLPParams, objective)."""
+def mtl_step(params, tasks, *, net, lam: float = 0.0, solver: str = "gd"):
+    """("gd" or "alternating") the point the update starts from, the gradient, the objective."""
     from metarep.nonlinear.multitask import mtl_step as step
 
-    return step(params, tasks, beta=beta, net=net, lam=lam, solver=solver)
+    return step(params, tasks, net=net, lam=lam, solver=solver)
 
 
 def mtl_gradient(params, tasks, *, net, lam: float = 0.0):

@@ -13,10 +13,12 @@ from os import PathLike
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from metarep.config_checks import check_covariance, check_limit, check_method, check_regime
 from metarep.data.config import DataConfig, check_table_config, drop_synthetic_keys, refuse_synthetic_keys
+from metarep.families import DEFAULT_FAMILY, get_family
+from metarep.families import NoOptions as NoFamilyOptions
 from metarep.methods import DEFAULT_METHOD, NoHyper, get_method
 from metarep.models import NoOptions, get_arch
 from metarep.problem import as_mean
@@ -40,8 +42,11 @@ class Section(BaseModel):
 
 
 class ProblemConfig(Section):
-    """[problem]: the task distribution (MATH 1)."""
+    """[problem]: the task distribution. `family` picks it (metarep.families; "gaussian" is
+    MATH 1), its own keys (`options`, e.g. sinusoid's amplitude) sit in the same table."""
 
+    family: str = DEFAULT_FAMILY
+    options: BaseModel = NoFamilyOptions()
     d: PositiveInt = 10
     k: PositiveInt = 2
     noise_std: NonNegativeFloat = 1.0
@@ -50,9 +55,30 @@ class ProblemConfig(Section):
     seed: Annotated[int, Field(ge=0, strict=True)] = 0
     teacher: Literal["linear", "relu"] = "linear"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _family_options(cls, data):
+        if not isinstance(data, dict) or "options" in data:
+            return data
+        name = data.get("family", DEFAULT_FAMILY)
+        if not isinstance(name, str):
+            raise ValueError(f"problem.family must be a string, got {name!r}")
+        return _split_table(get_family(name).table(data), "problem", "family", DEFAULT_FAMILY,
+                            set(_PROBLEM_KEYS), lambda n: get_family(n).Options)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """The family's own keys as data; the default family writes neither (a config written
+        before families existed keeps its resolved form and hash)."""
+        out = handler(self)
+        out["options"] = self.options.model_dump()
+        if self.family == DEFAULT_FAMILY:
+            del out["family"], out["options"]
+        return out
+
     @model_validator(mode="after")
     def _consistent(self):
-        if self.k > self.d:
+        if self.k > self.d and "k" not in get_family(self.family).fixed:  # a family's own k (sinusoid's 2) is right
             raise ValueError(f"problem.k must be <= problem.d = {self.d}, got {self.k}")
         # A scalar mean or covariance is valid for any k: only lists are checked (and built),
         # so a huge k is refused by the memory check instead of being allocated here.
@@ -89,6 +115,7 @@ class MethodConfig(Section):
 
 
 _MODEL_KEYS = ("arch", "width", "init_scale", "init_head_scale")
+_PROBLEM_KEYS = ("family", "d", "k", "noise_std", "task_mean", "task_cov", "seed", "teacher")
 
 
 def _split_table(data, section: str, key: str, default: str, shared: set, schema) -> dict:
@@ -107,12 +134,12 @@ def _split_table(data, section: str, key: str, default: str, shared: set, schema
         where = ".".join(str(p) for p in first["loc"])
         if first["type"] == "extra_forbidden":
             takes = ", ".join(schema(name).model_fields) or "no keys of its own"
-            label = "arch" if section == "model" else section
+            label = {"model": "arch", "problem": "family"}.get(section, section)
             raise ValueError(f"{section}.{where}: not a key of {label} {name!r} (it takes {takes})") from None
         raise ValueError(f"{section}.{where}: {first['msg'].removeprefix('Value error, ')} "
                          f"(got {_short(repr(first.get('input')))})") from None
     out = {k: v for k, v in data.items() if k in shared}
-    out["options" if section == "model" else "hyper"] = options
+    out["hyper" if section == "method" else "options"] = options
     return out
 
 
@@ -255,6 +282,7 @@ class Config(Section):
         check_regime(self)
         check_method(self)
         if self.data.source == "synthetic":
+            get_family(self.problem.family).check(self.model.arch, needs_truth=self.method_spec.needs_truth)
             check_limit(self.problem, self.train)
         else:
             check_table_config(self)
@@ -286,11 +314,20 @@ class Config(Section):
         dumped = self.model_dump()
         dumped["model"] = {**{k: dumped["model"][k] for k in _MODEL_KEYS}, **self.model.options.model_dump()}
         dumped["method"] = {"name": self.method.name, **self.method.hyper.model_dump()}
+        dumped["problem"] = self._problem_table(dumped["problem"])
         if self.data.source == "synthetic":  # the default source writes no [data] table
             del dumped["data"]
         else:
             drop_synthetic_keys(dumped)
         return {name: {k: v for k, v in section.items() if v is not None} for name, section in dumped.items()}
+
+    def _problem_table(self, problem: dict) -> dict:
+        """The flat [problem] table: the family's own keys beside the shared ones, the keys it
+        does not read left out; `family` left out for the default (configs written before
+        families existed keep their text and hash)."""
+        family = get_family(self.problem.family)
+        options = problem.pop("options", {})
+        return {**{k: v for k, v in problem.items() if k not in family.foreign}, **options}
 
 
 SECTIONS = ("problem", "model", "method", "train", "test", "data")

@@ -10,11 +10,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from metarep import seeds, tuning
+from metarep import families, seeds, tuning
 from metarep.adapt import empirical_prior, excess_risk, expected_excess_risk_one_step, fit_heads, summarize
 from metarep.engine.protocol import LOWER_BETA, LOWER_TEST_ALPHA, NARROW_TUNING, Advice
 from metarep.params import Params
-from metarep.problem import Problem, make_problem, sample_tasks
+from metarep.problem import Problem
 from metarep.random_effects import Prior, Stats, stacked_stats
 from metarep.tasks import Tasks
 from metarep.tuning import Rule
@@ -90,7 +90,7 @@ class SyntheticSource:
         if self.tasks is not None:
             return self.tasks
         assert rng is not None, "online tasks need the task stream's generator"
-        return sample_tasks(self.truth, self.batch_tasks, self.m_in, self.m_out, rng)
+        return families.sample_tasks(self.truth, self.batch_tasks, self.m_in, self.m_out, rng)
 
     def evaluate(self, B: np.ndarray, w: np.ndarray, config: Any, *, on_chunk=None, should_stop=None) -> dict:
         """Excess risk on test.tasks new tasks after test-time adaptation (MATH 6), mean and s.e.
@@ -131,7 +131,7 @@ class SyntheticSource:
         if "inf" in (self.m_in, self.m_out):
             raise ValueError("test.adapt = \"bayes\" fits its prior to training tasks: it needs finite "
                              "train.m_in and train.m_out")
-        return sample_tasks(self.truth, self.batch_tasks, self.m_in, self.m_out,
+        return families.sample_tasks(self.truth, self.batch_tasks, self.m_in, self.m_out,
                             seeds.rng(config.train.seed, "prior_tasks"))
 
     def prior_stats(self, config, stats):
@@ -248,16 +248,16 @@ def chunked_scores(problem: Problem, rules, config, which: str, progress: tuning
     out = []
     for start in range(0, n, TEST_CHUNK):
         progress.check()
-        tasks = sample_tasks(problem, min(TEST_CHUNK, n - start), te.m_test, 0, rng)
+        tasks = families.sample_tasks(problem, min(TEST_CHUNK, n - start), te.m_test, 0, rng)
         out.append(score_chunk(rules, tasks))
         progress.chunk(tasks.n_tasks)
     return np.concatenate(out, axis=1)
 
 
 def synthetic_problem(config) -> Problem:
+    """The ground truth of problem.family (metarep.families) from problem.seed."""
     p = config.problem
-    return make_problem(p.d, p.k, task_mean=p.task_mean, task_cov=p.task_cov, noise_std=p.noise_std,
-                        rng=seeds.rng(p.seed, "problem"), teacher=p.teacher)
+    return families.get_family(p.family).make(p, seeds.rng(p.seed, "problem"))
 
 
 def synthetic_source(config) -> SyntheticSource:
@@ -267,7 +267,7 @@ def synthetic_source(config) -> SyntheticSource:
     regime = {"inf": "population", "online": "online"}.get(str(t.tasks), "finite")
     tasks = None
     if regime == "finite":
-        tasks = sample_tasks(problem, t.tasks, t.m_in, t.m_out, seeds.rng(t.seed, "train_tasks"))
+        tasks = families.sample_tasks(problem, t.tasks, t.m_in, t.m_out, seeds.rng(t.seed, "train_tasks"))
     return SyntheticSource(problem, regime, tasks, t.batch_tasks, t.m_in, t.m_out)
 
 

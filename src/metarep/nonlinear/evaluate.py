@@ -21,6 +21,7 @@ import dataclasses
 import numpy as np
 
 from metarep.adapt import fit_heads
+from metarep.families import sample_inputs
 from metarep.nonlinear.model import MLPParams, features
 from metarep.random_effects import Prior, fit_prior, task_stats
 
@@ -36,7 +37,8 @@ def fit_test_heads(rule: str, params: MLPParams, X: np.ndarray, y: np.ndarray, *
     prior, for a network whose features are the teacher's)."""
     w = params.w if params.w.ndim == 1 else params.w.mean(axis=0)
     F = features(X, params.body(), activation)
-    identity_problem = dataclasses.replace(problem, B_star=np.eye(F.shape[-1]))
+    identity_problem = dataclasses.replace(problem, B_star=np.eye(F.shape[-1])) if rule == "bayes" and prior is None \
+        else None  # only the true prior's head reads it (a family without B* has no such head)
     return fit_heads(rule, np.eye(F.shape[-1]), w, F, y, problem=identity_problem, alpha=alpha, steps=steps,
                      ridge=ridge, prior=prior)
 
@@ -66,7 +68,7 @@ def feature_moments(params: MLPParams, problem, activation: str, rng: np.random.
     body = {name: np.asarray(a, dtype=np.float64) for name, a in params.body().items()}
     M = None
     for start in range(0, n, block):
-        X = rng.standard_normal((min(block, n - start), problem.d))
+        X = sample_inputs(problem, min(block, n - start), rng)  # the family's inputs (Gaussian: N(0, I_d))
         psi = np.hstack([features(X, body, activation), problem.teacher_features(X)])
         M = psi.T @ psi if M is None else M + psi.T @ psi
     assert M is not None

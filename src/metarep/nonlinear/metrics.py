@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from metarep import metrics
+from metarep.families import family_of
+from metarep.families.measures import span_outside
 from metarep.nonlinear.model import MLPParams, features
 
 
@@ -48,7 +50,11 @@ def representation(params: MLPParams, X_probe: np.ndarray, B_star: np.ndarray, a
 
 def track(params: MLPParams, problem, X_probe: np.ndarray, activation: str) -> dict:
     """Keys: align_norm, sigma_min, perp_norm, singular_values (of W1), phi_eigenvalues,
-    effective_rank, r2."""
+    effective_rank, r2; for a family that tracks its span (metarep.families) instead of B*:
+    singular_values, phi_eigenvalues, effective_rank and span_outside."""
+    family = family_of(problem)
+    if family.tracks_span:
+        return span_track(params, problem, X_probe, activation, family)
     B = params.W1.T
     align = metrics.align_singular_values(B, problem.B_star)
     return {
@@ -58,3 +64,13 @@ def track(params: MLPParams, problem, X_probe: np.ndarray, activation: str) -> d
         "singular_values": np.linalg.svd(params.W1, compute_uv=False),
         **representation(params, X_probe, problem.B_star, activation),
     }
+
+
+def span_track(params: MLPParams, truth, X_probe: np.ndarray, activation: str, family) -> dict:
+    """phi's covariance spectrum and effective rank on the probe inputs (the family's grid), and
+    span_outside: the share of phi's energy there outside the family's true span
+    (families.measures.span_outside)."""
+    Phi = features(X_probe, params.body(), activation)
+    ev = np.linalg.eigvalsh(np.cov(Phi, rowvar=False).reshape(Phi.shape[1], Phi.shape[1]))[::-1]
+    return {"singular_values": np.linalg.svd(params.W1, compute_uv=False), "phi_eigenvalues": ev,
+            "effective_rank": effective_rank(ev), "span_outside": span_outside(Phi, family.span(truth, X_probe))}

@@ -1,0 +1,60 @@
+"""Test-time gradient steps of the network on each new task, in NumPy (no torch): the head
+alone, or every layer (as MAML adapts), on the inner loss L = 1/(2K) ||f(X) - y||^2 of each
+task (metarep's inner loss, MATH 3). Every task holds its own copy of the parameters.
+
+The backward pass for phi(x) = act(W2 act(W1 x + b1) + b2) (layers = 3; layers = 2 stops at the
+first) and f = w^T phi, with r = (f - y) / K (T, K):
+    dL/dw = sum_k r_k phi_k;  dL/dz2 = (r w^T) * act'(z2);  dL/dW2 = dz2^T h1;  dL/db2 = sum_k dz2;
+    dL/dh1 = dz2 W2;  dL/dz1 = dh1 * act'(z1);  dL/dW1 = dz1^T X;  dL/db1 = sum_k dz1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ORDER = ("W1", "b1", "W2", "b2")
+
+
+def per_task(body: dict, w: np.ndarray, T: int) -> dict:
+    """Every parameter copied once per task, {name: (T, ...)}, the head under "w"."""
+    return {name: np.repeat(np.asarray(a, dtype=np.float64)[None], T, axis=0) for name, a in {**body, "w": w}.items()}
+
+
+def forward(P: dict, X: np.ndarray, activation: str) -> tuple[np.ndarray, list]:
+    """f (T, K) for per-task parameters P on inputs X (T, K, d), and the layers' (z, h) kept for
+    the backward pass."""
+    h, cache = X, []
+    for W, b in (("W1", "b1"), ("W2", "b2")):
+        if W not in P:
+            continue
+        z = np.einsum("tki,tji->tkj", h, P[W]) + (P[b][:, None, :] if b in P else 0.0)
+        cache.append((h, z))
+        h = z if activation == "identity" else np.maximum(z, 0.0)
+    return np.einsum("tkj,tj->tk", h, P["w"]), [*cache, h]
+
+
+def gradient(P: dict, X: np.ndarray, y: np.ndarray, activation: str, *, body: bool) -> dict:
+    """dL/dtheta of every task (module docstring), {name: (T, ...)}; the head's alone unless `body`."""
+    f, cache = forward(P, X, activation)
+    phi = cache[-1]
+    r = (f - y) / X.shape[1]
+    grads = {"w": np.einsum("tk,tkj->tj", r, phi)}
+    if not body:
+        return grads
+    dh = r[..., None] * P["w"][:, None, :]
+    for (W, b), (h, z) in reversed(list(zip([p for p in (("W1", "b1"), ("W2", "b2")) if p[0] in P], cache[:-1]))):
+        dz = dh if activation == "identity" else dh * (z > 0)
+        grads[W] = np.einsum("tkj,tki->tji", dz, h)
+        if b in P:
+            grads[b] = dz.sum(axis=1)
+        dh = np.einsum("tkj,tji->tki", dz, P[W])
+    return grads
+
+
+def adapt(P: dict, X: np.ndarray, y: np.ndarray, *, activation: str, alpha: float, steps: int,
+          body: bool) -> dict:
+    """`steps` gradient steps of size alpha on each task's parameters (the head's alone unless `body`)."""
+    for _ in range(steps):
+        g = gradient(P, X, y, activation, body=body)
+        P = {name: a - alpha * g[name] if name in g else a for name, a in P.items()}
+    return P

@@ -50,6 +50,8 @@ def test_the_estimate_bounds_the_measured_peak(method, shape):
     api.run(api.as_config(_config(method, SHAPES[shape], tasks=40)))      # compiles what it needs
     config = api.as_config(_config(method, SHAPES[shape]))
     measured, estimate = _peak(config), sum(estimate_bytes(config).values())
+    print(f"{method.arch} {method.name} {shape}: peak {measured / 1e6:.2f} MB, estimate {estimate / 1e6:.2f} MB, "
+          f"ratio {measured / estimate:.2f}")
     assert measured <= estimate <= SLACK * measured, (
         f"{method.name}: measured {measured / 1e6:.2f} MB, estimated {estimate / 1e6:.2f} MB "
         f"{ {k: round(v / 1e6, 2) for k, v in estimate_bytes(config).items()} }")

@@ -38,7 +38,8 @@ class Family:
         the best head on the true features `truth.teacher_features(X)` (T, m, k);
     test_measures(truth, params, *, activation, adapt_body, alpha, rng) -> dict
         the family's own object of the test section (None: it has none);
-    arrays(truth) -> dict of arrays saved with the results.
+    arrays(truth) -> dict of arrays saved with the results (params.npz; `*_star` names are
+        metarep.GroundTruth's B_star, mu_star and Sigma_star, all three or none).
 
     Declaration: Options, its own [problem] keys; fixed, shared keys whose value it sets (given
     otherwise: refused); defaults, shared keys' values when left out; foreign, shared keys it

@@ -27,10 +27,10 @@ def forward(P: dict, X: np.ndarray, activation: str) -> tuple[np.ndarray, list]:
     for W, b in (("W1", "b1"), ("W2", "b2")):
         if W not in P:
             continue
-        z = np.einsum("tki,tji->tkj", h, P[W]) + (P[b][:, None, :] if b in P else 0.0)
+        z = h @ np.swapaxes(P[W], 1, 2) + (P[b][:, None, :] if b in P else 0.0)
         cache.append((h, z))
         h = z if activation == "identity" else np.maximum(z, 0.0)
-    return np.einsum("tkj,tj->tk", h, P["w"]), [*cache, h]
+    return (h @ P["w"][..., None])[..., 0], [*cache, h]
 
 
 def gradient(P: dict, X: np.ndarray, y: np.ndarray, activation: str, *, body: bool) -> dict:
@@ -38,16 +38,16 @@ def gradient(P: dict, X: np.ndarray, y: np.ndarray, activation: str, *, body: bo
     f, cache = forward(P, X, activation)
     phi = cache[-1]
     r = (f - y) / X.shape[1]
-    grads = {"w": np.einsum("tk,tkj->tj", r, phi)}
+    grads = {"w": (r[:, None, :] @ phi)[:, 0]}
     if not body:
         return grads
     dh = r[..., None] * P["w"][:, None, :]
     for (W, b), (h, z) in reversed(list(zip([p for p in (("W1", "b1"), ("W2", "b2")) if p[0] in P], cache[:-1]))):
         dz = dh if activation == "identity" else dh * (z > 0)
-        grads[W] = np.einsum("tkj,tki->tji", dz, h)
+        grads[W] = np.swapaxes(dz, 1, 2) @ h
         if b in P:
             grads[b] = dz.sum(axis=1)
-        dh = np.einsum("tkj,tji->tki", dz, P[W])
+        dh = dz @ P[W]
     return grads
 
 

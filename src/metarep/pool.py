@@ -30,8 +30,8 @@ from metarep import threads
 from metarep.atomic import atomic_write
 
 OnDone = Callable[[int, Any, float], None]
-STOP_GRACE_S = 10.0  # how long running jobs may take to stop after an interruption
 OnError = Callable[[int, BaseException], None]
+STOP_GRACE_S = 10.0  # how long running jobs may take to stop after an interruption
 
 
 def _never() -> bool:

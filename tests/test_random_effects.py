@@ -148,6 +148,85 @@ def test_a_rank_r_fit_recovers_a_rank_r_covariance_like_the_full_fit():
     assert rfx.loglik(full, stats) - rfx.loglik(low, stats) < 20  # the extra directions barely help
 
 
+def rank_one_problem():
+    """p = 4, a G of rank 1 (the boundary), 150 tasks of 6 rows."""
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal(4)
+    X, y, _ = draw(rng, 150, 6, rng.standard_normal(4), np.outer(a, a), 0.5)
+    return X, y
+
+
+def squarem_em_full(stats, iterations):
+    """The former full-G fit: EM in theta (mu = mean theta_t, G = mean second moment) with SQUAREM."""
+    def em(x):
+        L = rfx.factor(x.G)
+        post = rfx._posterior(stats, x.mu, L, float(np.exp(x.log_sigma2)))
+        theta = x.mu + post.u @ L.T
+        dev = post.u - post.u.mean(axis=0)
+        G = L @ (dev.T @ dev / len(dev) + post.V.mean(axis=0)) @ L.T
+        trace_SV = np.exp(x.log_sigma2) * (L.shape[1] - np.trace(post.V, axis1=1, axis2=2))
+        return rfx._Params(theta.mean(axis=0), G, np.log(rfx._sigma2(stats, theta, trace_SV)))
+
+    def prior(x):
+        return rfx.Prior(x.mu, x.G, float(np.exp(x.log_sigma2)))
+
+    mu, L, sigma2 = rfx._initial(stats, None)
+    x = rfx._Params(mu, L @ L.T, np.log(sigma2))
+    for _ in range(iterations):
+        x1 = em(x)
+        extrapolated = rfx._squarem(x, x1, em(x1), len(mu), -30.0)
+        x = max([em(em(x1)), em(extrapolated)], key=lambda z: rfx.loglik(prior(z), stats))
+    return prior(x)
+
+
+def test_the_full_fit_reaches_the_maximum_where_g_lacks_directions():
+    """Against a direct optimisation of the marginal likelihood (dense (m, m) covariances, a
+    Cholesky factor of G, scipy's BFGS): the fit reaches its log-likelihood within 1e-5; SQUAREM
+    EM alone (100 iterations) and a capped fit (3) fall short by more than 1e-2."""
+    from scipy.optimize import minimize
+
+    X, y = rank_one_problem()
+    stats = rfx.task_stats(X, y)
+    p, m = 4, 6
+    tril = np.tril_indices(p)
+
+    def minus_loglik(v):
+        L = np.zeros((p, p))
+        L[tril] = v[p:-1]
+        K = X @ L @ L.T @ np.swapaxes(X, 1, 2) + np.exp(v[-1]) * np.eye(m)
+        r = y - X @ v[:p]
+        return 0.5 * np.sum(m * np.log(2 * np.pi) + np.linalg.slogdet(K)[1]
+                            + np.einsum("ti,ti->t", r, np.linalg.solve(K, r[..., None])[..., 0]))
+
+    start = np.concatenate([np.zeros(p), np.eye(p)[tril], [0.0]])
+    reference = -minimize(minus_loglik, start, method="BFGS", options={"gtol": 1e-8}).fun
+    assert rfx.loglik(rfx.fit_prior(stats), stats) == pytest.approx(reference, abs=1e-5)
+    assert rfx.loglik(squarem_em_full(stats, 100), stats) < reference - 1e-2
+    assert rfx.loglik(rfx.fit_prior(stats, max_iter=3), stats) < reference - 1e-2
+
+
+def test_the_gradient_matches_finite_differences_of_the_likelihood():
+    """The full fit's objective (tasks in blocks of 7 of 30): its log-likelihood is loglik's,
+    its gradient in (mu, L, log sigma2) central differences of loglik."""
+    rng = np.random.default_rng(12)
+    X, y = rng.standard_normal((30, 3, 4)), rng.standard_normal((30, 3))
+    stats = rfx.task_stats(X, y)
+    mu, L, log_s2 = rng.standard_normal(4), rng.standard_normal((4, 4)), 0.3
+
+    def ll(mu, L, log_s2):
+        return rfx.loglik(rfx.Prior(mu, L @ L.T, float(np.exp(log_s2))), stats)
+
+    value, g_mu, g_L, g_s = rfx._objective(stats, mu, L, float(np.exp(log_s2)), block=7)
+    assert value == pytest.approx(ll(mu, L, log_s2), rel=1e-12)
+    h, E = 1e-6, np.eye(4)
+    np.testing.assert_allclose(g_mu, [(ll(mu + h * e, L, log_s2) - ll(mu - h * e, L, log_s2)) / (2 * h) for e in E],
+                               rtol=1e-6)
+    numeric = [[(ll(mu, L + h * np.outer(a, b), log_s2) - ll(mu, L - h * np.outer(a, b), log_s2)) / (2 * h)
+                for b in E] for a in E]
+    np.testing.assert_allclose(g_L, numeric, rtol=1e-6, atol=1e-7)
+    assert g_s == pytest.approx((ll(mu, L, log_s2 + h) - ll(mu, L, log_s2 - h)) / (2 * h), rel=1e-6)
+
+
 def test_tasks_with_fewer_rows_than_features_and_a_zero_covariance_fit():
     rng = np.random.default_rng(8)
     p = 10
@@ -236,3 +315,13 @@ def test_a_rank_above_d_is_one_line_exit_2(tmp_path, capsys):
     assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "method.rank" in err[0]
+
+
+def test_bayes_without_finite_training_rows_is_refused_at_validation():
+    from metarep.config import ConfigError
+
+    with pytest.raises(ConfigError, match="finite train.m_in"):
+        validate({"problem": {"d": 6, "k": 2}, "method": {"name": "fo-anil"},
+                  "train": {"tasks": "inf", "m_in": "inf", "m_out": 5}, "test": {"adapt": "bayes"}})
+    validate({"problem": {"d": 6, "k": 2}, "method": {"name": "fo-anil"},  # tuned: "bayes" leaves the grid
+              "train": {"tasks": "inf", "m_in": "inf", "m_out": 5}, "test": {"adapt": "tuned"}})

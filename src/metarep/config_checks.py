@@ -89,6 +89,10 @@ def check_method(c: Config) -> None:
     if c.test.adapt not in ("default", "tuned") and c.test.adapt not in method.adapt_rules:
         raise ValueError(f"test.adapt = {c.test.adapt!r} is not available for method {method.name!r} (it takes "
                          f"{', '.join(method.adapt_rules)})")
+    if c.test.adapt != "tuned" and c.adapt_rule == "bayes" and not method.needs_truth and INF in (c.train.m_in,
+                                                                                               c.train.m_out):
+        raise ValueError("test.adapt = \"bayes\" fits its prior to the training tasks' rows: it needs finite "
+                         "train.m_in and train.m_out")
     arch = get_arch(c.model.arch)
     if c.problem.teacher not in arch.teachers:
         raise ValueError(f"problem.teacher = {c.problem.teacher!r} needs model.arch = \"mlp\": the {arch.name} "

@@ -119,17 +119,6 @@ def _sigma2_floor(stats: Stats) -> float:
     return 1e-10 * float(stats.yty.sum() / stats.n.sum()) + 1e-300
 
 
-def _m_step_full(stats: Stats, mu, L, sigma2, post: _Posterior):
-    """theta_t ~ N(mu + L u_t, L V_t L^T): mu = mean theta_t, G = mean of the second moments
-    about mu = L (cov(u) + mean V) L^T, sigma2 from the residuals, where
-    tr(S_t L V_t L^T) = tr((A_t - I) sigma2 A_t^{-1}) = sigma2 (r - tr V_t). Returns (mu, L, sigma2)."""
-    theta = mu + post.u @ L.T
-    dev = post.u - post.u.mean(axis=0)
-    G = L @ (dev.T @ dev / len(dev) + post.V.mean(axis=0)) @ L.T
-    trace_SV = sigma2 * (L.shape[1] - np.trace(post.V, axis1=1, axis2=2))
-    return theta.mean(axis=0), factor(G), _sigma2(stats, theta, trace_SV)
-
-
 def _m_step_rank(stats: Stats, mu, L, sigma2, post: _Posterior):
     """Rank r: Lambda = [mu, L] (p, r+1) minimises sum_t E||y_t - X_t Lambda (1, u_t)||^2:
     sum_t S_t Lambda M_t = sum_t X_t^T y_t (1, u_t)^T with M_t = E[(1, u)(1, u)^T], one linear
@@ -173,15 +162,13 @@ def _initial(stats: Stats, rank: int | None):
     return mu, np.sqrt(scale * p / rank) * vecs[:, ::-1][:, :rank], var / 2
 
 
-def _em_map(stats: Stats, rank: int | None):
-    """One EM step as a map on x = (mu, G, log sigma2): x -> (F(x), loglik(x))."""
-    m_step = _m_step_full if rank is None else _m_step_rank
-
+def _em_map(stats: Stats, rank: int):
+    """One EM step (rank r) as a map on x = (mu, G, log sigma2): x -> (F(x), loglik(x))."""
     def step(x: _Params) -> tuple[_Params, float]:
         L = factor(x.G, rank)
         sigma2 = float(np.exp(x.log_sigma2))
         post = _posterior(stats, x.mu, L, sigma2)
-        mu, L, sigma2 = m_step(stats, x.mu, L, sigma2, post)
+        mu, L, sigma2 = _m_step_rank(stats, x.mu, L, sigma2, post)
         return _Params(mu, L @ L.T, np.log(sigma2)), post.loglik
 
     return step
@@ -203,21 +190,31 @@ class _Params(NamedTuple):
 
 def fit_prior(stats: Stats, *, rank: int | None = None, method: str = "em", max_iter: int = 100,
               tol: float = 1e-9) -> Prior:
-    """Maximum-likelihood (mu, G, sigma2) of the random-effects model by EM (MATH 8),
-    accelerated by SQUAREM (Varadhan and Roland 2008) with a monotone safeguard.
+    """Maximum-likelihood (mu, G, sigma2) of the random-effects model (MATH 8).
 
-    rank None: G full (p, p); rank r: G = L L^T with L (p, r). method "em" is the only one
-    (maximum likelihood, not REML). Stops when an iteration (three EM maps) gains less than
-    tol * (1 + |loglik|) in log-likelihood, or after max_iter iterations.
+    rank None: G full (p, p), by L-BFGS on its factor L (G = L L^T; EM would crawl toward a G
+    of lower rank, as the paper's is); rank r: G = L L^T with L (p, r), by EM accelerated by
+    SQUAREM (Varadhan and Roland 2008). Both never lose likelihood. method "em" is the only
+    one (maximum likelihood, not REML). Stops when an iteration gains less than
+    tol * (1 + |loglik|) in log-likelihood (L-BFGS: twice running), or after max_iter.
     """
     if method != "em":
         raise ValueError(f"fit_prior: method must be 'em', got {method!r}")
     p = stats.Xty.shape[1]
     if rank is not None and not 1 <= rank <= p:
         raise ValueError(f"fit_prior: rank must be between 1 and p = {p}, got {rank}")
-    F = _em_map(stats, rank)
     mu, L, sigma2 = _initial(stats, rank)
-    x = _Params(mu, L @ L.T, np.log(sigma2))
+    if rank is None:
+        return _quasi_newton(stats, mu, L, sigma2, max_iter=max_iter, tol=tol)
+    x = _accelerated_em(stats, rank, _Params(mu, L @ L.T, np.log(sigma2)), max_iter, tol)
+    L = factor(x.G, rank)
+    return Prior(x.mu, L @ L.T, float(np.exp(x.log_sigma2)))
+
+
+def _accelerated_em(stats: Stats, rank: int, x: _Params, max_iter: int, tol: float) -> _Params:
+    """SQUAREM iterations from x (the SqS3 step, kept when it gains on two EM steps)."""
+    p = stats.Xty.shape[1]
+    F = _em_map(stats, rank)
     x1, ll = F(x)
     for _ in range(max_iter):
         x2, ll1 = F(x1)
@@ -233,8 +230,91 @@ def fit_prior(stats: Stats, *, rank: int | None = None, method: str = "em", max_
             x, (x1, ll) = x2, F(x2)
         if ll - previous <= tol * (1 + abs(ll)):
             break
-    L = factor(x1.G, rank)
-    return Prior(x1.mu, L @ L.T, float(np.exp(x1.log_sigma2)))
+    return x1
+
+
+def _objective(stats: Stats, mu: np.ndarray, L: np.ndarray, sigma2: float, block: int | None = None):
+    """The log-likelihood and its gradient in (mu, L (p, r), log sigma2), by Fisher's identity
+    (the posterior mean of the complete-data gradient of log p(y_t | u_t), theta_t = mu + L u_t).
+    With c_t = X_t^T r_t, b_t = L^T c_t, A_t, u_t, V_t as in _posterior, M_t = u_t u_t^T + V_t:
+    d/dmu = sum_t (c_t - S_t L u_t) / sigma2, d/dL = sum_t (c_t u_t^T - S_t L M_t) / sigma2,
+    d/dlog sigma2 = -n / 2 + sum_t E||r_t - X_t L u_t||^2 / (2 sigma2),
+    E||r - X L u||^2 = r^T r - 2 b^T u + tr(L^T S L M). One solve A_t [W_t^T, u_t] =
+    [(S_t L)^T, b_t / sigma2] per task gives W_t = S_t L V_t and u_t (no V_t); tasks in blocks of
+    `block` (bounded memory). Returns (loglik, (p,), (p, r), scalar)."""
+    N, p = stats.Xty.shape
+    r = L.shape[1]
+    block = block or max(1, 2**21 // (p * max(p, r)))
+    ll, g_mu, g_L, sse = 0.0, np.zeros(p), np.zeros((p, r)), 0.0
+    for start in range(0, N, block):
+        XtX, rows = stats.XtX[start:start + block], slice(start, start + block)
+        SL = (XtX.reshape(-1, p) @ L).reshape(-1, p, r)
+        A = np.swapaxes(SL, 1, 2) @ L / sigma2 + np.eye(r)
+        c = stats.Xty[rows] - XtX @ mu
+        b = c @ L
+        Z = np.linalg.solve(A, np.concatenate([np.swapaxes(SL, 1, 2), b[:, :, None] / sigma2], axis=2))
+        u, W = Z[:, :, p], Z[:, :, :p].sum(axis=0).T
+        logdet = 2 * np.log(np.diagonal(np.linalg.cholesky(A), axis1=1, axis2=2)).sum()
+        rr = stats.yty[rows] - 2 * stats.Xty[rows] @ mu + np.einsum("tp,p->t", XtX @ mu, mu)
+        SLu = np.einsum("tpi,ti->tp", SL, u)
+        ll -= 0.5 * float(stats.n[rows].sum() * np.log(2 * np.pi * sigma2) + logdet
+                          + (rr.sum() - np.sum(b * u)) / sigma2)
+        g_mu += (c - SLu).sum(axis=0) / sigma2
+        g_L += ((c - SLu).T @ u - W) / sigma2
+        sse += float(rr.sum() - 2 * np.sum(b * u) + np.sum(L * W) + np.sum(SLu * (u @ L.T)))
+    return ll, g_mu, g_L, -stats.n.sum() / 2 + sse / (2 * sigma2)
+
+
+def _quasi_newton(stats: Stats, mu, L, sigma2, *, max_iter: int, tol: float, memory: int = 10) -> Prior:
+    """L-BFGS ascent of the log-likelihood in x = (mu, L (p, p), log sigma2) (log sigma2 kept
+    above its floor): a direction that G lacks is a regular quadratic maximum at L_j = 0 in the
+    factor, not the boundary that EM crawls to. Backtracking (Armijo) line search: every step
+    gains likelihood. Stops when an iteration gains less than tol (1 + |loglik|) twice running."""
+    p, floor = len(mu), np.log(_sigma2_floor(stats))
+
+    def evaluate(x):
+        ll, g_mu, g_L, g_s = _objective(stats, x[:p], x[p:-1].reshape(p, p), float(np.exp(max(x[-1], floor))))
+        return ll, np.concatenate([g_mu, g_L.ravel(), [g_s]])
+
+    x = np.concatenate([mu, L.ravel(), [np.log(sigma2)]])
+    ll, g = evaluate(x)
+    S: list[np.ndarray] = []
+    Y: list[np.ndarray] = []
+    small = 0
+    for _ in range(max_iter):
+        d = _two_loop(g, S, Y)
+        if d @ g <= 0:
+            S, Y, d = [], [], g / np.linalg.norm(g)
+        for step in 4.0 ** -np.arange(40):
+            ll_new, g_new = evaluate(x + step * d)
+            if ll_new >= ll + 1e-4 * step * (d @ g):
+                break
+        else:
+            break
+        s_k, y_k = step * d, g - g_new
+        if s_k @ y_k > 1e-12 * np.linalg.norm(s_k) * np.linalg.norm(y_k):
+            S, Y = [*S, s_k][-memory:], [*Y, y_k][-memory:]
+        small = small + 1 if ll_new - ll <= tol * (1 + abs(ll_new)) else 0
+        x, ll, g = x + s_k, ll_new, g_new
+        if small == 2:
+            break
+    L = x[p:-1].reshape(p, p)
+    return Prior(x[:p], L @ L.T, float(np.exp(max(x[-1], floor))))
+
+
+def _two_loop(g: np.ndarray, S: list, Y: list) -> np.ndarray:
+    """The L-BFGS ascent direction H g (H the inverse of minus the Hessian, from the pairs
+    s = x_{k+1} - x_k, y = g_k - g_{k+1}; H = (s^T y / y^T y) I without pairs: the gradient,
+    scaled to a unit step)."""
+    q, alphas = g.copy(), []
+    for s_k, y_k in zip(reversed(S), reversed(Y), strict=True):
+        a = (s_k @ q) / (y_k @ s_k)
+        alphas.append(a)
+        q -= a * y_k
+    q *= (S[-1] @ Y[-1]) / (Y[-1] @ Y[-1]) if S else 1 / max(float(np.linalg.norm(g)), 1e-300)
+    for s_k, y_k, a in zip(S, Y, reversed(alphas), strict=True):
+        q += (a - (y_k @ q) / (y_k @ s_k)) * s_k
+    return q
 
 
 def _squarem(x0: _Params, x1: _Params, x2: _Params, p: int, log_floor: float) -> _Params:

@@ -79,8 +79,31 @@ def test_a_table_run_prints_what_the_data_gave(tmp_path, capsys):
     assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 0
     captured = capsys.readouterr()
     err, last = captured.err, captured.out.strip().splitlines()[-1]
-    assert "data: reading " in err and "encoding its features" in err
+    assert "data: reading " not in err  # read at once: nothing announced
     assert "t.csv: d = 3, " in err and "training / " in err and "held-out tasks of 12" in err
     assert "dropped as too small" in err and "rows (0 dropped for missing values)" in err
     assert "data " in last and "d = 3" in last and "held-out tasks of 12" in last
     assert Path(tmp_path / "run" / "summary.json").exists()
+
+
+def test_a_slow_table_read_is_announced_and_a_refused_one_is_one_line(tmp_path, capsys, monkeypatch):
+    import time
+
+    import metarep.execute
+
+    rows = ["school,x0,y"] + [f"s{t},{i},{t + i}" for t in range(12) for i in range(14)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    config = tmp_path / "c.toml"
+    config.write_text(f'[data]\npath = "{tmp_path / "t.csv"}"\ntask = "school"\ntarget = "y"\n'
+                      "[model]\nwidth = 1\n[train]\nm_in = 4\nm_out = 4\nsteps = 2\n[test]\nm_test = 4\n")
+    build = metarep.execute.build
+    monkeypatch.setattr(metarep.execute, "SLOW_BUILD_S", 0.05)
+    monkeypatch.setattr(metarep.execute, "build", lambda c: (time.sleep(0.5), build(c))[1])
+    assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "data: reading " in err and "encoding its features" in err
+    monkeypatch.setattr(metarep.execute, "build", build)  # refused at once: one line, nothing announced
+    (tmp_path / "t.csv").write_text("school,x0,y\n")
+    assert main(["run", str(config), "--out", str(tmp_path / "run2"), "--set", "train.steps=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the table is empty" in err

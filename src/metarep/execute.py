@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from metarep.resources import check_memory
 
 # A run checkpoints at least this often (wall time), whatever train.checkpoint_every says.
 CHECKPOINT_SECONDS = 60.0
+# Reading a table that takes longer than this is announced (a first run of a bundled dataset).
+SLOW_BUILD_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -92,15 +95,22 @@ def execute_config(config: Config, run_dir: Path, *, progress: bool = False,
 
 
 def _build(config: Config, progress: bool):
-    """build(config), saying what takes time first: reading and encoding a table (a bundled
-    dataset's first use is slow), then what the table gave."""
+    """build(config), saying for a table what takes time (reading and encoding it, when that
+    takes over SLOW_BUILD_S), then what the table gave."""
     data = config.data
-    if progress and data.source != "synthetic":
-        what = f"bundled dataset {data.dataset!r}" if data.source == "dataset" else f"{data.path!r}"
-        _say(f"data: reading {what}, encoding its features and splitting its tasks ...")
-    exp = build(config)
-    if progress and data.source != "synthetic":
-        _say(f"data: {data_line(exp.source.description)}")  # type: ignore[attr-defined]  # a table source
+    if not (progress and data.source != "synthetic"):
+        return build(config)
+    what = f"bundled dataset {data.dataset!r}" if data.source == "dataset" else f"{data.path!r}"
+    # said only when it takes a while: a table refused at once keeps its error to one line
+    slow = threading.Timer(SLOW_BUILD_S, _say, [f"data: reading {what}, encoding its features and splitting "
+                                                 "its tasks ..."])
+    slow.daemon = True
+    slow.start()
+    try:
+        exp = build(config)
+    finally:
+        slow.cancel()
+    _say(f"data: {data_line(exp.source.description)}")  # type: ignore[attr-defined]  # a table source
     return exp
 
 

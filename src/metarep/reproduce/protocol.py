@@ -6,6 +6,7 @@ metarep.tuning), scored on the same test tasks."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 from metarep.reproduce.common import fmt
 
@@ -37,7 +38,7 @@ def scores(test: dict | None, key: str = "excess_risk") -> dict:
             "tuned_rule": rule_text(tuned)}
 
 
-def chosen(rules: list[str | None]) -> str:
+def chosen(rules: Sequence[str | None]) -> str:
     """The rules chosen over seeds or splits, most frequent first: 'ridge 0.1 (4), ridge 1 (1)'."""
     counts = Counter(r for r in rules if r)
     if not counts:

@@ -57,3 +57,11 @@ def test_the_run_report_says_none_for_a_number_without_value(direct, tmp_path):
     assert "| loss " in (out / "report.md").read_text()
     line = next(row for row in (out / "report.md").read_text().splitlines() if row.startswith("| loss "))
     assert line.split("|")[2].strip() == "none"
+
+
+def test_a_summary_written_with_nan_by_an_earlier_version_reads_none_too(direct, tmp_path):
+    out = direct.save(tmp_path / "run")
+    text = (out / "summary.json").read_text().replace('"loss": null', '"loss": NaN')
+    (out / "summary.json").write_text(text)
+    assert store.read_summary(out)["final"]["loss"] is None
+    assert metarep.load(out).summary["final"]["loss"] is None

@@ -252,7 +252,7 @@ def summary_bytes(summary: dict) -> bytes:
 
 def read_summary(run_dir: Path) -> dict | None:
     """summary.json of a finished run, None when there is none; an unreadable one is a ConfigError.
-    A number with no value (NaN when computed) reads back as None, as it was written."""
+    A number with no value reads back as None: written as null, or as NaN by earlier versions."""
     path = Path(run_dir) / "summary.json"
     if not path.exists():
         return None
@@ -262,4 +262,4 @@ def read_summary(run_dir: Path) -> dict | None:
         raise ConfigError(f"{str(path)!r} is unreadable ({err}); delete it to run the rest again") from None
     if not isinstance(data, dict) or "status" not in data:
         raise ConfigError(f"{str(path)!r} is not a metarep summary; delete it to run the rest again")
-    return data
+    return json_safe(data)  # a file written before null replaced NaN reads the same

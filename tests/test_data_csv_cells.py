@@ -31,7 +31,7 @@ def test_one_stray_string_in_a_numeric_column_is_refused_naming_the_cell(tmp_pat
         _load(tmp_path, frame)
     text = str(err.value)
     assert "\n" not in text
-    assert "data.features: column 'x1' holds numbers but 1 of its" in text
+    assert "data.features: column 'x1' holds numbers but 1 of its" in text and "cells is not (row 7" in text
     assert "row 7: 'abc'" in text and "data.categorical" in text
     # listed as categorical: the user's choice, one indicator per level
     data = _load(tmp_path, frame, categorical=["x1"])

@@ -206,8 +206,8 @@ def _refuse_stray_cells(values: pd.Series, key: str, alternative: str) -> None:
     cells = ", ".join(f"row {r}: {str(v)[:20]!r}" for r, v in zip(rows, bad.iloc[:3], strict=True))
     more = f" and {n_bad - 3} more" if n_bad > 3 else ""
     hint = "; decimal commas? write 1.5, not 1,5" if comma.any() else ""
-    raise ConfigError(f"{key}: column {values.name!r} holds numbers but {n_bad} of its {n} cells are "
-                      f"not ({cells}{more}){hint}: fix the cells{alternative}")
+    raise ConfigError(f"{key}: column {values.name!r} holds numbers but {n_bad} of its {n} cells "
+                      f"{'is' if n_bad == 1 else 'are'} not ({cells}{more}){hint}: fix the cells{alternative}")
 
 
 def _missing(frame: pd.DataFrame, used: list[str], rule: str, where: str) -> tuple[pd.DataFrame, int]:

@@ -69,13 +69,16 @@ def keyed_cache() -> str:
     """Point numba's cache at `cache_dir()` for the kernels decorated from here on; returns the
     setting to put back (`restore_cache`) once a module's kernels are decorated (numba reads it
     when a function is decorated), so that other numba code in the process keeps its own."""
-    previous = numba.config.CACHE_DIR
-    numba.config.CACHE_DIR = cache_dir()
+    previous = _NUMBA_CONFIG.CACHE_DIR
+    _NUMBA_CONFIG.CACHE_DIR = cache_dir()
     return previous
 
 
 def restore_cache(previous: str) -> None:
-    numba.config.CACHE_DIR = previous
+    _NUMBA_CONFIG.CACHE_DIR = previous
+
+
+_NUMBA_CONFIG: Any = numba.config      # its settings are made at run time (mypy sees none)
 
 
 _previous_cache = keyed_cache()

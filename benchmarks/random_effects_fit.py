@@ -19,7 +19,7 @@ from metarep.problem import make_problem, sample_tasks
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--full-iters", type=int, nargs="*", default=[100, 1000])
+    parser.add_argument("--full-tols", type=float, nargs="*", default=[1e-7, 1e-8, 1e-9, 1e-12])
     args = parser.parse_args()
     problem = make_problem(50, 5, task_mean=0.0, task_cov=[0.2 * i for i in range(1, 6)], noise_std=2.0,
                            rng=np.random.default_rng(0))
@@ -40,15 +40,23 @@ def main() -> None:
     # count likelihood evaluations: E-steps (rank r) and objective calls (full G); a benchmark
     # script, not library code
     rfx._posterior, rfx._objective = counted(rfx._posterior), counted(rfx._objective)
-    for rank, iters in [(5, 100), *((None, i) for i in args.full_iters)]:
+    new = sample_tasks(problem, 2000, 15, 0, np.random.default_rng(2))
+    blups = {}
+    for rank, tol in [(5, 1e-9), *((None, t) for t in sorted(args.full_tols, reverse=True))]:
         calls[0] = 0
         start = time.perf_counter()
-        prior = rfx.fit_prior(stats, rank=rank, max_iter=iters)
+        prior = rfx.fit_prior(stats, rank=rank, tol=tol, max_iter=1000)
         seconds = time.perf_counter() - start
         error = np.linalg.norm(prior.G - truth.G) / np.linalg.norm(truth.G)
-        print(f"rank {rank or 'full'}, max_iter {iters}: {seconds:.1f} s, {calls[0]} evaluations, "
-              f"log-likelihood {rfx.loglik(prior, stats):.1f}, |G - G*|/|G*| {error:.3f}, sigma2 {prior.sigma2:.3f}")
-
+        print(f"rank {rank or 'full'}, tol {tol:g}: {seconds:.1f} s, {calls[0]} evaluations, "
+              f"log-likelihood {rfx.loglik(prior, stats):.2f}, |G - G*|/|G*| {error:.3f}, sigma2 {prior.sigma2:.3f}",
+              flush=True)
+        if rank is None:
+            blups[tol] = rfx.posterior_mean(prior, new.X_in, new.y_in)
+    reference = blups[min(blups)]
+    for tol, blup in blups.items():
+        change = np.abs(blup - reference).max() / np.linalg.norm(reference, axis=1).mean()
+        print(f"full, tol {tol:g}: BLUPs' largest change from tol {min(blups):g}: {change:.1e} of their mean norm")
 
 if __name__ == "__main__":
     main()

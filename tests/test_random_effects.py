@@ -206,8 +206,8 @@ def test_the_full_fit_reaches_the_maximum_where_g_lacks_directions():
 
 
 def test_the_gradient_matches_finite_differences_of_the_likelihood():
-    """The full fit's objective (tasks in blocks of 7 of 30): its log-likelihood is loglik's,
-    its gradient in (mu, L, log sigma2) central differences of loglik."""
+    """The full fit's objective (tasks in blocks of 7 of 30; 3 rows < p = 4: the q-space of
+    R_t): its log-likelihood is loglik's, its gradient central differences of loglik's."""
     rng = np.random.default_rng(12)
     X, y = rng.standard_normal((30, 3, 4)), rng.standard_normal((30, 3))
     stats = rfx.task_stats(X, y)
@@ -216,7 +216,7 @@ def test_the_gradient_matches_finite_differences_of_the_likelihood():
     def ll(mu, L, log_s2):
         return rfx.loglik(rfx.Prior(mu, L @ L.T, float(np.exp(log_s2))), stats)
 
-    value, g_mu, g_L, g_s = rfx._objective(stats, mu, L, float(np.exp(log_s2)), block=7)
+    value, g_mu, g_L, g_s = rfx._objective(stats, rfx._root(stats), mu, L, float(np.exp(log_s2)), block=7)
     assert value == pytest.approx(ll(mu, L, log_s2), rel=1e-12)
     h, E = 1e-6, np.eye(4)
     np.testing.assert_allclose(g_mu, [(ll(mu + h * e, L, log_s2) - ll(mu - h * e, L, log_s2)) / (2 * h) for e in E],
@@ -281,14 +281,16 @@ def test_bayes_is_the_empirical_bayes_head_for_a_learned_representation():
 
 
 def test_memory_estimate_counts_the_statistics():
-    """The estimate is within a factor 1.5 of the tracemalloc peak (measured: 1.2 times it)."""
+    """The estimate bounds the tracemalloc peak within a factor 2 (measured: 1.8 times it; it
+    counts five (N, d, d) arrays of an E-step, and the full fit by L-BFGS holds the statistics,
+    their roots R (N, min(d, m), d) and blocks of tasks)."""
     config = validate({**synthetic(600), "problem": {"d": 16, "k": 2}, "test": {"tasks": 100, "m_test": 4}})
     estimate = sum(resources.estimate_bytes(config).values())
     tracemalloc.start()
     run_in_memory(config)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert peak / 1.5 < estimate < 1.5 * peak, (estimate, peak)
+    assert peak < estimate < 2 * peak, (estimate, peak)
 
 
 def test_runs_through_the_cli_on_synthetic_data_and_a_table(tmp_path):

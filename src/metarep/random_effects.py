@@ -233,35 +233,55 @@ def _accelerated_em(stats: Stats, rank: int, x: _Params, max_iter: int, tol: flo
     return x1
 
 
-def _objective(stats: Stats, mu: np.ndarray, L: np.ndarray, sigma2: float, block: int | None = None):
+def _root(stats: Stats) -> np.ndarray:
+    """R (N, q, p) with S_t = R_t^T R_t, q = min(p, max n_t) (S_t has rank <= n_t): the scaled
+    top eigenvectors of each S_t, in blocks of tasks."""
+    N, p = stats.Xty.shape
+    q = int(min(p, stats.n.max()))
+    R = np.empty((N, q, p))
+    block = max(1, 2**21 // (p * p))
+    for start in range(0, N, block):
+        vals, vecs = np.linalg.eigh(stats.XtX[start:start + block])
+        R[start:start + block] = (np.sqrt(np.clip(vals[:, ::-1][:, :q], 0, None))[:, :, None]
+                                  * np.swapaxes(vecs[:, :, ::-1][:, :, :q], 1, 2))
+    return R
+
+
+def _objective(stats: Stats, R: np.ndarray, mu: np.ndarray, L: np.ndarray, sigma2: float,
+               block: int | None = None):
     """The log-likelihood and its gradient in (mu, L (p, r), log sigma2), by Fisher's identity
     (the posterior mean of the complete-data gradient of log p(y_t | u_t), theta_t = mu + L u_t).
     With c_t = X_t^T r_t, b_t = L^T c_t, A_t, u_t, V_t as in _posterior, M_t = u_t u_t^T + V_t:
     d/dmu = sum_t (c_t - S_t L u_t) / sigma2, d/dL = sum_t (c_t u_t^T - S_t L M_t) / sigma2,
     d/dlog sigma2 = -n / 2 + sum_t E||r_t - X_t L u_t||^2 / (2 sigma2),
-    E||r - X L u||^2 = r^T r - 2 b^T u + tr(L^T S L M). One solve A_t [W_t^T, u_t] =
-    [(S_t L)^T, b_t / sigma2] per task gives W_t = S_t L V_t and u_t (no V_t); tasks in blocks of
-    `block` (bounded memory). Returns (loglik, (p,), (p, r), scalar)."""
+    E||r - X L u||^2 = r^T r - 2 b^T u + tr(L^T S L M).
+    In the q-space of R (S_t = R_t^T R_t, `_root`), P_t = R_t L (q, r), K_t = I + P_t P_t^T / sigma2:
+    |A_t| = |K_t|, u_t = (b_t - P_t^T K_t^{-1} P_t b_t / sigma2) / sigma2 and S_t L V_t =
+    R_t^T K_t^{-1} P_t (Woodbury, push-through): one (q, q) solve per task, V_t never formed.
+    Tasks in blocks of `block` (bounded memory). Returns (loglik, (p,), (p, r), scalar)."""
     N, p = stats.Xty.shape
-    r = L.shape[1]
+    q, r = R.shape[1], L.shape[1]
     block = block or max(1, 2**21 // (p * max(p, r)))
     ll, g_mu, g_L, sse = 0.0, np.zeros(p), np.zeros((p, r)), 0.0
     for start in range(0, N, block):
-        XtX, rows = stats.XtX[start:start + block], slice(start, start + block)
-        SL = (XtX.reshape(-1, p) @ L).reshape(-1, p, r)
-        A = np.swapaxes(SL, 1, 2) @ L / sigma2 + np.eye(r)
+        rows = slice(start, start + block)
+        XtX, Rb = stats.XtX[rows], R[rows]
+        P = (Rb.reshape(-1, p) @ L).reshape(-1, q, r)
+        K = P @ np.swapaxes(P, 1, 2) / sigma2 + np.eye(q)
         c = stats.Xty[rows] - XtX @ mu
         b = c @ L
-        Z = np.linalg.solve(A, np.concatenate([np.swapaxes(SL, 1, 2), b[:, :, None] / sigma2], axis=2))
-        u, W = Z[:, :, p], Z[:, :, :p].sum(axis=0).T
-        logdet = 2 * np.log(np.diagonal(np.linalg.cholesky(A), axis1=1, axis2=2)).sum()
+        Z = np.linalg.solve(K, np.concatenate([P, np.einsum("tqi,ti->tq", P, b)[:, :, None]], axis=2))
+        u = (b - np.einsum("tqi,tq->ti", P, Z[:, :, r]) / sigma2) / sigma2
+        W = Rb.reshape(-1, p).T @ Z[:, :, :r].reshape(-1, r)  # sum_t S_t L V_t
+        Pu = np.einsum("tqi,ti->tq", P, u)
+        SLu = np.einsum("tqp,tq->tp", Rb, Pu)
+        logdet = 2 * np.log(np.diagonal(np.linalg.cholesky(K), axis1=1, axis2=2)).sum()
         rr = stats.yty[rows] - 2 * stats.Xty[rows] @ mu + np.einsum("tp,p->t", XtX @ mu, mu)
-        SLu = np.einsum("tpi,ti->tp", SL, u)
         ll -= 0.5 * float(stats.n[rows].sum() * np.log(2 * np.pi * sigma2) + logdet
                           + (rr.sum() - np.sum(b * u)) / sigma2)
         g_mu += (c - SLu).sum(axis=0) / sigma2
         g_L += ((c - SLu).T @ u - W) / sigma2
-        sse += float(rr.sum() - 2 * np.sum(b * u) + np.sum(L * W) + np.sum(SLu * (u @ L.T)))
+        sse += float(rr.sum() - 2 * np.sum(b * u) + np.sum(L * W) + np.sum(Pu * Pu))
     return ll, g_mu, g_L, -stats.n.sum() / 2 + sse / (2 * sigma2)
 
 
@@ -270,10 +290,10 @@ def _quasi_newton(stats: Stats, mu, L, sigma2, *, max_iter: int, tol: float, mem
     above its floor): a direction that G lacks is a regular quadratic maximum at L_j = 0 in the
     factor, not the boundary that EM crawls to. Backtracking (Armijo) line search: every step
     gains likelihood. Stops when an iteration gains less than tol (1 + |loglik|) twice running."""
-    p, floor = len(mu), np.log(_sigma2_floor(stats))
+    p, floor, R = len(mu), np.log(_sigma2_floor(stats)), _root(stats)
 
     def evaluate(x):
-        ll, g_mu, g_L, g_s = _objective(stats, x[:p], x[p:-1].reshape(p, p), float(np.exp(max(x[-1], floor))))
+        ll, g_mu, g_L, g_s = _objective(stats, R, x[:p], x[p:-1].reshape(p, p), float(np.exp(max(x[-1], floor))))
         return ll, np.concatenate([g_mu, g_L.ravel(), [g_s]])
 
     x = np.concatenate([mu, L.ravel(), [np.log(sigma2)]])

@@ -79,6 +79,7 @@ def test_a_network_with_constant_features_has_no_energy_outside_the_span():
     params = MLPParams(np.zeros((8, 1)), np.ones(8), np.zeros(0), np.zeros(0), np.ones(8))
     row = track(params, t, FAMILY.probe(t, 0, None), "relu")
     assert row["span_outside"] < 1e-20 and set(row) >= {"effective_rank", "phi_eigenvalues"}
+    assert abs(row["r2"]) < 1e-12          # a constant keeps nothing of (sin x, cos x)
     params = MLPParams(np.ones((8, 1)), np.linspace(-4, 4, 8), np.zeros(0), np.zeros(0), np.ones(8))
     assert 0.01 < track(params, t, FAMILY.probe(t, 0, None), "relu")["span_outside"] < 1
 

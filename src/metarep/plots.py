@@ -262,12 +262,14 @@ def _representation_panel(ax: Axes, history: list[dict]) -> None:
     ax.plot(steps, [row["effective_rank"] for row in history], c="C4", label="effective rank of phi")
     ax.set(ylabel="effective rank of phi (entropy)", title="the representation phi(x)")
     right = ax.twinx()
-    # a family with a known span (metarep.families) tracks the energy outside it instead of R^2
-    key, label = ("r2", r"$R^2$ of $B_*^\top x$ from phi(x)") if "r2" in history[0] else \
-        ("span_outside", "share of phi's energy outside the true span")
-    right.plot(steps, [row[key] for row in history], c="C1", ls="--", label=label)
+    right.plot(steps, [row["r2"] for row in history], c="C1", ls="--", label=r"$R^2$ of $B_*^\top x$ from phi(x)"
+               if "span_outside" not in history[0] else r"$R^2$ of the true features $\phi_*(x)$ from phi(x)")
+    if "span_outside" in history[0]:  # a family with a known span (metarep.families): the energy outside it
+        right.plot(steps, [row["span_outside"] for row in history], c="C2", ls=":",
+                   label="share of phi's energy outside the true span")
     right.set_ylim(-0.02, 1.02)
-    right.set_ylabel(label)
+    right.set_ylabel(r"$R^2$ of $B_*^\top x$ from phi(x)" if "span_outside" not in history[0]
+                     else r"$R^2$, share (0 to 1)")
     lines = [*ax.get_lines(), *right.get_lines()]
     ax.legend(lines, [str(line.get_label()) for line in lines], fontsize=8, loc="center right")
 

@@ -51,7 +51,7 @@ def representation(params: MLPParams, X_probe: np.ndarray, B_star: np.ndarray, a
 def track(params: MLPParams, problem, X_probe: np.ndarray, activation: str) -> dict:
     """Keys: align_norm, sigma_min, perp_norm, singular_values (of W1), phi_eigenvalues,
     effective_rank, r2; for a family that tracks its span (metarep.families) instead of B*:
-    singular_values, phi_eigenvalues, effective_rank and span_outside."""
+    singular_values, phi_eigenvalues, effective_rank, r2 (of the true features) and span_outside."""
     family = family_of(problem)
     if family.tracks_span:
         return span_track(params, problem, X_probe, activation, family)
@@ -67,10 +67,11 @@ def track(params: MLPParams, problem, X_probe: np.ndarray, activation: str) -> d
 
 
 def span_track(params: MLPParams, truth, X_probe: np.ndarray, activation: str, family) -> dict:
-    """phi's covariance spectrum and effective rank on the probe inputs (the family's grid), and
-    span_outside: the share of phi's energy there outside the family's true span
-    (families.measures.span_outside)."""
+    """phi's covariance spectrum and effective rank on the probe inputs (the family's grid), the R^2
+    of the true features phi*(x) from phi(x) (1: phi keeps the true span), and span_outside: the
+    share of phi's energy there outside the family's true span (families.measures.span_outside)."""
     Phi = features(X_probe, params.body(), activation)
     ev = np.linalg.eigvalsh(np.cov(Phi, rowvar=False).reshape(Phi.shape[1], Phi.shape[1]))[::-1]
     return {"singular_values": np.linalg.svd(params.W1, compute_uv=False), "phi_eigenvalues": ev,
-            "effective_rank": effective_rank(ev), "span_outside": span_outside(Phi, family.span(truth, X_probe))}
+            "effective_rank": effective_rank(ev), "r2": linear_r2(Phi, truth.teacher_features(X_probe)),
+            "span_outside": span_outside(Phi, family.span(truth, X_probe))}

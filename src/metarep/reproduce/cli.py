@@ -82,6 +82,8 @@ STUDIES = (
     ("nonlinear", "metarep.reproduce.nonlinear",
      "The methods on two- and three-layer networks, linear and relu teachers."),
     ("realdata", "metarep.reproduce.realdata", "Held-out schools of real data: test MSE against m_test, every method."),
+    ("sinusoid", "metarep.reproduce.sinusoid",
+     "MAML's sinusoid regression: every method at K = 5, 10, 20 and three noise levels, unlearning of the span."),
 )
 
 

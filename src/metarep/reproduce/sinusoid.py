@@ -1,0 +1,262 @@
+"""`metarep reproduce sinusoid`: MAML's few-shot sinusoid regression (problem.family =
+"sinusoid"), every mlp method at K = 5, 10, 20 and label noise sigma in {0, 0.3, 1}.
+
+Settings: experiments/sinusoid/base.toml (config sections, [study] for the grid). Table, per
+(sigma, K, method), mean +- s.e. over seeds: the benchmark's MSE after 0, 1 and 10 test-time
+steps (test.family), the tuned rule's MSE (test.adapt = "tuned"), the share of the features'
+energy outside span{1, sin x, cos x} at the start and at the end of training (span_outside) and
+the features' effective rank; the oracle per (sigma, K). Paired verdicts over seeds (the same
+initialisation, training stream and test tasks per seed): the pairs of [study] compare, the
+head-only methods' span_outside end against start, and noise against no noise.
+Figure: adapted tasks with their K points; span_outside over training by noise level.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from metarep.config import ConfigError, validate
+from metarep.methods import get_method
+from metarep.reproduce import protocol, verdict
+from metarep.reproduce.common import (
+    compose,
+    deep_merge,
+    experiments_dir,
+    fmt,
+    log_points,
+    machine_line,
+    markdown_table,
+    parallel_map,
+    with_seed,
+    write_csv,
+    write_text,
+)
+
+STEPS = ("0", "1", "10")
+SEED_COLUMNS = ("noise", "K", "method", "seed", "status", "mse_0", "mse_1", "mse_10", "oracle", "tuned", "tuned_rule",
+                "span_start", "span_end", "effective_rank", "train_s", "eval_s", "steps")
+
+
+def load(*, quick: bool, experiments=None) -> tuple[dict, dict]:
+    path = experiments_dir(experiments) / "sinusoid" / "base.toml"
+    if not path.exists():
+        raise ConfigError(f"{str(path)!r} not found")
+    data, meta = compose([path], quick=quick)
+    return data, meta.get("study", {})
+
+
+def make_jobs(data: dict, study: dict) -> list[dict]:
+    """One run per (noise, K, method, seed); a method that keeps one head per task (its
+    declaration) trains on a fixed set of study.pretrain_tasks tasks instead of fresh ones."""
+    jobs = []
+    for noise in study["noise"]:
+        for K in study["shots"]:
+            for method in study["methods"]:
+                train = {"m_in": K, "m_out": K}
+                if get_method(method, "mlp").per_task_state:
+                    train["tasks"] = study["pretrain_tasks"]
+                cell = deep_merge(data, {"problem": {"noise_std": float(noise)}, "method": {"name": method},
+                                         "train": train, "test": {"m_test": K}})
+                for seed in range(study["seeds"]):
+                    config = with_seed(cell, seed)
+                    validate(config)
+                    keep = seed == 0 and noise == 0 and study["figure_shots"] == K \
+                        and method in study["figure_methods"]
+                    jobs.append({"noise": float(noise), "K": K, "method": method, "seed": seed, "config": config,
+                                 "keep_params": keep, "points": log_points(config["train"]["steps"], 25)})
+    return jobs
+
+
+def run_job(job: dict) -> dict:
+    """One run through the engine (in a worker): status, the family's test object, the tuned
+    score, span_outside at the start and the end, the curve, the CPU seconds of training and of
+    the test, and (job["keep_params"]) the trained network."""
+    from metarep.engine import build, evaluate_final, train
+
+    start = time.process_time()
+    exp = build(validate(job["config"]))
+    state = train(exp, exp.initial_state(), points=job["points"])
+    trained = time.process_time()
+    test = evaluate_final(exp, state)
+    family = (test or {}).get("family") or {}
+    score = protocol.scores(test)
+    first, last = (state.history[0], state.history[-1]) if state.history else ({}, {})
+    K = str(job["K"])
+    return {"status": state.status, "steps": state.step,
+            **{f"mse_{s}": family.get("mse", {}).get(K, {}).get(s) for s in STEPS},
+            "oracle": family.get("oracle_mse", {}).get(K), "tuned": score["tuned"], "tuned_rule": score["tuned_rule"],
+            "span_start": first.get("span_outside"), "span_end": last.get("span_outside"),
+            "effective_rank": last.get("effective_rank"), "adapts": family.get("adapts"),
+            "curve": [{"step": r["step"], "span_outside": r.get("span_outside"),
+                       "effective_rank": r.get("effective_rank")} for r in state.history],
+            "params": {k: np.asarray(v) for k, v in state.params._asdict().items()} if job["keep_params"] else None,
+            "train_s": trained - start, "eval_s": time.process_time() - trained}
+
+
+def _mean_se(values) -> tuple[float, float]:
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
+
+
+def aggregate(jobs: list[dict], results: list[dict]) -> list[dict]:
+    """One row per (noise, K, method), and one oracle row per (noise, K): means and s.e. over seeds."""
+    cells: dict[tuple, list[dict]] = {}
+    for job, res in zip(jobs, results):
+        cells.setdefault((job["noise"], job["K"], job["method"]), []).append(res)
+    rows = []
+    for (noise, K, method), runs in cells.items():
+        ok = [r for r in runs if r["status"] == "completed"]
+        row = {"noise": noise, "K": K, "method": method, "seeds": len(runs), "completed": len(ok),
+               "adapts": ok[0]["adapts"] if ok else "-", "tuned_rules": protocol.chosen([r["tuned_rule"] for r in ok])}
+        for key in ("mse_0", "mse_1", "mse_10", "tuned", "span_start", "span_end", "effective_rank", "oracle"):
+            row[key], row[f"{key}_se"] = _mean_se(r[key] for r in ok)
+        rows.append(row)
+    for noise, K in sorted({(r["noise"], r["K"]) for r in rows}):
+        cell = [r for r in rows if (r["noise"], r["K"]) == (noise, K)]
+        mean, se = cell[0]["oracle"], cell[0]["oracle_se"]
+        rows.append({"noise": noise, "K": K, "method": "oracle", "seeds": cell[0]["seeds"],
+                     "completed": cell[0]["completed"], "adapts": "head on (sin x, cos x)", "tuned_rules": "-",
+                     "mse_0": None, "mse_1": mean, "mse_1_se": se, "mse_10": mean, "mse_10_se": se})
+    return sorted(rows, key=lambda r: (r["noise"], r["K"]))
+
+
+def _by_seed(jobs, results) -> dict:
+    return {(j["noise"], j["K"], j["method"], j["seed"]): r for j, r in zip(jobs, results)
+            if r["status"] == "completed"}
+
+
+def _paired(diffs, sign=-1) -> verdict.Verdict:
+    return verdict.paired([d for d in diffs if d is not None and np.isfinite(d)], sign=sign)
+
+
+def verdicts(jobs: list[dict], results: list[dict], study: dict) -> tuple[list[str], list[dict]]:
+    """The paired verdicts (sentences, rows): [study] compare on the MSE after one step and under
+    the tuned rule; span_outside at the end below the start; at sigma > 0 below sigma = 0."""
+    runs = _by_seed(jobs, results)
+    seeds = range(study["seeds"])
+    notes, rows = [], []
+    cells = sorted({(j["noise"], j["K"]) for j in jobs})
+    for noise, K in cells:
+        for pair in study.get("compare", []):
+            a, b = pair["a"], pair["b"]
+            said = []
+            for key, what in (("mse_1", "after one step"), ("tuned", "tuned rule")):
+                d = [runs[(noise, K, a, s)][key] - runs[(noise, K, b, s)][key] for s in seeds
+                     if (noise, K, a, s) in runs and (noise, K, b, s) in runs
+                     and None not in (runs[(noise, K, a, s)][key], runs[(noise, K, b, s)][key])]
+                v = _paired(d)
+                rows.append({"noise": noise, "K": K, "claim": f"{a} < {b}", "measure": key, **v.as_dict()})
+                said.append(f"{what} {v.text()}")
+            notes.append(f"sigma = {noise:g}, K = {K}: is {a}'s MSE lower than {b}'s? " + "; ".join(said) + ".")
+    for method in study["methods"]:
+        for noise, K in cells:
+            d = [runs[(noise, K, method, s)]["span_end"] - runs[(noise, K, method, s)]["span_start"] for s in seeds
+                 if (noise, K, method, s) in runs]
+            if not d or all(x == 0 for x in d):
+                continue
+            v = _paired(d)
+            rows.append({"noise": noise, "K": K, "claim": f"{method}: span_outside end < start", "measure": "span",
+                         **v.as_dict()})
+    for method in study["methods"]:
+        for noise, K in cells:
+            if noise == 0 or not any(k[:3] == (0.0, K, method) for k in runs):
+                continue
+            d = [runs[(noise, K, method, s)]["span_end"] - runs[(0.0, K, method, s)]["span_end"] for s in seeds
+                 if (noise, K, method, s) in runs and (0.0, K, method, s) in runs]
+            v = _paired(d)
+            rows.append({"noise": noise, "K": K, "claim": f"{method}: span_outside at sigma={noise:g} < at sigma=0",
+                         "measure": "span", **v.as_dict()})
+    return notes, rows
+
+
+def span_notes(vrows: list[dict]) -> list[str]:
+    """The span verdicts in sentences, one per claim and K."""
+    out = []
+    for r in vrows:
+        if r["measure"] != "span":
+            continue
+        out.append(f"sigma = {r['noise']:g}, K = {r['K']}: {r['claim']}? {fmt(r['mean'])} +- {fmt(r['se'], 2)} "
+                   f"(95% CI [{fmt(r['low'])}, {fmt(r['high'])}], {r['n']} seeds): {r['verdict']}.")
+    return out
+
+
+def correlation_notes(jobs: list[dict], results: list[dict]) -> list[str]:
+    """Per (sigma, K): Pearson's r between the final span_outside and the tuned MSE over the
+    trained runs (every iterative method and seed): does less energy outside the span go with a
+    lower test MSE? (correlation across methods and seeds, not a causal test)"""
+    out = []
+    for noise, K in sorted({(j["noise"], j["K"]) for j in jobs}):
+        pairs = [(r["span_end"], r["tuned"]) for j, r in zip(jobs, results)
+                 if (j["noise"], j["K"]) == (noise, K) and r["status"] == "completed" and r["steps"] > 0
+                 and r["span_end"] is not None and r["tuned"] is not None]
+        if len(pairs) < 3:
+            continue
+        x, y = np.array(pairs).T
+        r = float(np.corrcoef(x, y)[0, 1])
+        out.append(f"sigma = {noise:g}, K = {K}: Pearson r(final span_outside, tuned MSE) = {fmt(r, 2)} over "
+                   f"{len(pairs)} trained runs.")
+    return out
+
+
+def render(rows: list[dict], notes: list[str], header: str) -> str:
+    def ms(r, key):
+        return "-" if r.get(key) is None else f"{fmt(r[key])} +- {fmt(r.get(f'{key}_se'), 2)}"
+
+    table = markdown_table(
+        ("sigma", "K", "method", "adapts", "MSE 0 steps", "MSE 1 step", "MSE 10 steps", "MSE tuned rule (chosen)",
+         "span_outside start -> end", "eff. rank", "runs"),
+        [(f"{r['noise']:g}", r["K"], r["method"], r["adapts"], ms(r, "mse_0"), ms(r, "mse_1"), ms(r, "mse_10"),
+          f"{ms(r, 'tuned')} ({r['tuned_rules']})" if r.get("tuned") is not None else "-",
+          f"{fmt(r.get('span_start'))} -> {fmt(r.get('span_end'))}" if r.get("span_end") is not None else "-",
+          fmt(r.get("effective_rank")), f"{r['completed']}/{r['seeds']}") for r in rows])
+    return (f"# Sinusoid regression (MAML's benchmark)\n\n{header}\n\nMSE against the noiseless sine at 100 new "
+            f"points per task, mean +- s.e. over seeds (each seed: 1000 new tasks).\n\n{table}\n## Findings\n\n"
+            + "\n".join(f"- {n}" for n in notes) + "\n\n![adapted tasks and unlearning curves](sinusoid.png)\n")
+
+
+def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
+        echo: Callable[[str], None] = print) -> list[dict]:
+    """Run the grid into `out` (sinusoid.md, .csv, _seeds.csv, _curves.csv, _verdicts.csv, .png)."""
+    from metarep.reproduce.sinusoid_plot import plot
+
+    data, study = load(quick=quick, experiments=experiments)
+    jobs = make_jobs(data, study)
+    start = time.perf_counter()
+    header = f"{machine_line(workers)}; settings experiments/sinusoid/base.toml{' (--quick)' if quick else ''}."
+    cost = {m: get_method(m, "mlp").relative_cost for m in study["methods"]}
+    results = parallel_map(run_job, jobs, workers=workers,
+                           costs=[1 + cost[j["method"]] * j["config"]["train"]["steps"] / 1000 for j in jobs],
+                           on_done=lambda i, r, s: echo(f"  sigma {jobs[i]['noise']:g}, K {jobs[i]['K']}, "
+                                                        f"{jobs[i]['method']}, seed {jobs[i]['seed']}: "
+                                                        f"{r['status']} ({s:.0f} s)"))
+    wall = time.perf_counter() - start
+    rows = aggregate(jobs, results)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "sinusoid.csv", rows)
+    write_csv(out / "sinusoid_seeds.csv", [{**{k: j.get(k) for k in SEED_COLUMNS}, **{
+        k: r.get(k) for k in SEED_COLUMNS if k in r}} for j, r in zip(jobs, results)], SEED_COLUMNS)
+    write_csv(out / "sinusoid_curves.csv", [{"noise": j["noise"], "K": j["K"], "method": j["method"],
+                                             "seed": j["seed"], **row} for j, r in zip(jobs, results)
+                                            for row in r["curve"]])
+    notes, vrows = verdicts(jobs, results, study)
+    write_csv(out / "sinusoid_verdicts.csv", vrows,
+              ("noise", "K", "claim", "measure", "n", "mean", "se", "low", "high", "verdict"))
+    plot(out / "sinusoid.png", jobs, results, study, quick=quick)
+    step_ms = {m: _mean_se(1e3 * r["train_s"] / r["steps"] for j, r in zip(jobs, results)
+                           if j["method"] == m and r["steps"])[0] for m in study["methods"]}
+    timing = ("CPU time per outer step (training time / steps, mean over runs): "
+              + ", ".join(f"{m} {fmt(v, 2)} ms" for m, v in step_ms.items() if np.isfinite(v))
+              + f"; test (both protocols) {fmt(_mean_se(r['eval_s'] for r in results)[0], 2)} s per run.")
+    header += f" Wall time {wall:.0f} s. {timing}"
+    notes = notes + span_notes(vrows) + correlation_notes(jobs, results)
+    write_text(out / "sinusoid.md", render(rows, notes, header))
+    echo(f"wrote {out / 'sinusoid.md'} ({wall:.0f} s)")
+    return rows

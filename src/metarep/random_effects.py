@@ -257,7 +257,7 @@ def _objective(stats: Stats, R: np.ndarray, mu: np.ndarray, L: np.ndarray, sigma
     E||r - X L u||^2 = r^T r - 2 b^T u + tr(L^T S L M).
     In the q-space of R (S_t = R_t^T R_t, `_root`), P_t = R_t L (q, r), K_t = I + P_t P_t^T / sigma2:
     |A_t| = |K_t|, u_t = (b_t - P_t^T K_t^{-1} P_t b_t / sigma2) / sigma2 and S_t L V_t =
-    R_t^T K_t^{-1} P_t (Woodbury, push-through): one (q, q) solve per task, V_t never formed.
+    R_t^T K_t^{-1} P_t (Woodbury, push-through): one solve K_t^{-1} P_t per task, V_t never formed.
     Tasks in blocks of `block` (bounded memory). Returns (loglik, (p,), (p, r), scalar)."""
     N, p = stats.Xty.shape
     q, r = R.shape[1], L.shape[1]
@@ -270,9 +270,9 @@ def _objective(stats: Stats, R: np.ndarray, mu: np.ndarray, L: np.ndarray, sigma
         K = P @ np.swapaxes(P, 1, 2) / sigma2 + np.eye(q)
         c = stats.Xty[rows] - XtX @ mu
         b = c @ L
-        Z = np.linalg.solve(K, np.concatenate([P, np.einsum("tqi,ti->tq", P, b)[:, :, None]], axis=2))
-        u = (b - np.einsum("tqi,tq->ti", P, Z[:, :, r]) / sigma2) / sigma2
-        W = Rb.reshape(-1, p).T @ Z[:, :, :r].reshape(-1, r)  # sum_t S_t L V_t
+        Z = np.linalg.solve(K, P)  # K^{-1} P
+        u = (b - np.einsum("tqi,tq->ti", P, np.einsum("tqi,ti->tq", Z, b)) / sigma2) / sigma2
+        W = Rb.reshape(-1, p).T @ Z.reshape(-1, r)  # sum_t S_t L V_t
         Pu = np.einsum("tqi,ti->tq", P, u)
         SLu = np.einsum("tqp,tq->tp", Rb, Pu)
         logdet = 2 * np.log(np.diagonal(np.linalg.cholesky(K), axis1=1, axis2=2)).sum()

@@ -1,8 +1,9 @@
 """Random effects: the statistician's baseline, a linear mixed model (MATH 8; MATH 3, 'Baselines').
 
 y = x^T theta_t + e, theta_t ~ N(mu, G), e ~ N(0, sigma^2): the paper's own data model is this
-one with G = B* Sigma* B*^T (rank k). The fit is maximum likelihood by EM from the training
-tasks' sufficient statistics (metarep.random_effects), G full or of rank `rank`. The state is
+one with G = B* Sigma* B*^T (rank k). The fit is maximum likelihood from the training tasks'
+sufficient statistics (metarep.random_effects), G full (L-BFGS on its factor) or of rank `rank`
+(EM). The state is
 Params(I_d, mu): width d, the fixed effect as the shared head. A new task's head is the BLUP
 (test.adapt = "bayes", the default): the posterior mean of theta given its m_test rows under
 the fitted prior, `head_prior`.
@@ -63,5 +64,6 @@ METHOD = Method(
     fit=random_effects_fit,
     head_prior=random_effects_prior,
     check=_check_rank,
-    cost="once: O(N m d^2) statistics, then O(N d^3) per EM iteration (O(N d^2 r) at rank r)",
+    cost="once: O(N m d^2) statistics, then O(N min(d, m) d^2) per L-BFGS evaluation (full G) or "
+         "O(N d^2 r) per EM iteration (rank r)",
 )

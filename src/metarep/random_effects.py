@@ -1,4 +1,5 @@
-"""The random-effects (linear mixed) model of multi-task regression, fitted by EM (MATH 8).
+"""The random-effects (linear mixed) model of multi-task regression, fitted by maximum likelihood
+(MATH 8): a full G by L-BFGS on its factor, a G of rank r by EM.
 
     y_t = X_t theta_t + e_t,   theta_t ~ N(mu, G),   e_t ~ N(0, sigma^2 I),   tasks t = 1..N.
 
@@ -194,9 +195,10 @@ def fit_prior(stats: Stats, *, rank: int | None = None, method: str = "em", max_
 
     rank None: G full (p, p), by L-BFGS on its factor L (G = L L^T; EM would crawl toward a G
     of lower rank, as the paper's is); rank r: G = L L^T with L (p, r), by EM accelerated by
-    SQUAREM (Varadhan and Roland 2008). Both never lose likelihood. method "em" is the only
-    one (maximum likelihood, not REML). Stops when an iteration gains less than
-    tol * (1 + |loglik|) in log-likelihood (L-BFGS: twice running), or after max_iter.
+    SQUAREM (Varadhan and Roland 2008). Both never lose likelihood. method "em" (the name kept
+    for maximum likelihood, whichever algorithm) is the only one: REML is not implemented.
+    Stops when an iteration gains less than tol * (1 + |loglik|) in log-likelihood (L-BFGS:
+    twice running), or after max_iter.
     """
     if method != "em":
         raise ValueError(f"fit_prior: method must be 'em', got {method!r}")

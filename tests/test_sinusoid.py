@@ -154,3 +154,21 @@ def test_head_only_methods_adapt_the_head_at_test_time(tmp_path):
     fam = metarep.run({**SMALL, "method": {"name": "fo-anil"}}).summary["test"]["family"]
     assert fam["adapts"] == "head"
     assert math.isfinite(fam["mse"]["10"]["10"])
+
+
+def test_the_reproduction_grid_covers_every_cell_and_validates():
+    from metarep.methods import get_method
+    from metarep.reproduce.sinusoid import load, make_jobs
+
+    data, study = load(quick=False)
+    jobs = make_jobs(data, study)
+    table = [j for j in jobs if j["kind"] == "table"]
+    assert len(table) == len(study["methods"]) * len(study["shots"]) * len(study["noise"]) * study["seeds"]
+    assert {j["K"] for j in table} == {5, 10, 20} and {j["noise"] for j in table} == {0.0, 0.3, 1.0}
+    assert study["seeds"] >= 5 and data["problem"]["test_tasks"] >= 1000 and data["test"]["tasks"] >= 1000
+    for j in table:
+        c = j["config"]
+        assert c["train"]["m_in"] == c["train"]["m_out"] == c["test"]["m_test"] == j["K"]
+        fixed = get_method(j["method"], "mlp").per_task_state
+        assert (c["train"]["tasks"] == study["pretrain_tasks"]) if fixed else (c["train"]["tasks"] == "online")
+    assert sum(j["keep_params"] for j in jobs) == len(study["figure_methods"])

@@ -38,7 +38,7 @@ from metarep.reproduce.common import (
 
 STEPS = ("0", "1", "10")
 SEED_COLUMNS = ("noise", "K", "method", "seed", "status", "mse_0", "mse_1", "mse_10", "oracle", "tuned", "tuned_rule",
-                "span_start", "span_end", "effective_rank", "train_s", "eval_s", "steps")
+                "span_start", "span_end", "r2_start", "r2_end", "effective_rank", "train_s", "eval_s", "steps")
 
 
 def load(*, quick: bool, experiments=None) -> tuple[dict, dict]:
@@ -66,8 +66,29 @@ def make_jobs(data: dict, study: dict) -> list[dict]:
                     validate(config)
                     keep = seed == 0 and noise == 0 and study["figure_shots"] == K \
                         and method in study["figure_methods"]
-                    jobs.append({"noise": float(noise), "K": K, "method": method, "seed": seed, "config": config,
-                                 "keep_params": keep, "points": log_points(config["train"]["steps"], 25)})
+                    jobs.append({"kind": "table", "noise": float(noise), "K": K, "method": method, "seed": seed,
+                                 "config": config, "keep_params": keep,
+                                 "points": log_points(config["train"]["steps"], 25)})
+    return jobs + long_jobs(data, study)
+
+
+def long_jobs(data: dict, study: dict) -> list[dict]:
+    """The cheap head-only methods trained study.long.steps steps (K = figure_shots, every noise
+    level, study.long.seeds seeds): the unlearning curves well past the table's training."""
+    long = study.get("long")
+    if not long:
+        return []
+    K, jobs = study["figure_shots"], []
+    for noise in study["noise"]:
+        for method in long["methods"]:
+            cell = deep_merge(data, {"problem": {"noise_std": float(noise)}, "method": {"name": method},
+                                     "train": {"m_in": K, "m_out": K, "steps": long["steps"],
+                                               "log_every": long["steps"]}, "test": {"m_test": K}})
+            for seed in range(long["seeds"]):
+                config = with_seed(cell, seed)
+                validate(config)
+                jobs.append({"kind": "long", "noise": float(noise), "K": K, "method": method, "seed": seed,
+                             "config": config, "keep_params": False, "points": log_points(long["steps"], 40)})
     return jobs
 
 
@@ -90,8 +111,9 @@ def run_job(job: dict) -> dict:
             **{f"mse_{s}": family.get("mse", {}).get(K, {}).get(s) for s in STEPS},
             "oracle": family.get("oracle_mse", {}).get(K), "tuned": score["tuned"], "tuned_rule": score["tuned_rule"],
             "span_start": first.get("span_outside"), "span_end": last.get("span_outside"),
+            "r2_start": first.get("r2"), "r2_end": last.get("r2"),
             "effective_rank": last.get("effective_rank"), "adapts": family.get("adapts"),
-            "curve": [{"step": r["step"], "span_outside": r.get("span_outside"),
+            "curve": [{"step": r["step"], "span_outside": r.get("span_outside"), "r2": r.get("r2"),
                        "effective_rank": r.get("effective_rank")} for r in state.history],
             "params": {k: np.asarray(v) for k, v in state.params._asdict().items()} if job["keep_params"] else None,
             "train_s": trained - start, "eval_s": time.process_time() - trained}
@@ -115,7 +137,8 @@ def aggregate(jobs: list[dict], results: list[dict]) -> list[dict]:
         ok = [r for r in runs if r["status"] == "completed"]
         row = {"noise": noise, "K": K, "method": method, "seeds": len(runs), "completed": len(ok),
                "adapts": ok[0]["adapts"] if ok else "-", "tuned_rules": protocol.chosen([r["tuned_rule"] for r in ok])}
-        for key in ("mse_0", "mse_1", "mse_10", "tuned", "span_start", "span_end", "effective_rank", "oracle"):
+        for key in ("mse_0", "mse_1", "mse_10", "tuned", "span_start", "span_end", "r2_start", "r2_end",
+                    "effective_rank", "oracle"):
             row[key], row[f"{key}_se"] = _mean_se(r[key] for r in ok)
         rows.append(row)
     for noise, K in sorted({(r["noise"], r["K"]) for r in rows}):
@@ -176,6 +199,30 @@ def verdicts(jobs: list[dict], results: list[dict], study: dict) -> tuple[list[s
     return notes, rows
 
 
+def long_verdicts(long: list[tuple[dict, dict]], mid: int) -> tuple[list[str], list[dict]]:
+    """The long runs: per method and noise level, span_outside and the R^2 of (sin, cos) at the
+    start, at step `mid` (the table's steps) and at the end (mean over seeds), and the paired
+    verdict on "span_outside at the end is lower than at step `mid`"."""
+    notes, rows = [], []
+    for method in sorted({j["method"] for j, _ in long}):
+        for noise in sorted({j["noise"] for j, _ in long}):
+            runs = [r for j, r in long if (j["method"], j["noise"]) == (method, noise) and r["status"] == "completed"]
+            if not runs:
+                continue
+            at = [next((row for row in r["curve"] if row["step"] >= mid), r["curve"][-1]) for r in runs]
+            v = _paired([r["span_end"] - a["span_outside"] for r, a in zip(runs, at)])
+            rows.append({"noise": noise, "K": long[0][0]["K"], "claim": f"{method} long: span_outside end < at step "
+                         f"{mid}", "measure": "long", **v.as_dict()})
+            notes.append(f"long runs, {method}, sigma = {noise:g}, K = {long[0][0]['K']}: span_outside "
+                         f"{fmt(np.mean([r['span_start'] for r in runs]))} (step 0) -> "
+                         f"{fmt(np.mean([a['span_outside'] for a in at]))} (step {mid}) -> "
+                         f"{fmt(np.mean([r['span_end'] for r in runs]))} (step {runs[0]['steps']}); R^2 of (sin, cos) "
+                         f"{fmt(np.mean([r['r2_end'] for r in runs]), 4)} at the end; tuned MSE "
+                         f"{fmt(np.mean([r['tuned'] for r in runs]))}; lower at the end than at step {mid}? "
+                         f"{v.text()}.")
+    return notes, rows
+
+
 def span_notes(vrows: list[dict]) -> list[str]:
     """The span verdicts in sentences, one per claim and K."""
     out = []
@@ -211,10 +258,11 @@ def render(rows: list[dict], notes: list[str], header: str) -> str:
 
     table = markdown_table(
         ("sigma", "K", "method", "adapts", "MSE 0 steps", "MSE 1 step", "MSE 10 steps", "MSE tuned rule (chosen)",
-         "span_outside start -> end", "eff. rank", "runs"),
+         "span_outside start -> end", "R^2 of (sin, cos) start -> end", "eff. rank", "runs"),
         [(f"{r['noise']:g}", r["K"], r["method"], r["adapts"], ms(r, "mse_0"), ms(r, "mse_1"), ms(r, "mse_10"),
           f"{ms(r, 'tuned')} ({r['tuned_rules']})" if r.get("tuned") is not None else "-",
           f"{fmt(r.get('span_start'))} -> {fmt(r.get('span_end'))}" if r.get("span_end") is not None else "-",
+          f"{fmt(r.get('r2_start'), 4)} -> {fmt(r.get('r2_end'), 4)}" if r.get("r2_end") is not None else "-",
           fmt(r.get("effective_rank")), f"{r['completed']}/{r['seeds']}") for r in rows])
     return (f"# Sinusoid regression (MAML's benchmark)\n\n{header}\n\nMSE against the noiseless sine at 100 new "
             f"points per task, mean +- s.e. over seeds (each seed: 1000 new tasks).\n\n{table}\n## Findings\n\n"
@@ -237,6 +285,9 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
                                                         f"{jobs[i]['method']}, seed {jobs[i]['seed']}: "
                                                         f"{r['status']} ({s:.0f} s)"))
     wall = time.perf_counter() - start
+    long = [(j, r) for j, r in zip(jobs, results) if j["kind"] == "long"]
+    table = [i for i, j in enumerate(jobs) if j["kind"] == "table"]
+    jobs, results = [jobs[i] for i in table], [results[i] for i in table]
     rows = aggregate(jobs, results)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -247,16 +298,20 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
                                              "seed": j["seed"], **row} for j, r in zip(jobs, results)
                                             for row in r["curve"]])
     notes, vrows = verdicts(jobs, results, study)
+    write_csv(out / "sinusoid_long_curves.csv", [{"noise": j["noise"], "K": j["K"], "method": j["method"],
+                                                  "seed": j["seed"], **row} for j, r in long for row in r["curve"]])
+    long_notes, long_rows = long_verdicts(long, data["train"]["steps"])
+    vrows += long_rows
     write_csv(out / "sinusoid_verdicts.csv", vrows,
               ("noise", "K", "claim", "measure", "n", "mean", "se", "low", "high", "verdict"))
-    plot(out / "sinusoid.png", jobs, results, study, quick=quick)
+    plot(out / "sinusoid.png", jobs, results, study, long=long, quick=quick)
     step_ms = {m: _mean_se(1e3 * r["train_s"] / r["steps"] for j, r in zip(jobs, results)
                            if j["method"] == m and r["steps"])[0] for m in study["methods"]}
     timing = ("CPU time per outer step (training time / steps, mean over runs): "
               + ", ".join(f"{m} {fmt(v, 2)} ms" for m, v in step_ms.items() if np.isfinite(v))
               + f"; test (both protocols) {fmt(_mean_se(r['eval_s'] for r in results)[0], 2)} s per run.")
     header += f" Wall time {wall:.0f} s. {timing}"
-    notes = notes + span_notes(vrows) + correlation_notes(jobs, results)
+    notes = notes + span_notes(vrows) + long_notes + correlation_notes(jobs, results)
     write_text(out / "sinusoid.md", render(rows, notes, header))
     echo(f"wrote {out / 'sinusoid.md'} ({wall:.0f} s)")
     return rows

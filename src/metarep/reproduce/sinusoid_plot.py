@@ -54,7 +54,7 @@ def _adapted_panel(ax, jobs, results, study) -> None:
 
 def _curves_panel(ax, jobs, results, study) -> None:
     """Mean over seeds of span_outside against the step, per iterative method and noise level, at
-    K = figure_shots."""
+    K = figure_shots (the long runs where there are some)."""
     from metarep.plots import step_axis
 
     K = study["figure_shots"]
@@ -95,7 +95,7 @@ def _scatter_panel(ax, jobs, results, study) -> None:
     ax.legend(fontsize=6, ncol=2)
 
 
-def plot(path: Path, jobs: list[dict], results: list[dict], study: dict, *, quick: bool = False) -> None:
+def plot(path: Path, jobs: list[dict], results: list[dict], study: dict, *, long=(), quick: bool = False) -> None:
     from matplotlib.figure import Figure
 
     from metarep.plots import save_figure, setting_title
@@ -103,7 +103,10 @@ def plot(path: Path, jobs: list[dict], results: list[dict], study: dict, *, quic
     fig = Figure(figsize=(17, 5.2), layout="constrained")
     axes = fig.subplots(1, 3)
     _adapted_panel(axes[0], jobs, results, study)
-    _curves_panel(axes[1], jobs, results, study)
+    if long:
+        _curves_panel(axes[1], [j for j, _ in long], [r for _, r in long], study)
+    else:
+        _curves_panel(axes[1], jobs, results, study)
     _scatter_panel(axes[2], jobs, results, study)
     steps = jobs[0]["config"]["train"]["steps"] if jobs else 0
     fig.suptitle(setting_title("MAML's sinusoid regression", f"1-40-40-1 relu net, Adam, {steps} outer steps, "

@@ -172,3 +172,14 @@ def test_the_reproduction_grid_covers_every_cell_and_validates():
         fixed = get_method(j["method"], "mlp").per_task_state
         assert (c["train"]["tasks"] == study["pretrain_tasks"]) if fixed else (c["train"]["tasks"] == "online")
     assert sum(j["keep_params"] for j in jobs) == len(study["figure_methods"])
+
+
+def test_the_cli_prints_the_mse_per_k_and_the_energy_outside_the_span(tmp_path, capsys):
+    import tomli_w
+
+    path = tmp_path / "s.toml"
+    small = {**SMALL, "train": {**SMALL["train"], "steps": 5, "log_every": 5}, "test": {"tasks": 20, "m_test": 5}}
+    path.write_bytes(tomli_w.dumps(small).encode())
+    assert main(["run", str(path), "--out", str(tmp_path / "r")]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "span_outside" in line and "sinusoid MSE after 1 / 10 steps: K = 5" in line and "K = 20" in line

@@ -227,10 +227,14 @@ def _describe(run_dir: Path, s: dict) -> str:
     if s["status"] != "completed":
         return f"{run_dir}: {s['message']}"
     f, t = s["final"], s["test"]
-    parts = [f"{key} {f[key]:.3g}" for key in ("perp_norm", "lambda_rel_err") if key in f]  # where B* is known
+    parts = [f"{key} {f[key]:.3g}" for key in ("perp_norm", "lambda_rel_err", "span_outside") if key in f]  # truth
     label, key = ("test excess risk", "excess_risk") if "excess_risk" in t else ("test MSE", "mse")
     parts.append(f"{label} {t[key]:.4g} +- {t[key + '_se']:.2g}")
     data = t.get("data")
     if data:
         parts.append(f"data {data_line(data)}")
+    family = t.get("family")  # a task family's own test (metarep.families): its MSE after 1 and 10 steps per K
+    if family and "mse" in family:
+        parts.append(f"{family['name']} MSE after 1 / 10 steps: "
+                     + ", ".join(f"K = {k} {v['1']:.3g} / {v['10']:.3g}" for k, v in family["mse"].items()))
     return f"{run_dir}: {s['method']} completed {s['steps']} steps; " + ", ".join(parts)

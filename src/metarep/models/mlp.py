@@ -47,7 +47,8 @@ from metarep.sources import (
 
 # Inputs the representation is measured on (metrics).
 PROBE_INPUTS = 2000
-FIRST_LAYER_METRICS = ("align_norm", "sigma_min", "perp_norm", "effective_rank", "r2", "span_outside")
+FIRST_LAYER_METRICS = ("align_norm", "sigma_min", "perp_norm", "effective_rank", "r2", "span_outside", "perp_ratio",
+                       "grad_perp_share")
 
 
 def spec_of(config) -> MLPSpec:
@@ -114,8 +115,10 @@ class MLPExperiment(FromSource):
         return at, shared_tensors(grads), loss
 
     def measure(self, params: MLPParams, step: int, loss) -> dict:
-        """step, loss, the first layer's norms, the representation's effective rank and R^2, the
-        singular values sv_i of W1 and the covariance eigenvalues phi_ev_i of phi on the probe set."""
+        """step, loss, the first layer's norms and their ratio perp_ratio, the input gradient's share
+        outside span(B*) (grad_perp_share), the representation's effective rank and R^2 of the
+        teacher's features, the singular values sv_i of W1 and the covariance eigenvalues phi_ev_i
+        of phi on the probe set (nonlinear/metrics)."""
         from metarep.nonlinear.metrics import track
 
         tracked = track(params, self.problem, self.X_probe, self.spec.activation)

@@ -2,12 +2,17 @@
 
 The first layer plays the part of B^T: with B = W1^T the linear model's quantities keep their
 names and meaning (align_norm = ||W1 B*||_2, sigma_min, perp_norm = ||W1 (I - B* B*^T)||_2, the
-singular values sv_i of W1). The representation phi(x), the head's input, is measured on a fixed
-probe set of inputs X (n, d): the eigenvalues of its covariance (phi_ev_i, descending), their
-effective rank exp(H(p)) with p_i = ev_i / sum(ev) (Roy and Vetterli's entropy rank: between 1
-and the width, the number of equal directions it would take to spread the variance as evenly),
-and the R^2 of the best affine prediction of B*^T x from phi(x) (1: the representation keeps all
-of the task subspace linearly; 0: none of it).
+singular values sv_i of W1), and perp_ratio = perp_norm / align_norm: W1 -> c W1, w -> w / c leaves
+a bias-free relu network's function unchanged and scales both norms by c, so only their ratio
+measures unlearning. The function itself is measured by grad_perp_share, the share of the energy
+of its input gradient outside span(B*), scale-free too.
+
+The representation phi(x), the head's input, is measured on a fixed probe set of inputs X (n, d):
+the eigenvalues of its covariance (phi_ev_i, descending), their effective rank exp(H(p)) with
+p_i = ev_i / sum(ev) (Roy and Vetterli's entropy rank: between 1 and the width, the number of
+equal directions it would take to spread the variance as evenly), and the R^2 of the best affine
+prediction of the teacher's features phi*(x) (B*^T x, or relu(B*^T x) for the relu teacher) from
+phi(x) (1: the representation keeps the teacher's features linearly; 0: none of them).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import numpy as np
 from metarep import metrics
 from metarep.families import family_of
 from metarep.families.measures import span_outside
-from metarep.nonlinear.model import MLPParams, features
+from metarep.nonlinear.model import MLPParams, activate, features
 
 
 def effective_rank(eigenvalues: np.ndarray) -> float:
@@ -40,29 +45,70 @@ def linear_r2(Phi: np.ndarray, Z: np.ndarray) -> float:
     return float(1.0 - (resid * resid).sum() / (Zc * Zc).sum())
 
 
-def representation(params: MLPParams, X_probe: np.ndarray, B_star: np.ndarray, activation: str) -> dict:
-    """phi's covariance spectrum (descending), effective rank and R^2 on the probe inputs."""
+def representation(params: MLPParams, X_probe: np.ndarray, problem, activation: str) -> dict:
+    """phi's covariance spectrum (descending), effective rank and the R^2 of the teacher's
+    features phi*(x) from phi(x) on the probe inputs."""
     Phi = features(X_probe, params.body(), activation)
     ev = np.linalg.eigvalsh(np.cov(Phi, rowvar=False).reshape(Phi.shape[1], Phi.shape[1]))[::-1]
     return {"phi_eigenvalues": ev, "effective_rank": effective_rank(ev),
-            "r2": linear_r2(Phi, X_probe @ B_star)}
+            "r2": linear_r2(Phi, problem.teacher_features(X_probe))}
+
+
+def mean_head(params: MLPParams) -> np.ndarray:
+    """The task-averaged head (width,): the shared head w, or the mean of per-task heads w (N, width)."""
+    return params.w if params.w.ndim == 1 else params.w.mean(axis=0)
+
+
+def _slope(z: np.ndarray, activation: str) -> np.ndarray:
+    """act'(z) (relu'(0) = 0, as torch's autograd takes it)."""
+    return np.ones_like(z) if activation == "identity" else (z > 0).astype(z.dtype)
+
+
+def input_gradients(params: MLPParams, X: np.ndarray, activation: str, head: np.ndarray | None = None) -> np.ndarray:
+    """grad_x f(x) for every input x of X (n, d), f(x) = head^T phi(x) (head: mean_head by default): (n, d).
+
+    With z1 = W1 x + b1 (n1,), D1 = diag(act'(z1)) and, for three layers, z2 = W2 act(z1) + b2
+    (width,), D2 = diag(act'(z2)), the chain rule gives
+        two layers:    grad_x f = W1^T D1 w
+        three layers:  grad_x f = W1^T D1 W2^T D2 w.
+    Batched over inputs (rows): S1 = act'(X W1^T + b1) (n, n1), S2 = act'(act(X W1^T + b1) W2^T + b2)
+    (n, width); G = (S1 * w) W1 (two layers), G = (S1 * ((S2 * w) W2)) W1 (three layers), (n, d).
+    """
+    body, w = params.body(), mean_head(params) if head is None else head
+    z1 = X @ body["W1"].T + body.get("b1", 0.0)
+    upstream = np.broadcast_to(w, (X.shape[0], w.shape[0]))         # d f / d phi, (n, width)
+    if "W2" in body:
+        z2 = activate(z1, activation) @ body["W2"].T + body.get("b2", 0.0)
+        upstream = (_slope(z2, activation) * upstream) @ body["W2"]   # d f / d act(z1), (n, n1)
+    return (_slope(z1, activation) * upstream) @ body["W1"]
+
+
+def grad_perp_share(G: np.ndarray, B_star: np.ndarray) -> float:
+    """E ||P_perp g||^2 / E ||g||^2 over the rows g of G (n, d), P_perp = I - B* B*^T: the share of
+    the input-gradient energy outside span(B*) (NaN when every gradient is zero: a constant function)."""
+    perp = G - (G @ B_star) @ B_star.T
+    total = float((G * G).sum())
+    return float((perp * perp).sum()) / total if total > 0 else float("nan")
 
 
 def track(params: MLPParams, problem, X_probe: np.ndarray, activation: str) -> dict:
-    """Keys: align_norm, sigma_min, perp_norm, singular_values (of W1), phi_eigenvalues,
-    effective_rank, r2; for a family that tracks its span (metarep.families) instead of B*:
+    """Keys: align_norm, sigma_min, perp_norm, perp_ratio, grad_perp_share, singular_values (of W1),
+    phi_eigenvalues, effective_rank, r2; for a family that tracks its span (metarep.families) instead of B*:
     singular_values, phi_eigenvalues, effective_rank, r2 (of the true features) and span_outside."""
     family = family_of(problem)
     if family.tracks_span:
         return span_track(params, problem, X_probe, activation, family)
     B = params.W1.T
     align = metrics.align_singular_values(B, problem.B_star)
+    perp = float(metrics.perp_norm(B, problem.B_star))
     return {
         "align_norm": float(align[0]),
         "sigma_min": float(align[-1]) if B.shape[1] >= problem.k else 0.0,
-        "perp_norm": float(metrics.perp_norm(B, problem.B_star)),
+        "perp_norm": perp,
+        "perp_ratio": perp / float(align[0]) if align[0] > 0 else float("inf"),
+        "grad_perp_share": grad_perp_share(input_gradients(params, X_probe, activation), problem.B_star),
         "singular_values": np.linalg.svd(params.W1, compute_uv=False),
-        **representation(params, X_probe, problem.B_star, activation),
+        **representation(params, X_probe, problem, activation),
     }
 
 

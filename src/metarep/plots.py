@@ -233,6 +233,7 @@ def norm_labels(c: Config) -> dict[str, str]:
     if c.model.arch == "linear":
         return dict(NORMS)
     return {"align_norm": r"$\|W_1 B_*\|_2$", "perp_norm": r"$\|W_1 P_\perp\|_2$",
+            "perp_ratio": r"perp_ratio $\|W_1 P_\perp\|_2 / \|W_1 B_*\|_2$",
             "mean_norm": "mean_norm", "lambda_rel_err": "lambda_rel_err"}
 
 
@@ -240,7 +241,7 @@ def _norms_panel(ax: Axes, c: Config, history: list[dict], summary: Mapping[str,
     """The tracked norms of the history, and the theory's lines where they apply."""
     steps = [row["step"] for row in history]
     labels = norm_labels(c)
-    never = [key for key in ("align_norm", "perp_norm", "mean_norm") if history and key in history[0]
+    never = [key for key in ("align_norm", "perp_norm", "perp_ratio", "mean_norm") if history and key in history[0]
              and not _draw(ax, steps, [row[key] for row in history], label=labels[key])]
     _theory_lines(ax, c, history, summary)
     # a metric with no positive value (mean_norm when mu* = 0 and w_0 = 0) cannot be drawn on a log axis
@@ -257,19 +258,23 @@ def _lambda_panel(ax: Axes, history: list[dict]) -> None:
 
 def _representation_panel(ax: Axes, history: list[dict]) -> None:
     """A network's representation phi on the probe inputs: its effective rank (left axis, 1 to
-    the width) and the R^2 of B*^T x from phi(x) (right axis, 0 to 1), nonlinear/metrics."""
+    the width); on the right axis (0 to 1) the R^2 of the teacher's features phi*(x) from phi(x),
+    and where tracked the share of the input gradient's energy outside span(B*) or of phi's energy
+    outside the family's true span (nonlinear/metrics)."""
     steps = [row["step"] for row in history]
     ax.plot(steps, [row["effective_rank"] for row in history], c="C4", label="effective rank of phi")
     ax.set(ylabel="effective rank of phi (entropy)", title="the representation phi(x)")
     right = ax.twinx()
-    right.plot(steps, [row["r2"] for row in history], c="C1", ls="--", label=r"$R^2$ of $B_*^\top x$ from phi(x)"
-               if "span_outside" not in history[0] else r"$R^2$ of the true features $\phi_*(x)$ from phi(x)")
+    right.plot(steps, [row["r2"] for row in history], c="C1", ls="--",
+               label=r"$R^2$ of the teacher's features $\phi_*(x)$ from phi(x)")
     if "span_outside" in history[0]:  # a family with a known span (metarep.families): the energy outside it
         right.plot(steps, [row["span_outside"] for row in history], c="C2", ls=":",
                    label="share of phi's energy outside the true span")
+    if "grad_perp_share" in history[0]:  # the function's input gradient outside span(B*), scale-free
+        right.plot(steps, [row["grad_perp_share"] for row in history], c="C3", ls="-.",
+                   label=r"share of $E\|\nabla_x f\|^2$ outside span($B_*$)")
     right.set_ylim(-0.02, 1.02)
-    right.set_ylabel(r"$R^2$ of $B_*^\top x$ from phi(x)" if "span_outside" not in history[0]
-                     else r"$R^2$, share (0 to 1)")
+    right.set_ylabel(r"$R^2$, share (0 to 1)")
     lines = [*ax.get_lines(), *right.get_lines()]
     ax.legend(lines, [str(line.get_label()) for line in lines], fontsize=8, loc="center right")
 

@@ -37,8 +37,9 @@ from metarep.reproduce.common import (
 )
 
 STEPS = ("0", "1", "10")
-SEED_COLUMNS = ("noise", "K", "method", "seed", "status", "mse_0", "mse_1", "mse_10", "oracle", "tuned", "tuned_rule",
-                "span_start", "span_end", "r2_start", "r2_end", "effective_rank", "train_s", "eval_s", "steps")
+SEED_COLUMNS = ("noise", "K", "method", "seed", "status", "mse_0", "mse_1", "mse_10", "oracle_mse", "tuned",
+                "tuned_rule", "span_start", "span_end", "r2_start", "r2_end", "effective_rank", "train_s", "eval_s",
+                "steps")
 
 
 def load(*, quick: bool, experiments=None) -> tuple[dict, dict]:
@@ -109,7 +110,8 @@ def run_job(job: dict) -> dict:
     K = str(job["K"])
     return {"status": state.status, "steps": state.step,
             **{f"mse_{s}": family.get("mse", {}).get(K, {}).get(s) for s in STEPS},
-            "oracle": family.get("oracle_mse", {}).get(K), "tuned": score["tuned"], "tuned_rule": score["tuned_rule"],
+            "oracle_mse": family.get("oracle_mse", {}).get(K), "tuned": score["tuned"],
+            "tuned_rule": score["tuned_rule"],
             "span_start": first.get("span_outside"), "span_end": last.get("span_outside"),
             "r2_start": first.get("r2"), "r2_end": last.get("r2"),
             "effective_rank": last.get("effective_rank"), "adapts": family.get("adapts"),
@@ -138,12 +140,12 @@ def aggregate(jobs: list[dict], results: list[dict]) -> list[dict]:
         row = {"noise": noise, "K": K, "method": method, "seeds": len(runs), "completed": len(ok),
                "adapts": ok[0]["adapts"] if ok else "-", "tuned_rules": protocol.chosen([r["tuned_rule"] for r in ok])}
         for key in ("mse_0", "mse_1", "mse_10", "tuned", "span_start", "span_end", "r2_start", "r2_end",
-                    "effective_rank", "oracle"):
+                    "effective_rank", "oracle_mse"):
             row[key], row[f"{key}_se"] = _mean_se(r[key] for r in ok)
         rows.append(row)
     for noise, K in sorted({(r["noise"], r["K"]) for r in rows}):
         cell = [r for r in rows if (r["noise"], r["K"]) == (noise, K)]
-        mean, se = cell[0]["oracle"], cell[0]["oracle_se"]
+        mean, se = cell[0]["oracle_mse"], cell[0]["oracle_mse_se"]
         rows.append({"noise": noise, "K": K, "method": "oracle", "seeds": cell[0]["seeds"],
                      "completed": cell[0]["completed"], "adapts": "head on (sin x, cos x)", "tuned_rules": "-",
                      "mse_0": None, "mse_1": mean, "mse_1_se": se, "mse_10": mean, "mse_10_se": se})

@@ -100,7 +100,7 @@ def plot(path: Path, jobs: list[dict], results: list[dict], study: dict, *, long
 
     from metarep.plots import save_figure, setting_title
 
-    fig = Figure(figsize=(17, 5.2), layout="constrained")
+    fig = Figure(figsize=(14, 4.6), layout="constrained")
     axes = fig.subplots(1, 3)
     _adapted_panel(axes[0], jobs, results, study)
     if long:

@@ -106,9 +106,11 @@ def test_a_network_run_names_its_layers_and_draws_its_own_metrics():
     fig, _ = _figure(data)
     norms, representation, _, right = fig.axes  # right: the R^2 axis twinned with the effective rank
     assert "on mlp (layers = 2, activation = relu)" in fig.get_suptitle()
-    assert set(_labels(norms)) == {r"$\|W_1 B_*\|_2$", r"$\|W_1 P_\perp\|_2$"}
+    assert set(_labels(norms)) == {r"$\|W_1 B_*\|_2$", r"$\|W_1 P_\perp\|_2$",
+                                   r"perp_ratio $\|W_1 P_\perp\|_2 / \|W_1 B_*\|_2$"}
     assert not any("B_t" in label for label in _labels(norms))
     assert _labels(representation) == ["effective rank of phi"] and "R^2" in _labels(right)[0]
+    assert any("outside span" in label for label in _labels(right))
     assert right.get_ylim() == (-0.02, 1.02)
 
 

@@ -1,6 +1,7 @@
 """Tests written for mutants that outlived the fast test subset (mutmut, [tool.mutmut] in
-pyproject.toml): the Lemma 2 envelope, and the loop's two divergence paths outside a step (a
-direct fit that is not finite, a loss that is not finite at the final parameters)."""
+pyproject.toml): the Lemma 2 envelope, and the loop's divergence paths other than runaway
+parameters (a direct fit that is not finite, a loss that is not finite during training or at
+the final parameters)."""
 
 from __future__ import annotations
 
@@ -70,17 +71,19 @@ def test_a_direct_fit_that_is_not_finite_diverges_at_step_0(toy):
     assert message.startswith("diverged at step 0: the fitted parameters are not finite; ") and "None" not in message
 
 
-def test_a_loss_not_finite_at_the_final_parameters_diverges_at_the_last_step(toy):
-    """The loss at the parameters after the last step is not finite (each step's loss is)."""
+@pytest.mark.parametrize("nan_at", [1, CONFIG["train"]["steps"]])
+def test_a_loss_not_finite_diverges_at_its_step(toy, nan_at):
+    """The loss at the parameters after `nan_at` steps is not finite (the last: after training)."""
     calls = []
 
     def gradient(params, tasks):
         calls.append(1)
-        loss = float("nan") if len(calls) > CONFIG["train"]["steps"] else 1.0
+        loss = float("nan") if len(calls) > nan_at else 1.0
         return Params(np.zeros_like(params.B), np.zeros_like(params.w)), loss
 
-    name = toy(Method(name="toy-nan-last", summary="NaN loss after the last step (a test's method)",
+    name = toy(Method(name="toy-nan-loss", summary="a loss that turns NaN (a test's method)",
                       adapts="nothing", default_adapt="lstsq", gradient=gradient))
     result = metarep.run({**CONFIG, "method": {"name": name}})
-    assert result.status == "diverged" and result.summary["diverged_step"] == CONFIG["train"]["steps"]
-    assert "the loss became non-finite" in result.summary["message"]
+    assert result.status == "diverged" and result.summary["diverged_step"] == nan_at
+    message = result.summary["message"]
+    assert message.startswith(f"diverged at step {nan_at}: the loss became non-finite; ") and "None" not in message

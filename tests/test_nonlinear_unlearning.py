@@ -3,6 +3,8 @@ and the R^2 probe of the teacher's own features."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -65,6 +67,20 @@ def test_measures_ignore_the_rescaling_that_fakes_perp_norm():
         assert b[key] == pytest.approx(a[key], rel=1e-10), key
 
 
+def test_only_the_gradient_share_ignores_a_rescaling_per_unit():
+    """W1_j -> c_j W1_j, w_j -> w_j / c_j (c_j > 0) leaves the relu network unchanged too: the
+    function-space share and r2 do not move; perp_ratio, a norm of W1, does."""
+    problem = _problem("relu")
+    params = _net(2, False, "relu")
+    X = np.random.default_rng(3).standard_normal((500, 7))
+    c = np.array([0.1, 3.0, 1.0, 0.5])
+    scaled = params._replace(W1=c[:, None] * params.W1, w=params.w / c)
+    a, b = track(params, problem, X, "relu"), track(scaled, problem, X, "relu")
+    for key in ("grad_perp_share", "r2"):
+        assert b[key] == pytest.approx(a[key], rel=1e-10), key
+    assert abs(b["perp_ratio"] / a["perp_ratio"] - 1) > 0.01
+
+
 def test_share_of_a_function_inside_and_outside_the_span():
     problem = _problem()
     G = np.random.default_rng(0).standard_normal((50, 2)) @ problem.B_star.T
@@ -112,3 +128,15 @@ def test_per_task_heads_are_averaged():
     X = np.random.default_rng(3).standard_normal((100, 7))
     shared = MLPParams(*params[:4], params.w.mean(axis=0))
     assert track(params, problem, X, "relu")["grad_perp_share"] == track(shared, problem, X, "relu")["grad_perp_share"]
+
+
+def test_the_paper_config_is_the_papers_setting():
+    from metarep.config import load
+
+    c = load(Path(__file__).parents[1] / "experiments" / "nonlinear" / "paper.toml")
+    p, t, m = c.problem, c.train, c.model
+    assert (t.tasks, p.d, p.k, t.m_in, t.m_out, p.noise_std**2, m.width) == (5000, 50, 5, 20, 10, 4.0, 50)
+    np.testing.assert_allclose(np.diag(c.problem.task_cov) if np.ndim(p.task_cov) == 2 else p.task_cov,
+                               np.arange(1, 6) / 3, rtol=1e-15)
+    assert (m.arch, m.options.layers, m.options.activation, c.method.name, c.test.adapt) == \
+        ("mlp", 2, "relu", "fo-anil", "tuned")

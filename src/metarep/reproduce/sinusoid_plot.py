@@ -28,8 +28,9 @@ def _adapted_panel(ax, jobs, results, study) -> None:
     truth = family.make(config.problem, None)
     K = kept[0][0]["K"]
     tasks = family.sample_tasks(truth, FIGURE_TASKS, K, 0, np.random.default_rng(2017))
-    grid = np.linspace(*truth.input_range, 200)[None, :, None].repeat(FIGURE_TASKS, axis=0)
-    clean = np.einsum("tqk,tk->tq", truth.teacher_features(grid), tasks.w_star)
+    lo, hi = truth.input_range
+    grid = np.linspace(float(lo), float(hi), 200)[None, :, None].repeat(FIGURE_TASKS, axis=0)
+    clean = np.einsum("tqk,tk->tq", truth.teacher_features(grid), np.asarray(tasks.w_star))
     for t in range(FIGURE_TASKS):
         ax.plot(grid[t, :, 0], clean[t] + 8 * t, c="k", lw=1.2, label="true function" if t == 0 else None)
         ax.plot(tasks.X_in[t, :, 0], tasks.y_in[t] + 8 * t, "o", c="k", ms=5,

@@ -8,7 +8,7 @@
 
 Paper setting: N = 5000 tasks, m_in = 20, m_out = 10, d = k' = 50, float64 (61.2 MB of task
 data). For each backend it reports the kernel alone on X_in and X_out, the task sums of the
-one-inner-step pass (`metarep.one_step`: the NumPy composition, and with numba the fused pass)
+one-inner-step pass (`metarep.linear.one_step`: the NumPy composition, and with numba the fused pass)
 for FO-ANIL and exact ANIL, and the FO-ANIL, exact ANIL and FO-MAML gradients per step (FO-MAML
 also through the general inner loop that the one-step pass replaces), as the minimum and the
 median over blocks of steps, with the effective bandwidth (task bytes / time). The population part times
@@ -72,13 +72,13 @@ def blocks(fn, *, repeats: int, per_block: int, max_wait: float) -> tuple[float,
 
 
 def paper_tasks(rng):
-    from metarep.problem import make_problem, sample_tasks
+    from metarep.families.problem import make_problem, sample_tasks
     problem = make_problem(50, 5, task_cov=np.arange(1.0, 6.0), noise_std=2.0, rng=rng)
     return problem, sample_tasks(problem, 5000, 20, 10, rng)
 
 
 def time_backend(name: str, tasks, params, args) -> None:
-    from metarep import kernels
+    from metarep.compute import kernels
     from metarep.methods.anil import anil_gradient
     from metarep.methods.fo_anil import fo_anil_gradient
     from metarep.methods.fo_maml import fo_maml_gradient
@@ -88,7 +88,7 @@ def time_backend(name: str, tasks, params, args) -> None:
 
 
 def _time_backend(name, tasks, params, args, anil_gradient, fo_anil_gradient, fo_maml_gradient, meta_gradient):
-    from metarep import kernels
+    from metarep.compute import kernels
     rng = np.random.default_rng(1)
     N, d = tasks.n_tasks, tasks.d
     theta = rng.standard_normal((N, d))
@@ -120,7 +120,8 @@ def _time_backend(name, tasks, params, args, anil_gradient, fo_anil_gradient, fo
 def time_one_step_sums(name: str, tasks, params, args) -> None:
     """The task sums of one-inner-step FO-ANIL and exact ANIL: the NumPy composition, and (numba
     backend) the fused pass."""
-    from metarep import kernels, one_step
+    from metarep.compute import kernels
+    from metarep.linear import one_step
     B, w = params
     P = B @ B.T
     data = (tasks.X_in, tasks.y_in, tasks.X_out, tasks.y_out, B @ w, -0.1 * P)
@@ -137,9 +138,9 @@ def time_one_step_sums(name: str, tasks, params, args) -> None:
 
 
 def time_population(args) -> None:
-    from metarep.params import Params
-    from metarep.population import population_step
-    from metarep.problem import make_problem
+    from metarep.linear.params import Params
+    from metarep.linear.population import population_step
+    from metarep.families.problem import make_problem
     rng = np.random.default_rng(2)
     problem = make_problem(50, 5, task_cov=np.arange(1.0, 6.0), noise_std=2.0, rng=rng)
     S = args.batch
@@ -184,10 +185,11 @@ def interleaved(fns: dict, *, repeats: int, min_block: float = 0.05) -> dict:
 
 def time_thresholds(args) -> None:
     """One thread against `threads.count()` threads (the size thresholds switched off), by size."""
-    from metarep import kernels, one_step, population, threads
-    from metarep.params import Params
-    from metarep.population import population_step
-    from metarep.problem import make_problem, sample_tasks
+    from metarep.compute import kernels, threads
+    from metarep.linear import one_step, population
+    from metarep.linear.params import Params
+    from metarep.linear.population import population_step
+    from metarep.families.problem import make_problem, sample_tasks
     kernels.PARALLEL_MIN_BYTES, population.PARALLEL_MIN_RUNS = 0, 1
     # every launch on all threads, whatever else the machine runs (threads.launch_count)
     os.environ[threads.ENV_VAR] = str(threads.available())
@@ -238,13 +240,13 @@ def main() -> None:
     parser.add_argument("--threshold", action="store_true",
                         help="time one thread against all threads by problem size (sets the parallel thresholds)")
     parser.add_argument("--retain-memory", action="store_true",
-                        help="call metarep.kernels.retain_freed_memory() first (glibc allocator setting)")
+                        help="call metarep.compute.kernels.retain_freed_memory() first (glibc allocator setting)")
     args = parser.parse_args()
 
-    from metarep import kernels
+    from metarep.compute import kernels
     if args.retain_memory:
         print(f"retain_freed_memory(): {kernels.retain_freed_memory()}")
-    from metarep.params import Params
+    from metarep.linear.params import Params
     print(f"python {platform.python_version()}, numpy {np.__version__}, cores {os.cpu_count()}, "
           f"METAREP_KERNEL={os.environ.get('METAREP_KERNEL', '')!r}, active backend {kernels.backend()}")
     if not args.skip_step:

@@ -11,10 +11,10 @@ import time
 
 import numpy as np
 
-from metarep import kernels, threads
+from metarep.compute import kernels, threads
 from metarep.methods.fo_anil import fo_anil_gradient
-from metarep.params import Params
-from metarep.problem import make_problem, sample_tasks
+from metarep.linear.params import Params
+from metarep.families.problem import make_problem, sample_tasks
 
 
 def main() -> None:

@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 
-from metarep.params import Params
-from metarep.population import population_step
-from metarep.problem import make_problem
+from metarep.linear.params import Params
+from metarep.linear.population import population_step
+from metarep.families.problem import make_problem
 
 
 def best(fn, n: int, repeats: int = 7) -> tuple[float, float]:

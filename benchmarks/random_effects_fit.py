@@ -1,4 +1,4 @@
-"""Time metarep.random_effects.fit_prior at the paper's scale (MATH 7): p = d = 50, N = 5000 tasks
+"""Time metarep.linear.random_effects.fit_prior at the paper's scale (MATH 7): p = d = 50, N = 5000 tasks
 of m = 30 rows, k = 5, sigma^2 = 4, Sigma* = 0.2 diag(1..5); rank k, and full G (EM then
 L-BFGS) for a few iteration caps. Prints seconds, E-steps (likelihood evaluations),
 log-likelihood (the truth's first) and |G - G*| / |G*|.
@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from metarep import random_effects as rfx
-from metarep.problem import make_problem, sample_tasks
+from metarep.linear import random_effects as rfx
+from metarep.families.problem import make_problem, sample_tasks
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from metarep.problem import make_problem
+from metarep.families.problem import make_problem
 
 
 @pytest.fixture

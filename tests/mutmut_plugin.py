@@ -6,6 +6,6 @@ from __future__ import annotations
 
 
 def pytest_configure(config) -> None:
-    from metarep import population
+    from metarep.linear import population
 
     population._HAVE_NUMBA = False

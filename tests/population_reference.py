@@ -1,5 +1,5 @@
 """The exact infinite-task FO-ANIL step written as MATH 4 states it: the readable reference that
-the one fast form (`metarep.population_formula.run_step`, behind `metarep.population`) is
+the one fast form (`metarep.linear.population_formula.run_step`, behind `metarep.linear.population`) is
 checked against, run by run, with explicit d x d matrices V and A. It is itself checked against
 Monte Carlo (tests/test_population.py)."""
 

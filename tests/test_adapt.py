@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from metarep.adapt import (
+from metarep.families.problem import sample_tasks
+from metarep.linear.adapt import (
     bayes_heads,
     excess_risk,
     expected_excess_risk_one_step,
@@ -9,7 +10,6 @@ from metarep.adapt import (
     gradient_heads,
     ridge_heads,
 )
-from metarep.problem import sample_tasks
 
 
 @pytest.mark.parametrize("m_test", [3, 12])

@@ -1,15 +1,14 @@
 """The engine and the experiments say what to lower as a code and a value (engine.protocol.Advice);
-metarep.advice alone words it, and the messages users read are those words."""
+metarep.running.advice alone words it, and the messages users read are those words."""
 
 from __future__ import annotations
 
 import pytest
 
-from metarep import sources
-from metarep.advice import WORDS, words
-from metarep.config import validate
-from metarep.engine import build, run
+from metarep.config.schema import validate
+from metarep.engine import build, run, sources
 from metarep.engine import protocol as p
+from metarep.running.advice import WORDS, words
 
 TINY = {"problem": {"d": 5, "k": 2, "seed": 0}, "model": {"width": 4},
         "train": {"tasks": 12, "m_in": 4, "m_out": 4, "steps": 30, "log_every": 5}, "test": {"tasks": 20, "m_test": 4}}

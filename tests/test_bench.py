@@ -16,10 +16,10 @@ from metarep.bench.machine import machine_info
 from metarep.bench.report import TABLE_COLUMNS, format_report
 from metarep.bench.scale import measure_step_memory, task_data_bytes, tasks_per_gb
 from metarep.bench.targets import TARGET_THREADS_RATIO, evaluate_targets
+from metarep.families.tasks import Tasks
+from metarep.linear.params import Params
 from metarep.methods.anil import anil_gradient
 from metarep.methods.fo_anil import fo_anil_gradient
-from metarep.params import Params
-from metarep.tasks import Tasks
 
 TINY = dict(n_tasks=50, m_in=6, m_out=4, d=8, width=8)
 
@@ -71,7 +71,7 @@ def test_quick_report_has_every_column_and_the_targets(quick_result):
 
 
 def test_population_flop_count_is_dominated_by_two_d_width_squared_products():
-    from metarep.population import step_flops
+    from metarep.linear.population import step_flops
 
     # at least B^T B and B E[w w^T] (2 d k'^2 multiply-adds each), and little more once d, k' >> k
     for d, k, width in ((50, 5, 50), (20, 3, 10), (400, 5, 400)):
@@ -208,7 +208,7 @@ def test_step_working_memory_is_a_few_N_d_plus_k_floats(method, bound):
 
 
 def test_reference_follows_the_active_kernel_backend():
-    from metarep import kernels
+    from metarep.compute import kernels
 
     with kernels.use("numpy"):
         res = run_benchmark(_tiny(methods=("anil",), dtypes=("float64",), contenders=("numpy_loop",),
@@ -282,7 +282,7 @@ def test_a_bad_bench_setting_is_one_line_and_exit_2(capsys, args, says):
 
 
 def test_bench_config_is_validated_when_made():
-    from metarep.config import ConfigError
+    from metarep.config.schema import ConfigError
 
     with pytest.raises(ConfigError, match="^dtypes: must be among float64, float32, got 'float16'$"):
         BenchConfig(dtypes=("float16",))

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from metarep.config import validate
+from metarep.config.schema import validate
 from metarep.engine import run
+from metarep.families.problem import sample_tasks
+from metarep.linear.params import Params
 from metarep.methods import get_method
 from metarep.methods.base import chunked_gradient
-from metarep.params import Params
-from metarep.problem import sample_tasks
 
 
 @pytest.mark.parametrize("name", ["fo-anil", "anil", "fo-maml", "maml"])

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 import metarep
-from metarep import resources
 from metarep.cli import main
-from metarep.config import validate
+from metarep.config.schema import validate
 from metarep.methods import registered
+from metarep.running import resources
 
 GOOD = """[problem]
 d = 4
@@ -115,12 +115,12 @@ def test_output_under_a_file_is_one_line(tmp_path, good, capsys):
 
 
 def test_out_of_memory_while_running_is_one_line(tmp_path, good, capsys, monkeypatch):
-    import metarep.execute
+    import metarep.running.execute
 
     def explode(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(metarep.execute, "execute_run", explode)
+    monkeypatch.setattr(metarep.running.execute, "execute_run", explode)
     code = main(["run", str(good), "--out", str(tmp_path / "o"), "--quiet"])
     _assert_one_line_error(code, capsys.readouterr().err, tmp_path / "o", "out of memory")
 

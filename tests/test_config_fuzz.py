@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from metarep.cli import main
-from metarep.config import ConfigError, validate
-from metarep.execute import execute_run
+from metarep.config.schema import ConfigError, validate
 from metarep.methods import get_method, register, registered, unregister
+from metarep.running.execute import execute_run
 
 METHODS = {m.name: m for m in registered("linear")}
 

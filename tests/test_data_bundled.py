@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from metarep.config import ConfigError
+from metarep.config.schema import ConfigError
 from metarep.data.bundled import BUNDLED
 from metarep.data.config import DATASETS, DataConfig
 from metarep.data.read import load

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metarep.config import ConfigError
+from metarep.config.schema import ConfigError
 from metarep.data.config import DataConfig
 from metarep.data.read import load
 from metarep.data.table import Columns

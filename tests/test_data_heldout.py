@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from metarep.adapt import gradient_heads
 from metarep.data.heldout import episodes, heldout_mse
 from metarep.data.source import draw_rows, draw_tasks
 from metarep.data.table import TaskSet
+from metarep.families.tasks import Tasks
+from metarep.linear.adapt import gradient_heads
 from metarep.methods.pooled import pooled_fit, pooled_ridge
-from metarep.tasks import Tasks
 
 
 def ragged(sizes, d=4, seed=0):

@@ -8,10 +8,10 @@ from scipy.linalg import subspace_angles
 
 from metarep.data.source import draw_tasks
 from metarep.data.table import Columns, prepare
+from metarep.families.problem import make_problem, sample_tasks
+from metarep.linear.params import init_params
 from metarep.methods import get_method, outer_step
 from metarep.methods.moments import moments_fit
-from metarep.params import init_params
-from metarep.problem import make_problem, sample_tasks
 
 D, K, N, M_IN, M_OUT = 8, 2, 100, 10, 10
 

@@ -13,9 +13,9 @@ from scipy.linalg import subspace_angles
 
 import metarep
 from metarep.cli import main
-from metarep.config import validate
-from metarep.execute import execute_run
-from metarep.sources import synthetic_source
+from metarep.config.schema import validate
+from metarep.engine.sources import synthetic_source
+from metarep.running.execute import execute_run
 
 D, K = 6, 2
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metarep.config import ConfigError
+from metarep.config.schema import ConfigError
 from metarep.data.config import DataConfig
 from metarep.data.read import load, read_file
 from metarep.data.table import Columns, prepare, split_tasks

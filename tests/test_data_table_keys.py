@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from metarep.config import ConfigError, validate
+from metarep.config.schema import ConfigError, validate
 
 
 @pytest.mark.parametrize("problem, key", [({"task_cov": [1.0, 2.0, 3.0]}, "problem.task_cov"),

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from metarep import kernels
-from metarep.config import validate
+from metarep.compute import kernels
+from metarep.config.schema import validate
 from metarep.engine import run
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "METAREP_THREADS")
@@ -23,8 +23,8 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "ME
 SCRIPT = """
 import hashlib, json, sys
 import numpy as np
-from metarep import kernels, threads
-from metarep.config import validate
+from metarep.compute import kernels, threads
+from metarep.config.schema import validate
 from metarep.engine import run
 
 kernels.PARALLEL_MIN_BYTES = 0

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 
 from metarep import engine  # noqa: E402
-from metarep.config import validate  # noqa: E402
+from metarep.config.schema import validate  # noqa: E402
 from metarep.nonlinear import backend  # noqa: E402
 
 STEPS, LOG_EVERY, CHECKPOINT_EVERY = 12, 5, 4

@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict
 import metarep
 from metarep import families, seeds
 from metarep.cli import main
-from metarep.config import ConfigError, validate
+from metarep.config.schema import ConfigError, validate
 from metarep.families.base import _FAMILIES
-from metarep.problem import make_problem, sample_tasks
-from metarep.tasks import Tasks
+from metarep.families.problem import make_problem, sample_tasks
+from metarep.families.tasks import Tasks
 
 OUTER = ("config", "engine", "execute", "store", "cli", "sweep", "sweeps", "report", "reproduce", "api", "results",
          "plots", "resources", "models")
@@ -117,7 +117,7 @@ def test_the_default_family_is_the_gaussian_model_with_its_draws():
     default = validate({"problem": {"d": 5, "k": 2, "noise_std": 0.5}})
     assert written == default and "family" not in default.to_dict()["problem"]
     assert "family" not in default.model_dump()["problem"]   # the config hash of an old config is unchanged
-    from metarep.sources import synthetic_source
+    from metarep.engine.sources import synthetic_source
 
     truth = synthetic_source(default).truth
     expected = make_problem(5, 2, noise_std=0.5, rng=seeds.rng(0, "problem"))

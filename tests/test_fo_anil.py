@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from conftest import naive_fo_anil
+from metarep.families.problem import sample_tasks
+from metarep.linear.params import Params
 from metarep.methods.fo_anil import fo_anil_gradient
-from metarep.params import Params
-from metarep.problem import sample_tasks
 
 
 @pytest.mark.parametrize("inner_steps", [1, 3])

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 import metarep
-from metarep import kernels, seeds, threads
-from metarep.problem import make_problem, sample_tasks
+from metarep import seeds
+from metarep.compute import kernels, threads
+from metarep.families.problem import make_problem, sample_tasks
 
 PACKAGE = Path(metarep.__file__).parent
 HAVE_NUMBA = kernels.compiled_available()
@@ -44,9 +45,9 @@ BOTH_PATHS = """
     import json
     import numpy as np
     import metarep
-    from metarep.params import Params
-    from metarep.population import fo_anil_population_gradient
-    from metarep.problem import make_problem
+    from metarep.linear.params import Params
+    from metarep.linear.population import fo_anil_population_gradient
+    from metarep.families.problem import make_problem
     assert metarep.__file__.startswith({root!r}), metarep.__file__
     problem = make_problem(5, 2, task_cov=[1.0, 2.0], noise_std=0.5, rng=np.random.default_rng(0))
     rng = np.random.default_rng(1)
@@ -67,7 +68,7 @@ def test_an_edited_formula_reaches_both_compiled_paths(tmp_path):
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "METAREP_THREADS": "1"}
     code = BOTH_PATHS.format(root=str(root))
     before = json.loads(_python(code, path=root, env=env))
-    formula = root / "metarep" / "population_formula.py"
+    formula = root / "metarep" / "linear" / "population_formula.py"
     text = formula.read_text()
     assert text.count("return 0.5 * (risk + s2)") == 1
     formula.write_text(text.replace("return 0.5 * (risk + s2)", "return 0.25 * (risk + s2)"))
@@ -77,23 +78,22 @@ def test_an_edited_formula_reaches_both_compiled_paths(tmp_path):
 
 
 def _metarep_imports(path: Path) -> set[str]:
-    """The metarep modules a source file imports (as file names relative to the package)."""
+    """The metarep modules a source file imports (as file paths relative to the package)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("metarep"):
-            parts = node.module.split(".")[1:]
-            if parts:
-                names.add("/".join(parts) + ".py")
-            else:
-                names.update(f"{alias.name}.py" for alias in node.names)
+            base = "/".join(node.module.split(".")[1:])
+            for alias in node.names:
+                sub = f"{base}/{alias.name}.py" if base else f"{alias.name}.py"
+                names.add(sub if (PACKAGE / sub).exists() else f"{base}.py")
         elif isinstance(node, ast.Import):
             names.update("/".join(a.name.split(".")[1:]) + ".py" for a in node.names if a.name.startswith("metarep."))
     return names
 
 
 def test_the_cache_key_lists_every_source_the_kernels_import():
-    from metarep import _compiled
-    for name in ("_compiled.py", "_compiled_network.py"):
+    from metarep.compute import _compiled
+    for name in ("compute/_compiled.py", "compute/_compiled_network.py"):
         missing = _metarep_imports(PACKAGE / name) - set(_compiled.SOURCES)
         assert not missing, f"{name} compiles code from {missing}: add them to _compiled.SOURCES"
 
@@ -102,7 +102,7 @@ def test_the_cache_key_lists_every_source_the_kernels_import():
 def test_every_kernel_is_cached_under_the_keyed_directory():
     import numba
 
-    from metarep import _compiled, _compiled_network
+    from metarep.compute import _compiled, _compiled_network
     where = _compiled.cache_dir()
     kernels_seen = 0
     for module in (_compiled, _compiled_network):
@@ -124,7 +124,7 @@ HELD_OUTPUT = """
     import sys
     sys.getrefcount = lambda obj: 1        # an interpreter whose counts omit borrowed references
     import numpy as np
-    from metarep import kernels
+    from metarep.compute import kernels
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((40, 6, 5)), rng.standard_normal((40, 6))
     G1, loss1 = kernels.prediction_gradient(X, rng.standard_normal(5), y, backend="numpy")
@@ -168,7 +168,7 @@ HELPER_UNIT_SECONDS = 0.3
 
 
 def _unit_kernel(caller: threading.Thread, helper_took: threading.Event, helpers: bool):
-    """A unit kernel in the protocol of `metarep._compiled` (units from counter[0], finished
+    """A unit kernel in the protocol of `metarep.compute._compiled` (units from counter[0], finished
     ones counted in counter[1], True on the thread that finished the last). A helper's unit
     sleeps; the caller takes none before a helper holds one (or a few seconds passed), so the
     caller always runs out of units while a helper still works."""

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from metarep import kernels, threads
-from metarep.linear import prediction_gradient_reference
+from metarep.compute import kernels, threads
+from metarep.linear.primitives import prediction_gradient_reference
 
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 BACKENDS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed"))]
@@ -277,7 +277,7 @@ def test_numba_requested_but_missing(fresh_default, monkeypatch):
 def test_run_units_takes_numba_pool_only_when_every_cpu_is_free(free, pool, monkeypatch):
     """Two CPUs, both free: numba's pool runs the units; one taken by other work: not (the kernel
     then runs on the caller, the one thread launch_count allows)."""
-    from metarep import _compiled
+    from metarep.compute import _compiled
     kernel, done_by = fake_unit_kernel(8, 0.0)
     launched = []
     monkeypatch.setitem(_compiled.ON_POOL, kernel, lambda n, counter: launched.append(n) or kernel(counter))

@@ -10,10 +10,9 @@ import metarep
 from metarep.methods import registered
 
 SRC = Path(metarep.__file__).parent
-CORE = ("problem", "tasks", "linear", "params", "population", "theory", "adapt", "metrics", "kernels",
-        "one_step", "_compiled", "seeds")
-OUTER = ("config", "engine", "execute", "store", "cli", "sweep", "sweeps", "report", "reproduce", "api", "runner",
-         "results", "plots", "resources")
+CORE = ("families", "linear", "nonlinear", "methods", "compute", "seeds", "optimizers")
+OUTER = ("config", "engine", "running", "storage", "cli", "sweeps", "report", "reproduce", "api", "plots", "bench",
+         "data")
 
 
 def _modules():

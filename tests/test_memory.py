@@ -11,7 +11,7 @@ import pytest
 
 from metarep import api
 from metarep.methods import registered
-from metarep.resources import estimate_bytes
+from metarep.running.resources import estimate_bytes
 
 #: the estimate may exceed the measured peak by this factor (it counts the heaviest method's and
 #: backend's temporaries), never fall below it

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from metarep import progress as progress_module
-from metarep import resources
 from metarep.cli import main
-from metarep.config import validate
-from metarep.progress import progress
+from metarep.config.schema import validate
+from metarep.running import progress as progress_module
+from metarep.running import resources
+from metarep.running.progress import progress
 
 
 class Clock:
@@ -89,20 +89,20 @@ def test_a_table_run_prints_what_the_data_gave(tmp_path, capsys):
 def test_a_slow_table_read_is_announced_and_a_refused_one_is_one_line(tmp_path, capsys, monkeypatch):
     import time
 
-    import metarep.execute
+    import metarep.running.execute
 
     rows = ["school,x0,y"] + [f"s{t},{i},{t + i}" for t in range(12) for i in range(14)]
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
     config = tmp_path / "c.toml"
     config.write_text(f'[data]\npath = "{tmp_path / "t.csv"}"\ntask = "school"\ntarget = "y"\n'
                       "[model]\nwidth = 1\n[train]\nm_in = 4\nm_out = 4\nsteps = 2\n[test]\nm_test = 4\n")
-    build = metarep.execute.build
-    monkeypatch.setattr(metarep.execute, "SLOW_BUILD_S", 0.05)
-    monkeypatch.setattr(metarep.execute, "build", lambda c: (time.sleep(0.5), build(c))[1])
+    build = metarep.running.execute.build
+    monkeypatch.setattr(metarep.running.execute, "SLOW_BUILD_S", 0.05)
+    monkeypatch.setattr(metarep.running.execute, "build", lambda c: (time.sleep(0.5), build(c))[1])
     assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     assert "data: reading " in err and "encoding its features" in err
-    monkeypatch.setattr(metarep.execute, "build", build)  # refused at once: one line, nothing announced
+    monkeypatch.setattr(metarep.running.execute, "build", build)  # refused at once: one line, nothing announced
     (tmp_path / "t.csv").write_text("school,x0,y\n")
     assert main(["run", str(config), "--out", str(tmp_path / "run2"), "--set", "train.steps=1"]) == 2
     err = capsys.readouterr().err

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from scipy.linalg import subspace_angles
 
+from metarep.families.problem import make_problem, sample_tasks
+from metarep.linear.params import Params, init_params, sgd_update
 from metarep.methods import burer_monteiro as bm
 from metarep.methods import get_method, outer_step, shared_head
-from metarep.params import Params, init_params, sgd_update
-from metarep.problem import make_problem, sample_tasks
 
 
 def _setup(d=6, k=2, width=4, *, N=30, m_in=6, m_out=4, noise=1.0, seed=0, head_scale=0.5):

@@ -4,9 +4,9 @@ differentiation of the same meta-objective written as a plain per-task loop (MAT
 import numpy as np
 import pytest
 
+from metarep.families.problem import make_problem, sample_tasks
+from metarep.linear.params import Params
 from metarep.methods import anil, fo_anil, fo_maml, maml
-from metarep.params import Params
-from metarep.problem import make_problem, sample_tasks
 
 torch = pytest.importorskip("torch")
 

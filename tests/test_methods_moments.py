@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from scipy.linalg import subspace_angles
 
-from metarep.config import TrainConfig, validate
+from metarep.config.schema import TrainConfig, validate
 from metarep.engine import run
+from metarep.families.problem import make_problem, sample_tasks
 from metarep.methods import get_method, registered
 from metarep.methods.moments import moment_matrix, moments_fit
-from metarep.problem import make_problem, sample_tasks
 
 
 def _problem(d=10, k=2, seed=0):

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from metarep.linear import prediction_gradient
+from metarep.families.problem import make_problem, sample_tasks
+from metarep.linear.params import Params
+from metarep.linear.primitives import prediction_gradient
 from metarep.methods.fo_maml import fo_maml_gradient, fo_maml_population_gradient, fo_maml_population_moments
-from metarep.params import Params
-from metarep.problem import make_problem, sample_tasks
 
 D, K, WIDTH, M_IN, M_OUT = 4, 2, 3, 3, 2
 Z_MAX = 5.0   # tolerance in Monte Carlo standard errors

@@ -1,8 +1,8 @@
 import numpy as np
 
-from metarep import metrics
-from metarep.params import Params
-from metarep.theory import lambda_star
+from metarep.linear import metrics
+from metarep.linear.params import Params
+from metarep.linear.theory import lambda_star
 
 
 def test_tracked_quantities_against_explicit_formulas(general_problem, rng):

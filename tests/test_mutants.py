@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import metarep
+from metarep.linear.params import Params
+from metarep.linear.theory import lemma2_asymptote, lemma2_perp_sq, lemma2_rate
 from metarep.methods import Method, register, unregister
-from metarep.params import Params
-from metarep.theory import lemma2_asymptote, lemma2_perp_sq, lemma2_rate
 
 
 def test_lemma2_envelope_bounds_the_recursion_and_meets_its_asymptote():

@@ -8,14 +8,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("numba")
 
-from metarep import kernels, threads  # noqa: E402
+from metarep.compute import kernels, threads  # noqa: E402
+from metarep.families.problem import make_problem, sample_tasks  # noqa: E402
 from metarep.methods.mlp.anil import METHOD as ANIL  # noqa: E402
 from metarep.methods.mlp.fo_anil import METHOD as FO_ANIL  # noqa: E402
 from metarep.nonlinear import fused  # noqa: E402
 from metarep.nonlinear.backend import Net  # noqa: E402
 from metarep.nonlinear.meta import meta_gradient  # noqa: E402
 from metarep.nonlinear.model import MLPSpec, init_mlp_params  # noqa: E402
-from metarep.problem import make_problem, sample_tasks  # noqa: E402
 from test_nonlinear_gradients import reference_gradient  # noqa: E402
 
 # float32's bound, relative to the largest entry of each gradient (up to 1e-6 measured here, with float64 at 2e-15)

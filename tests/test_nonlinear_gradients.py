@@ -11,13 +11,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import metarep.nonlinear.meta as nonlinear_meta  # noqa: E402
-from metarep import kernels, threads  # noqa: E402
+from metarep.compute import kernels, threads  # noqa: E402
+from metarep.families.problem import make_problem, sample_tasks  # noqa: E402
+from metarep.linear.params import init_params  # noqa: E402
 from metarep.nonlinear import fused  # noqa: E402
 from metarep.nonlinear.backend import Net, torch_tasks  # noqa: E402
 from metarep.nonlinear.meta import meta_gradient  # noqa: E402
 from metarep.nonlinear.model import MLPParams, MLPSpec, init_mlp_params  # noqa: E402
-from metarep.params import init_params  # noqa: E402
-from metarep.problem import make_problem, sample_tasks  # noqa: E402
 
 # (adapt_body, exact) of FO-ANIL, ANIL, FO-MAML, MAML
 VARIANTS = {"fo-anil": (False, False), "anil": (False, True), "fo-maml": (True, False), "maml": (True, True)}
@@ -198,10 +198,10 @@ def test_compiled_head_pass_runs_blas_on_one_thread_inside_its_threads():
     script = """
 import numpy as np
 import torch  # as in a network run; OpenBLAS notices the OpenMP loop only with it loaded
-from metarep import kernels, threads
+from metarep.compute import kernels, threads
 from metarep.nonlinear import fused
 from metarep.nonlinear.model import MLPSpec, init_mlp_params
-from metarep.problem import make_problem, sample_tasks
+from metarep.families.problem import make_problem, sample_tasks
 with kernels.step_threads():
     pass
 threads.available = lambda: 2

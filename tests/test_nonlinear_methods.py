@@ -6,12 +6,12 @@ import pytest
 
 pytest.importorskip("torch")
 
+from metarep.families.problem import make_problem, sample_tasks  # noqa: E402
+from metarep.linear.params import Params, init_params, sgd_update  # noqa: E402
 from metarep.methods import get_method, outer_step  # noqa: E402
 from metarep.methods.mlp import anil, fo_anil, fo_maml, maml, multitask  # noqa: E402
 from metarep.nonlinear.backend import Net  # noqa: E402
 from metarep.nonlinear.model import MLPParams, MLPSpec, init_mlp_params  # noqa: E402
-from metarep.params import Params, init_params, sgd_update  # noqa: E402
-from metarep.problem import make_problem, sample_tasks  # noqa: E402
 
 MLP = {"fo-anil": fo_anil.METHOD, "anil": anil.METHOD, "fo-maml": fo_maml.METHOD, "maml": maml.METHOD}
 IDENTITY = Net("identity")

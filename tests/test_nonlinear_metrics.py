@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from metarep import adapt
+from metarep.families.problem import make_problem, sample_heads, sample_tasks
+from metarep.linear import adapt
+from metarep.linear.params import init_params
 from metarep.nonlinear.evaluate import excess_risk, fit_test_heads
 from metarep.nonlinear.metrics import effective_rank, linear_r2, track
 from metarep.nonlinear.model import MLPParams, MLPSpec, features, init_mlp_params
-from metarep.params import init_params
-from metarep.problem import make_problem, sample_heads, sample_tasks
 
 
 def _problem(teacher="linear", d=6, k=2):

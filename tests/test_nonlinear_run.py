@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from metarep.config import ConfigError, validate  # noqa: E402
+from metarep.config.schema import ConfigError, validate  # noqa: E402
 from metarep.engine import run  # noqa: E402
-from metarep.execute import execute_run  # noqa: E402
+from metarep.running.execute import execute_run  # noqa: E402
 from run_helpers import result_files, stop_after
 
 CONFIG = """[problem]

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from metarep.families.problem import make_problem
 from metarep.nonlinear.metrics import grad_perp_share, input_gradients, track
 from metarep.nonlinear.model import MLPParams, MLPSpec, features, init_mlp_params
-from metarep.problem import make_problem
 
 torch = pytest.importorskip("torch")
 
@@ -96,7 +96,7 @@ def test_share_of_a_function_inside_and_outside_the_span():
 def test_oracle_scores_one_on_the_teachers_features(teacher):
     """The R^2 probe regresses the teacher's own features (relu(B*^T x) for the relu teacher): the
     oracle, the teacher's network, scores 1 and its gradient lies in span(B*)."""
-    from metarep.config import validate
+    from metarep.config.schema import validate
     from metarep.engine import run
 
     config = validate({"problem": {"d": 6, "k": 2, "teacher": teacher, "task_mean": [0.5, -1.0]},
@@ -108,7 +108,7 @@ def test_oracle_scores_one_on_the_teachers_features(teacher):
 
 
 def test_a_runs_rows_and_final_carry_the_measures():
-    from metarep.config import validate
+    from metarep.config.schema import validate
     from metarep.engine import run
 
     config = validate({"problem": {"d": 5, "k": 2, "teacher": "relu"},
@@ -131,7 +131,7 @@ def test_per_task_heads_are_averaged():
 
 
 def test_the_paper_config_is_the_papers_setting():
-    from metarep.config import load
+    from metarep.config.schema import load
 
     c = load(Path(__file__).parents[1] / "experiments" / "nonlinear" / "paper.toml")
     p, t, m = c.problem, c.train, c.model

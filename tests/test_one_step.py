@@ -5,7 +5,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from metarep import kernels, one_step, threads
+from metarep.compute import kernels, threads
+from metarep.linear import one_step
 
 HAVE_FUSED = kernels.compiled_available()
 needs_fused = pytest.mark.skipif(not HAVE_FUSED, reason="numba and scipy not installed")

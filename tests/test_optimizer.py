@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from metarep import engine, optimizers
-from metarep.config import ConfigError, validate
-from metarep.execute import execute_run
-from metarep.params import Params, sgd_update
+from metarep.config.schema import ConfigError, validate
+from metarep.linear.params import Params, sgd_update
+from metarep.running.execute import execute_run
 from run_helpers import result_files, stop_after
 
 LINEAR = {"problem": {"d": 6, "k": 2, "task_mean": [0.5, -0.5]}, "model": {"width": 5},

@@ -8,10 +8,10 @@ import io
 import numpy as np
 import pytest
 
-from metarep.config import validate
+from metarep.config.schema import validate
 from metarep.engine import run
+from metarep.linear.theory import lemma2_perp_sq
 from metarep.plots import metrics_figure, tick_text
-from metarep.theory import lemma2_perp_sq
 
 POPULATION = {"problem": {"d": 5, "k": 2, "seed": 0}, "model": {"width": 5},
               "method": {"name": "fo-anil"},

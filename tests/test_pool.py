@@ -1,4 +1,4 @@
-"""metarep.pool: the one process pool and kept results. A plain script (no main guard) may call
+"""metarep.running.pool: the one process pool and kept results. A plain script (no main guard) may call
 metarep.sweep, whose workers do not re-run it; a failed run makes the script exit non-zero; the
 results are the same for any number of workers; a rerun computes only what is not kept."""
 
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from metarep import pool
+from metarep.running import pool
 
 SCRIPT = """
 import pathlib, sys
@@ -54,7 +54,7 @@ def test_a_plain_script_without_the_main_guard_sweeps_on_workers(tmp_path):
 
 
 def test_a_failed_run_makes_the_script_exit_non_zero(tmp_path):
-    from metarep import store
+    from metarep.storage import store
 
     assert store.CHECKPOINT == "checkpoint.npz"
     done = _script(tmp_path, BREAK_ONE)

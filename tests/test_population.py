@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-from metarep import metrics
-from metarep.linear import prediction_gradient_reference
-from metarep.params import Params
-from metarep.population import fo_anil_population_gradient, population_step
-from metarep.problem import make_problem, sample_tasks
-from metarep.theory import lambda_star
+from metarep.families.problem import make_problem, sample_tasks
+from metarep.linear import metrics
+from metarep.linear.params import Params
+from metarep.linear.population import fo_anil_population_gradient, population_step
+from metarep.linear.primitives import prediction_gradient_reference
+from metarep.linear.theory import lambda_star
 from population_reference import math4_one
 
 

@@ -1,4 +1,4 @@
-"""The one fast population step (`metarep.population_formula.run_step`, compiled by numba or run
+"""The one fast population step (`metarep.linear.population_formula.run_step`, compiled by numba or run
 as NumPy, one run or a batch, on any number of threads) against the readable reference that
 writes MATH 4 as stated (tests/population_reference.py), run by run."""
 
@@ -7,10 +7,11 @@ import importlib.util
 import numpy as np
 import pytest
 
-from metarep import kernels, population, threads
-from metarep.params import Params
-from metarep.population import fo_anil_population_gradient, population_step
-from metarep.problem import make_problem
+from metarep.compute import kernels, threads
+from metarep.families.problem import make_problem
+from metarep.linear import population
+from metarep.linear.params import Params
+from metarep.linear.population import fo_anil_population_gradient, population_step
 from population_reference import math4, math4_one
 
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None

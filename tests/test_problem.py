@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from metarep.problem import make_problem, sample_heads, sample_tasks
+from metarep.families.problem import make_problem, sample_heads, sample_tasks
 
 
 def test_b_star_is_orthonormal_and_seeded():

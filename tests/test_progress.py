@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from metarep import progress as progress_module
-from metarep.progress import progress
+from metarep.running import progress as progress_module
+from metarep.running.progress import progress
 
 
 class Clock:

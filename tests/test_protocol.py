@@ -13,17 +13,17 @@ import pytest
 
 import metarep
 import metarep.engine
-from metarep import seeds, sources, tuning
-from metarep.adapt import empirical_prior, expected_excess_risk_one_step
-from metarep.config import ConfigError, validate
+from metarep import seeds
+from metarep.config.schema import ConfigError, validate
 from metarep.data import table_source
-from metarep.engine import build, evaluate_final, train
+from metarep.engine import build, evaluate_final, sources, train, tuning
+from metarep.families.problem import sample_tasks
+from metarep.linear.adapt import empirical_prior, expected_excess_risk_one_step
+from metarep.linear.params import Params
+from metarep.linear.random_effects import stacked_stats
 from metarep.methods import get_method
 from metarep.nonlinear.evaluate import excess_risk, feature_moments, feature_prior, moment_risk
 from metarep.nonlinear.model import MLPParams
-from metarep.params import Params
-from metarep.problem import sample_tasks
-from metarep.random_effects import stacked_stats
 
 SMALL = {"problem": {"d": 6, "k": 2}, "model": {"width": 4}, "train": {"tasks": 100, "steps": 20}}
 TUNED = {"adapt": "tuned", "tasks": 300, "validation_tasks": 200, "tune_steps": [0, 1, 5], "tune_alpha": [0.1, 0.3],

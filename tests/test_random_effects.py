@@ -1,4 +1,4 @@
-"""The random-effects model (metarep.random_effects) and its method: against statsmodels' MixedLM,
+"""The random-effects model (metarep.linear.random_effects) and its method: against statsmodels' MixedLM,
 against naive per-task loops, the rank-r fit, the BLUP against the oracle's Bayes head, the test
 risk against the oracle's, and runs through the CLI (synthetic and a table)."""
 
@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metarep import adapt, resources
-from metarep import random_effects as rfx
 from metarep.cli import main
-from metarep.config import validate
+from metarep.config.schema import validate
 from metarep.engine import run as run_in_memory
-from metarep.problem import make_problem, sample_tasks
+from metarep.families.problem import make_problem, sample_tasks
+from metarep.linear import adapt
+from metarep.linear import random_effects as rfx
+from metarep.running import resources
 
 
 def draw(rng, N, m, mu, G, sigma):
@@ -320,7 +321,7 @@ def test_a_rank_above_d_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_bayes_without_finite_training_rows_is_refused_at_validation():
-    from metarep.config import ConfigError
+    from metarep.config.schema import ConfigError
 
     with pytest.raises(ConfigError, match="finite train.m_in"):
         validate({"problem": {"d": 6, "k": 2}, "method": {"name": "fo-anil"},

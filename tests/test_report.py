@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from metarep.cli import main
-from metarep.execute import execute_run
 from metarep.report import ReportError, kind_of, write_report
-from metarep.results import Results
+from metarep.running.execute import execute_run
+from metarep.storage.results import Results
 
 TINY = """
 [problem]

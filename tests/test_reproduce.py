@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from metarep.cli import main
-from metarep.config import load, validate
+from metarep.config.schema import load, validate
 from metarep.engine import run
 from metarep.reproduce.common import (
     compose,

@@ -8,7 +8,15 @@ import sqlite3
 
 import pytest
 
-from metarep.results import Results, ResultsError, comparable, failed_row, load_results, read_csv, row_from_summary
+from metarep.storage.results import (
+    Results,
+    ResultsError,
+    comparable,
+    failed_row,
+    load_results,
+    read_csv,
+    row_from_summary,
+)
 
 KEYS = ["train.m_in", "problem.task_cov"]
 
@@ -142,8 +150,8 @@ def _naive(rows: list[dict], keys: list[str], metric: str) -> dict[tuple, list[f
 def test_aggregate_is_mean_and_sample_sd_per_grid_point_in_grid_order():
     import statistics
 
-    from metarep.results import SUMMARY_METRICS, aggregate, mean_sd_text, mean_std
-    from metarep.tables import fmt
+    from metarep.storage.results import SUMMARY_METRICS, aggregate, mean_sd_text, mean_std
+    from metarep.storage.tables import fmt
 
     rows, keys = _sweep_rows(), ["train.m_in", "train.beta"]
     headers, table = aggregate(["run_id", *keys, "seed", "status"], rows)
@@ -167,7 +175,7 @@ def test_aggregate_is_mean_and_sample_sd_per_grid_point_in_grid_order():
 def test_best_point_and_curves_follow_the_grid_values():
     import statistics
 
-    from metarep.results import best_point, curves
+    from metarep.storage.results import best_point, curves
 
     rows, keys = _sweep_rows(), ["train.m_in", "train.beta"]
     columns = ["run_id", *keys, "seed", "status"]

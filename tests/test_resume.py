@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metarep import store
 from metarep.cli import main
-from metarep.config import ConfigError, load, validate
+from metarep.config.schema import ConfigError, load, validate
 from metarep.engine import build, train
-from metarep.execute import execute_run
+from metarep.running.execute import execute_run
+from metarep.storage import store
 from run_helpers import result_files, stop_after
 
 CONFIG = """[problem]

@@ -11,7 +11,7 @@ import pytest
 
 import metarep
 from metarep.cli import main
-from metarep.config import ConfigError, validate
+from metarep.config.schema import ConfigError, validate
 from metarep.families import get_family
 from metarep.families.measures import span_outside
 from metarep.families.network import adapt, forward, gradient, per_task

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from metarep.pool import finished, job_key, resumable_map
+from metarep.running.pool import finished, job_key, resumable_map
 from quick_reproduce import quick, read_csv, summary
 
 

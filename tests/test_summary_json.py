@@ -10,8 +10,8 @@ import math
 import pytest
 
 import metarep
-from metarep import store
-from metarep.config import ConfigError
+from metarep.config.schema import ConfigError
+from metarep.storage import store
 
 CONFIG = {"problem": {"d": 6, "k": 2}, "model": {"width": 6}, "method": {"name": "moments"},
           "train": {"tasks": 30, "m_in": 5, "m_out": 5}, "test": {"tasks": 20, "m_test": 5}}

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metarep import store
 from metarep.cli import main
-from metarep.config import load
+from metarep.config.schema import load
 from metarep.engine import build, run
-from metarep.execute import execute_run
-from metarep.results import Results, comparable, read_csv
+from metarep.running.execute import execute_run
+from metarep.storage import store
+from metarep.storage.results import Results, comparable, read_csv
 from metarep.sweeps import (
     SEED_RULE,
     TEST_SEED_OFFSET,
@@ -333,8 +333,8 @@ def test_a_pool_worker_gets_its_share_of_the_cpus():
     import subprocess
 
     code = ("import multiprocessing as mp, signal\n"
-            "from metarep import threads\n"
-            "from metarep import pool\n"
+            "from metarep.compute import threads\n"
+            "from metarep.running import pool\n"
             "pool._init_worker(mp.get_context('spawn').Event(), 4)\n"
             "print(threads.count(), threads.share(4), signal.getsignal(signal.SIGINT) is signal.SIG_IGN)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from metarep.cli import main
-from metarep.config import ConfigError
-from metarep.results import read_csv
+from metarep.config.schema import ConfigError
+from metarep.storage.results import read_csv
 from metarep.sweeps import SweepError, command_line, plan, read_spec, run_grid, run_sweep
 
 CONFIG = {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from metarep.cli import main
 from metarep.engine import run
-from metarep.results import Results, comparable, row_from_summary
+from metarep.storage.results import Results, comparable, row_from_summary
 from metarep.sweeps import plan
 
 TINY = """

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from metarep.config import validate
-from metarep.resources import MAX_TEST_TASKS, ResourceError, check_memory
+from metarep.config.schema import validate
+from metarep.running.resources import MAX_TEST_TASKS, ResourceError, check_memory
 
 
 def test_test_tasks_above_the_cap_is_refused_naming_the_key():

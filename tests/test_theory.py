@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from metarep.params import Params
-from metarep.population import fo_anil_population_gradient
-from metarep.problem import make_problem
-from metarep.theory import lambda_star, lemma2_asymptote, lemma2_perp_sq
+from metarep.families.problem import make_problem
+from metarep.linear.params import Params
+from metarep.linear.population import fo_anil_population_gradient
+from metarep.linear.theory import lambda_star, lemma2_asymptote, lemma2_perp_sq
 
 
 @pytest.mark.parametrize("m_in", [4, 20, float("inf")])

@@ -1,4 +1,4 @@
-"""metarep.threads: how many threads the kernels use, from the CPUs this process may use, its
+"""metarep.compute.threads: how many threads the kernels use, from the CPUs this process may use, its
 share of a process pool and a scoped limit."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from multiprocessing import get_context
 
 import pytest
 
-from metarep import threads
+from metarep.compute import threads
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_share_count_and_limited(monkeypatch, fresh):
 def _worker_view(_):
     from threadpoolctl import threadpool_info
 
-    from metarep import threads as t
+    from metarep.compute import threads as t
     return t.count(), sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}), os.getpid()
 
 

@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import metarep
 from metarep.cli import main
-from metarep.linear import prediction_gradient
+from metarep.linear.params import Params
+from metarep.linear.primitives import prediction_gradient
 from metarep.methods import Method, register, unregister
-from metarep.params import Params
 
 
 class Hyper(BaseModel):

@@ -8,17 +8,21 @@ The Python API (README, section "Python"):
     methods() -> DataFrame                                  the registered methods and what they can do
     Config, ConfigError                                     the validated config, and bad input
 
-The core (problem, tasks, linear, methods, population, theory, adapt, metrics) is a set of
-pure functions over NumPy arrays; the engine, config, store, sweeps, plots and the CLI sit on
-top. The formulas follow MATH.md (sections cited in each docstring).
+The numerical core (families/, linear/, nonlinear/, methods/, compute/) is a set of pure
+functions over arrays; config/, engine/, running/, storage/, sweeps/, reproduce/, report/ and
+cli/ sit on top. The formulas follow MATH.md (sections cited in each docstring).
+`metarep.threads` and `metarep.kernels` (thread limits and kernel backends for a block of code)
+are `metarep.compute.threads` and `metarep.compute.kernels`.
 """
 
 from metarep import methods as _registry
 from metarep.api import GroundTruth, Result, load, run
-from metarep.config import Config, ConfigError
-from metarep.params import Params
-from metarep.problem import Problem, make_problem, sample_heads, sample_tasks
-from metarep.tasks import Tasks
+from metarep.compute import kernels as kernels
+from metarep.compute import threads as threads
+from metarep.config.schema import Config, ConfigError
+from metarep.families.problem import Problem, make_problem, sample_heads, sample_tasks
+from metarep.families.tasks import Tasks
+from metarep.linear.params import Params
 
 __all__ = ["Config", "ConfigError", "GroundTruth", "Params", "Problem", "Result", "Tasks", "load", "make_problem",
            "methods", "run", "sample_heads", "sample_tasks", "sweep"]

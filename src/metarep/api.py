@@ -24,10 +24,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from metarep import engine, store
-from metarep.config import Config, ConfigError, validate
-from metarep.config import load as load_config
-from metarep.resources import check_memory
+from metarep import engine
+from metarep.config.schema import Config, ConfigError, validate
+from metarep.config.schema import load as load_config
+from metarep.running.resources import check_memory
+from metarep.storage import store
 
 ConfigLike = Mapping[str, Any] | str | PathLike | Config
 
@@ -133,7 +134,7 @@ def run(config: ConfigLike, *, out: str | PathLike | None = None, progress: bool
     """
     cfg = as_config(config)
     if out is not None:
-        from metarep.execute import execute_config
+        from metarep.running.execute import execute_config
 
         run_dir = Path(out)
         if run_dir.exists() and not store.only_temporaries(run_dir) and not force:
@@ -145,7 +146,7 @@ def run(config: ConfigLike, *, out: str | PathLike | None = None, progress: bool
         learned, truth = _split_arrays(done.arrays)
         return Result(cfg, done.history, _as_json(done.summary), learned, truth, run_dir)
     check_memory(cfg)
-    from metarep.progress import progress as progress_display
+    from metarep.running.progress import progress as progress_display
 
     exp = engine.build(cfg)
     with progress_display(cfg.train.steps, 0, progress) as bar:

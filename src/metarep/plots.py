@@ -21,11 +21,11 @@ from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, SymmetricalLogLocator
 
-from metarep.atomic import atomic_write
-from metarep.config import Config, validate
-from metarep.results import PM, curves, grid_keys_of, test_score
-from metarep.tables import fmt
-from metarep.theory import lemma2_asymptote, lemma2_perp_sq
+from metarep.config.schema import Config, validate
+from metarep.linear.theory import lemma2_asymptote, lemma2_perp_sq
+from metarep.storage.atomic import atomic_write
+from metarep.storage.results import PM, curves, grid_keys_of, test_score
+from metarep.storage.tables import fmt
 
 NORMS = (("align_norm", r"$\|B_*^\top B_t\|_2$"), ("perp_norm", r"$\|P_\perp B_t\|_2$"),
          ("mean_norm", r"$\|B_t w_t - B_*\mu_*\|_2$"), ("lambda_rel_err", r"$\Lambda_t$ rel. error"))

@@ -54,7 +54,7 @@ def _contender_names(ctx, param, values: tuple[str, ...]) -> tuple[str, ...] | N
 @click.option("--bandwidth/--no-bandwidth", default=True, show_default=True,
               help="Measure the machine's read bandwidth.")
 @click.option("--retain-freed-memory", is_flag=True,
-              help="Let glibc keep freed memory (metarep.kernels.retain_freed_memory) for the whole process, "
+              help="Let glibc keep freed memory (metarep.compute.kernels.retain_freed_memory) for the whole process, "
                    "so that no contender page-faults its temporaries afresh every step.")
 @click.option("--load", type=int, default=0, show_default=True,
               help="Run N CPU-bound processes beside the contenders while they are timed (a shared machine); "

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from metarep.bench import contenders as _contenders
 from metarep.bench.contenders._common import METHODS
 from metarep.bench.targets import TARGET_POPULATION_STEPS, Target
-from metarep.config import ConfigError
+from metarep.config.schema import ConfigError
 
 __all__ = ["DTYPES", "METHODS", "PAPER", "TOLERANCE", "BenchConfig", "BenchResult", "Row", "resolved"]
 
@@ -33,7 +33,7 @@ Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
 
 
 class BenchConfig(BaseModel):
-    """What to measure, validated when made like metarep.config.Config (a ConfigError with one
+    """What to measure, validated when made like metarep.config.schema.Config (a ConfigError with one
     line naming the field). None in the repetition fields means: the default for full or quick
     mode (`resolved`)."""
 

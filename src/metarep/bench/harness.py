@@ -59,7 +59,7 @@ def make_data(cfg: BenchConfig):
     x ~ N(0, I_d); B has N(0, 1/d) entries and w N(0, 1/k') entries (a non-zero head, so every
     term of the gradients is exercised).
     """
-    from metarep.problem import sample_tasks
+    from metarep.families.problem import sample_tasks
 
     rng = np.random.default_rng(cfg.seed)
     problem = paper_problem(cfg.d, rng)
@@ -118,7 +118,7 @@ def page_faults() -> int | None:
 
 
 def _default_backend() -> str:
-    from metarep import kernels
+    from metarep.compute import kernels
 
     return kernels.backend()
 
@@ -314,7 +314,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
     reference = _contenders.metarep_contender(_default_backend())
     allocator = "glibc defaults"
     if cfg.retain_freed_memory:
-        from metarep import kernels
+        from metarep.compute import kernels
 
         retain = getattr(kernels, "retain_freed_memory", None)
         if retain is not None and retain():

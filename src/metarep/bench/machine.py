@@ -63,7 +63,7 @@ def blas_info() -> list[dict]:
 
 def thread_counts() -> dict[str, int]:
     """Threads the frameworks that are already imported will use (nothing new is imported)."""
-    from metarep import threads
+    from metarep.compute import threads
     out: dict[str, int] = {"metarep kernels": threads.count()}
     if "torch" in sys.modules:
         out["torch"] = int(sys.modules["torch"].get_num_threads())

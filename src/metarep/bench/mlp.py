@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from metarep import threads
 from metarep.bench.bandwidth import measure_gemm_rate
+from metarep.compute import threads
 from metarep.methods.mlp.anil import METHOD as _EXACT
 from metarep.methods.mlp.fo_anil import METHOD as _FIRST_ORDER
 
@@ -50,8 +50,8 @@ def step_flops(exact: bool, N: int, m_in: int, m_out: int, d: int, n: int, steps
 
 
 def _setup(N, m_in, m_out, d, width, seed, layers=2, hidden=None):
+    from metarep.families.problem import make_problem, sample_tasks
     from metarep.nonlinear.model import MLPSpec, init_mlp_params
-    from metarep.problem import make_problem, sample_tasks
 
     k = min(5, d)
     problem = make_problem(d, k, task_cov=list(np.arange(1.0, k + 1) / k), noise_std=1.0,

@@ -15,7 +15,7 @@ from metarep.bench.targets import TARGET_POPULATION_STEPS
 
 
 def paper_problem(d: int, rng):
-    from metarep.problem import make_problem
+    from metarep.families.problem import make_problem
 
     k = min(5, d)
     return make_problem(d, k, task_cov=list(np.arange(1.0, k + 1) / k), noise_std=2.0, rng=rng)
@@ -29,8 +29,8 @@ def run_population(cfg: BenchConfig, log: Callable[[str], None]) -> dict:
     """Time `pop_steps` exact population steps of one run, and `pop_batch_steps` steps of
     `pop_batch` runs (different initialisations) along a leading axis; check that the batched
     run's first seed matches the same run done alone."""
-    from metarep.params import Params
-    from metarep.population import population_step, step_flops
+    from metarep.linear.params import Params
+    from metarep.linear.population import population_step, step_flops
 
     d, width = cfg.d, cfg.width
     rng = np.random.default_rng(cfg.seed + 1)

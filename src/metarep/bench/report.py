@@ -40,7 +40,7 @@ def table_rows(result: BenchResult) -> list[list[str]]:
 
 
 def markdown_table(header, rows) -> str:
-    from metarep.tables import markdown_table as table
+    from metarep.storage.tables import markdown_table as table
 
     return table(header, [[str(c) for c in row] for row in rows])
 
@@ -59,7 +59,7 @@ def _intro(result: BenchResult) -> str:
             f"(float64 to {TOLERANCE['float64']:.0e}, float32 to {TOLERANCE['float32']:.0e}, relative to "
             f"max(1, |value|)). GB/s = bytes of task data one step must read / time; "
             f"time / metarep is relative to {result.reference} (metarep's default: its kernels on the threads "
-            f"`metarep.threads` chooses; /1thread: the same on one thread) on the same method and dtype; "
+            f"`metarep.compute.threads` chooses; /1thread: the same on one thread) on the same method and dtype; "
             f"faults/step = page faults per call (fresh large temporaries; expensive on a virtual machine); "
             f"other CPU = cores other processes kept busy meanwhile (above {cfg.busy_limit():g}: busy, "
             f"the time is suspect; such rows were re-timed up to {cfg.busy_retries} times and the "

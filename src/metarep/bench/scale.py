@@ -31,10 +31,10 @@ def measure_step_memory(method: str = FIRST_ORDER, *, n_tasks: int = 2000, m_in:
     buffers are allocated afresh (the first step of a run), "warm" a later step that reuses them.
     Returns the task-data bytes, both peaks, per task and in units of N (d + k') floats.
     """
-    from metarep import kernels
     from metarep.bench.contenders.metarep_impl import _gradient_function
-    from metarep.params import Params
-    from metarep.tasks import Tasks
+    from metarep.compute import kernels
+    from metarep.families.tasks import Tasks
+    from metarep.linear.params import Params
 
     gradient = _gradient_function(method)
     rng = np.random.default_rng(seed)

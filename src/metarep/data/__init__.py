@@ -3,7 +3,7 @@
 config (the [data] section), table (a table into standardised ragged per-task rows), read
 (files and bundled datasets), source (training batches drawn from the rows, the task source),
 heldout (test-time adaptation and scoring on held-out tasks), bundled (the bundled datasets),
-setup (a config into its task source). Only `config` is imported here: metarep.config reads it.
+setup (a config into its task source). Only `config` is imported here: metarep.config.schema reads it.
 """
 
 from metarep.data.config import DataConfig

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metarep.adapt import fit_heads, summarize
 from metarep.data.table import TaskSet
+from metarep.linear.adapt import fit_heads, summarize
 
 HELDOUT_RULES = ("gradient", "ridge", "lstsq")
 
@@ -58,7 +58,7 @@ def heldout_mse(B: np.ndarray, w: np.ndarray, ep: Episodes, *, rule: str, alpha:
                 ridge: float = 0.0, prior=None) -> np.ndarray:
     """Per-task test MSE of the model x^T B w after the test-time rule ("gradient": `steps`
     head steps of size alpha from w; "ridge", "lstsq": a head fitted on X B; "bayes" with
-    `prior`: the empirical-Bayes head on X B, metarep.adapt.fit_heads), (T,)."""
+    `prior`: the empirical-Bayes head on X B, metarep.linear.adapt.fit_heads), (T,)."""
     if rule not in HELDOUT_RULES and not (rule == "bayes" and prior is not None):
         raise ValueError(f"test.adapt = {rule!r} needs the synthetic model's truth; real data takes gradient, "
                          "ridge or lstsq")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from metarep import seeds
-from metarep.config import ConfigError
+from metarep.config.schema import ConfigError
 from metarep.data.bundled import BUNDLED
 from metarep.data.config import DataConfig
 from metarep.data.table import Columns, TaskData, prepare

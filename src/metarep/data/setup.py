@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from metarep import seeds
-from metarep.config import ConfigError
+from metarep.config.schema import ConfigError
 from metarep.data.config import validation_fraction
 from metarep.data.read import load
 from metarep.data.source import TableSource, draw_tasks

@@ -1,5 +1,5 @@
 """Training batches from ragged task rows: m_in + m_out distinct rows of every training task,
-stacked into `metarep.tasks.Tasks` by one fancy index (no loop over tasks); and the task source
+stacked into `metarep.families.tasks.Tasks` by one fancy index (no loop over tasks); and the task source
 the linear experiment reads them from."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import numpy as np
 
 from metarep.data.heldout import episodes, heldout_mse, summary
 from metarep.data.table import TaskData, TaskSet
-from metarep.random_effects import ragged_stats
-from metarep.sources import head_prior, headline_rule, run_protocol, test_keys, tuned_rules
-from metarep.tasks import Tasks
-from metarep.tuning import tuned_summary
+from metarep.engine.sources import head_prior, headline_rule, run_protocol, test_keys, tuned_rules
+from metarep.engine.tuning import tuned_summary
+from metarep.families.tasks import Tasks
+from metarep.linear.random_effects import ragged_stats
 
 
 def draw_rows(tasks: TaskSet, m: int, rng: np.random.Generator) -> np.ndarray:
@@ -36,7 +36,7 @@ def draw_tasks(tasks: TaskSet, m_in: int, m_out: int, rng: np.random.Generator) 
 
 @dataclass(frozen=True)
 class TableSource:
-    """Training and held-out tasks of a table (metarep.sources.TaskSource): a fixed set of
+    """Training and held-out tasks of a table (metarep.engine.sources.TaskSource): a fixed set of
     training tasks whose m_in + m_out rows are drawn afresh every step from the run's task
     stream (draw = "every_step"), or once (`fixed`). There is no ground truth."""
 
@@ -64,7 +64,7 @@ class TableSource:
 
     def evaluate(self, B: np.ndarray, w: np.ndarray, config: Any, *, on_chunk=None, should_stop=None) -> dict:
         """Test MSE on the held-out tasks after the test-time rule (metarep.data.heldout); with
-        test.adapt = "tuned", the rule chosen on the validation tasks (metarep.tuning). Each set
+        test.adapt = "tuned", the rule chosen on the validation tasks (metarep.engine.tuning). Each set
         of tasks is one chunk for on_chunk(done, total) and should_stop()."""
         te = config.test
         sets = {"test": episodes(self.data.heldout, te.m_test)}

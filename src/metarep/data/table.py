@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from metarep.config import ConfigError
+from metarep.config.schema import ConfigError
 
 MIN_TASKS = 2  # per role: a representation needs more than one task, a standard error two
 

@@ -21,7 +21,7 @@ NARROW_TUNING = "test.tune"          # the tuning grid of test.adapt = "tuned" (
 @dataclass(frozen=True)
 class Advice:
     """Which setting to lower after a divergence: a code (LOWER_*) and the setting's value. The
-    words are the outer layer's (metarep.advice.words)."""
+    words are the outer layer's (metarep.running.advice.words)."""
 
     code: str
     value: float | None = None

@@ -38,9 +38,9 @@ class TrainState:
 
     def diverge(self, step: int, what: str, advice: Advice) -> TrainState:
         """Mark the run diverged at `step`: the one message every run, batch and study prints
-        (the advice in the outer layer's words, metarep.advice)."""
+        (the advice in the outer layer's words, metarep.running.advice)."""
         self.status, self.diverged_step = "diverged", step
-        from metarep.advice import words  # the outer layer's words; imported here: it imports the engine
+        from metarep.running.advice import words  # the outer layer's words; imported here: it imports the engine
 
         self.message = f"diverged at step {step}: {what}; {words(advice)}"
         return self

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 
-from metarep import metrics
-from metarep.advice import words
 from metarep.engine.loop import NUMERICAL_FAILURES
 from metarep.engine.state import TrainState
+from metarep.linear import metrics
+from metarep.running.advice import words
 
 RANK_REL_TOL = 1e-2
 

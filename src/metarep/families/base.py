@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from metarep.tasks import Tasks
+from metarep.families.tasks import Tasks
 
 
 class NoOptions(BaseModel):

@@ -1,11 +1,11 @@
 """`family = "gaussian"` (the default): Gaussian inputs, a linear or relu teacher on B*^T x and
-Gaussian heads (MATH 1, metarep.problem). The draws are metarep.problem's, unchanged."""
+Gaussian heads (MATH 1, metarep.families.problem). The draws are metarep.families.problem's, unchanged."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from metarep import problem as model
+from metarep.families import problem as model
 from metarep.families.base import Family, register_family
 
 
@@ -28,8 +28,8 @@ def span(truth: model.Problem, X: np.ndarray) -> np.ndarray:
 
 
 def oracle(truth: model.Problem, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The Bayes head on the true features X B* under the true prior (metarep.adapt.bayes_heads)."""
-    from metarep.adapt import bayes_heads
+    """The Bayes head on the true features X B* under the true prior (metarep.linear.adapt.bayes_heads)."""
+    from metarep.linear.adapt import bayes_heads
 
     return bayes_heads(truth, X, y)
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from metarep.families.base import Family, register_family
 from metarep.families.network import adapt, forward, per_task
-from metarep.tasks import Tasks
+from metarep.families.tasks import Tasks
 
 Finite = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 Range = Annotated[list[Finite], Field(min_length=2, max_length=2)]

@@ -5,8 +5,19 @@ calls it, or a test module that does)."""
 
 from __future__ import annotations
 
-from metarep.methods import (anil, burer_monteiro, fo_anil, fo_maml, maml, mlp, moments, none, oracle, pooled,
-                             random_effects)
+from metarep.methods import (
+    anil,
+    burer_monteiro,
+    fo_anil,
+    fo_maml,
+    maml,
+    mlp,
+    moments,
+    none,
+    oracle,
+    pooled,
+    random_effects,
+)
 from metarep.methods.base import Method, NoHyper, outer_step, shared_head
 
 _REGISTRY: dict[tuple[str, str], Method] = {}

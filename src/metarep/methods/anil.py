@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from metarep import one_step
+from metarep.linear import one_step
+from metarep.linear.params import Params
 from metarep.methods.base import Method
 from metarep.methods.inner import meta_gradient
-from metarep.params import Params
 
 
 def anil_gradient(params: Params, tasks, *, alpha: float, inner_steps: int = 1) -> tuple[Params, float]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from metarep.params import Params, sgd_update
+from metarep.linear.params import Params, sgd_update
 
 
 class NoHyper(BaseModel):
@@ -23,7 +23,7 @@ class NoHyper(BaseModel):
 
 
 ADAPT_RULES = ("gradient", "ridge", "lstsq")
-# The linear arch adds the empirical-Bayes head on X B (metarep.adapt.empirical_prior).
+# The linear arch adds the empirical-Bayes head on X B (metarep.linear.adapt.empirical_prior).
 LINEAR_ADAPT_RULES = (*ADAPT_RULES, "bayes")
 
 
@@ -45,10 +45,10 @@ class Method:
         an arch calls its own methods' fit with its own, e.g. mlp's spec and init);
     init(params, tasks) -> params
         the model's initial parameters turned into the method's state (one head per task);
-    head_prior(params, stats, **hyper) -> metarep.random_effects.Prior
+    head_prior(params, stats, **hyper) -> metarep.linear.random_effects.Prior
         the prior of a new task's head on its features, from the training tasks' raw-input
         sufficient statistics `stats` (test.adapt = "bayes"; without it, the prior fitted to
-        the features X B: metarep.adapt.empirical_prior);
+        the features X B: metarep.linear.adapt.empirical_prior);
     check(config) -> None
         raises ValueError for a config this method cannot run (beyond what the fields say).
 

@@ -27,10 +27,10 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from metarep import adapt
-from metarep.linear import prediction_gradient, predictions
+from metarep.linear import adapt
+from metarep.linear.params import Params
+from metarep.linear.primitives import prediction_gradient, predictions
 from metarep.methods.base import Method
-from metarep.params import Params
 
 SOLVERS = ("gd", "alternating")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from metarep import one_step
-from metarep.linear import prediction_gradient
+from metarep.linear import one_step
+from metarep.linear.params import Params
+from metarep.linear.population import fo_anil_population_gradient
+from metarep.linear.primitives import prediction_gradient
 from metarep.methods.base import Method
-from metarep.params import Params
-from metarep.population import fo_anil_population_gradient
 
 
 def inner_heads(B, w, X, y, alpha: float, inner_steps: int) -> np.ndarray:

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from metarep.linear import prediction_gradient
-from metarep.params import Params
+from metarep.linear.params import Params
+from metarep.linear.primitives import prediction_gradient
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from metarep.linear.params import Params
 from metarep.methods.base import Method
 from metarep.methods.inner import meta_gradient
-from metarep.params import Params
 
 
 def maml_gradient(params: Params, tasks, *, alpha: float, inner_steps: int = 1) -> tuple[Params, float]:

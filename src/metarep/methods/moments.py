@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from metarep.linear.params import Params
 from metarep.methods.base import Method
-from metarep.params import Params
 
 
 def moment_matrix(tasks) -> np.ndarray:

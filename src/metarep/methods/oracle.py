@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from metarep.linear.params import Params
 from metarep.methods.base import Method
-from metarep.params import Params
 
 
 def oracle_fit(problem, tasks=None, *, width=None, rng=None) -> Params:

@@ -17,8 +17,8 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from metarep.linear.params import Params
 from metarep.methods.base import Method
-from metarep.params import Params
 
 
 class Hyper(BaseModel):

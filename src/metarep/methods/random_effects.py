@@ -2,7 +2,7 @@
 
 y = x^T theta_t + e, theta_t ~ N(mu, G), e ~ N(0, sigma^2): the paper's own data model is this
 one with G = B* Sigma* B*^T (rank k). The fit is maximum likelihood from the training tasks'
-sufficient statistics (metarep.random_effects), G full (L-BFGS on its factor) or of rank `rank`
+sufficient statistics (metarep.linear.random_effects), G full (L-BFGS on its factor) or of rank `rank`
 (EM). The state is
 Params(I_d, mu): width d, the fixed effect as the shared head. A new task's head is the BLUP
 (test.adapt = "bayes", the default): the posterior mean of theta given its m_test rows under
@@ -16,9 +16,9 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from metarep import random_effects as rfx
+from metarep.linear import random_effects as rfx
+from metarep.linear.params import Params
 from metarep.methods.base import Method
-from metarep.params import Params
 
 
 class Hyper(BaseModel):

@@ -9,14 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from metarep import kernels, metrics, seeds
+from metarep import seeds
+from metarep.compute import kernels
 from metarep.engine.protocol import LOWER_ALPHA, LOWER_BETA, Advice
-from metarep.engine.state import TrainState
-from metarep.methods import Method, shared_head
-from metarep.methods.base import chunked_gradient, outer_gradient
-from metarep.optimizers import from_train
-from metarep.params import Params, init_params
-from metarep.sources import (
+from metarep.engine.sources import (
     TEST_CHUNK,
     FromSource,
     TaskSource,
@@ -25,7 +21,13 @@ from metarep.sources import (
     tuning_candidates,
     wants_bayes,
 )
-from metarep.theory import lambda_star, lemma2_rate
+from metarep.engine.state import TrainState
+from metarep.linear import metrics
+from metarep.linear.params import Params, init_params
+from metarep.linear.theory import lambda_star, lemma2_rate
+from metarep.methods import Method, shared_head
+from metarep.methods.base import chunked_gradient, outer_gradient
+from metarep.optimizers import from_train
 
 FLOAT = 8
 HISTORY_BYTES_PER_VALUE = 130  # a Python float in a dict row, its checkpoint copy and CSV text

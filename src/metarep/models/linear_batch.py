@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metarep import kernels
+from metarep.compute import kernels
 from metarep.engine.loop import FLOAT_MAX
 from metarep.engine.protocol import Advice
 from metarep.engine.state import TrainState, params_runaway
+from metarep.linear.params import Params
 from metarep.models.linear import LinearExperiment, build
 from metarep.optimizers import gd
-from metarep.params import Params
 
 
 def _frame(B_star: np.ndarray) -> np.ndarray:

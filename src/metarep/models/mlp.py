@@ -13,23 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from metarep import families, seeds, tuning
-from metarep.adapt import summarize
+from metarep import families, seeds
+from metarep.engine import tuning
 from metarep.engine.protocol import LOWER_ALPHA, LOWER_BETA, Advice
-from metarep.engine.state import TrainState
-from metarep.methods import Method
-from metarep.methods.base import outer_gradient
-from metarep.nonlinear.evaluate import (
-    EVAL_BLOCK,
-    EVAL_INPUTS,
-    feature_moments,
-    feature_prior,
-    fit_test_heads,
-    moment_risk,
-)
-from metarep.nonlinear.model import MLPParams, MLPSpec, init_mlp_params
-from metarep.optimizers import from_train
-from metarep.sources import (
+from metarep.engine.sources import (
     TEST_CHUNK,
     FromSource,
     SyntheticSource,
@@ -44,6 +31,20 @@ from metarep.sources import (
     tuning_candidates,
     wants_bayes,
 )
+from metarep.engine.state import TrainState
+from metarep.linear.adapt import summarize
+from metarep.methods import Method
+from metarep.methods.base import outer_gradient
+from metarep.nonlinear.evaluate import (
+    EVAL_BLOCK,
+    EVAL_INPUTS,
+    feature_moments,
+    feature_prior,
+    fit_test_heads,
+    moment_risk,
+)
+from metarep.nonlinear.model import MLPParams, MLPSpec, init_mlp_params
+from metarep.optimizers import from_train
 
 # Inputs the representation is measured on (metrics).
 PROBE_INPUTS = 2000

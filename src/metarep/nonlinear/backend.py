@@ -64,7 +64,7 @@ class TorchTasks(NamedTuple):
 
 
 def torch_tasks(tasks, net: Net) -> TorchTasks:
-    """`metarep.tasks.Tasks` (or TorchTasks) on the net's device and dtype; a training set that
+    """`metarep.families.tasks.Tasks` (or TorchTasks) on the net's device and dtype; a training set that
     does not change is converted once by the caller and passed as TorchTasks."""
     if isinstance(tasks, TorchTasks):
         return tasks
@@ -136,9 +136,9 @@ def _controller():
 @contextlib.contextmanager
 def step_threads(work: float) -> Iterator[None]:
     """Within: torch's CPU pools on one thread when the step's `work` (multiply-adds) is small,
-    else on `metarep.threads.count()` threads (this process's share of the CPUs). Scoped: the
+    else on `metarep.compute.threads.count()` threads (this process's share of the CPUs). Scoped: the
     pools are restored on exit."""
-    from metarep import threads
+    from metarep.compute import threads
 
     controller = _controller()
     if controller is None:

@@ -20,10 +20,10 @@ import dataclasses
 
 import numpy as np
 
-from metarep.adapt import fit_heads
 from metarep.families import sample_inputs
+from metarep.linear.adapt import fit_heads
+from metarep.linear.random_effects import Prior, fit_prior, task_stats
 from metarep.nonlinear.model import MLPParams, features
-from metarep.random_effects import Prior, fit_prior, task_stats
 
 EVAL_INPUTS = 2**18
 EVAL_BLOCK = 2**14

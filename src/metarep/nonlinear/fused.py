@@ -22,10 +22,10 @@ and the outer objective is (1/N) sum_i L_i. Its gradient, task by task:
   dL/dW2 = dZ2^T H, dL/db2 = the sum of dZ2's rows, and dZ1 = (dZ2 W2) * act'(Z1); then
   dL/dW1 = dZ1^T X, dL/db1 = the sum of dZ1's rows.
 
-The kernel (`metarep._compiled_network`) forms a block of 32 tasks' features by matrix products,
+The kernel (`metarep.compute._compiled_network`) forms a block of 32 tasks' features by matrix products,
 runs the per-task lines above in loops while the block is in cache (W_0..W_s and r_0..r_{s-1}
 kept for the backward steps), and adds the block's layer gradients by more products; blocks are
-grouped into fixed units with their own partial sums, taken by `metarep.threads` and added in
+grouped into fixed units with their own partial sums, taken by `metarep.compute.threads` and added in
 unit order (results do not depend on the thread count). tests/test_nonlinear_fused3.py and
 tests/test_nonlinear_gradients.py check it against a per-task torch.autograd loop.
 """
@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from metarep import kernels, threads
+from metarep.compute import kernels, threads
 from metarep.nonlinear.model import MLPParams
 
 # Fixed groups of blocks, each with its own partial sums of the body's gradient.
@@ -92,9 +92,9 @@ def head_pass(params: MLPParams, tasks, *, activation: str, alpha: float, exact:
               dtype: str = "float64") -> tuple[MLPParams, float]:
     """(the outer gradient as MLPParams in the dtype of params.w, the mean outer loss) of FO-ANIL
     (exact False) or ANIL with `inner_steps` head steps. params: NumPy arrays (or CPU tensors);
-    tasks: `metarep.tasks.Tasks` or TorchTasks on the CPU. The features and the body's products
+    tasks: `metarep.families.tasks.Tasks` or TorchTasks on the CPU. The features and the body's products
     are in `dtype`; the head steps and the sums over tasks in float64."""
-    from metarep._compiled_network import head_pass_units
+    from metarep.compute._compiled_network import head_pass_units
 
     if int(inner_steps) != inner_steps or inner_steps < 1:
         raise ValueError(f"inner_steps must be an integer >= 1, got {inner_steps}")

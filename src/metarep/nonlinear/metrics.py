@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from metarep import metrics
 from metarep.families import family_of
 from metarep.families.measures import span_outside
+from metarep.linear import metrics
 from metarep.nonlinear.model import MLPParams, activate, features
 
 

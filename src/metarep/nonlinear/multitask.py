@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.func import grad_and_value
 
-from metarep import adapt
+from metarep.linear import adapt
 from metarep.nonlinear.backend import (
     Net,
     TorchTasks,

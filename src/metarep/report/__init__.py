@@ -13,11 +13,11 @@ from pathlib import Path
 
 import click
 
-from metarep.atomic import atomic_write
 from metarep.report.page import REPORT, ReportError, kind_of
 from metarep.report.reproduction_page import reproduction_page
 from metarep.report.run_page import run_page
 from metarep.report.sweep_page import sweep_page
+from metarep.storage.atomic import atomic_write
 
 PAGES = {"sweep": sweep_page, "run": run_page, "reproduction": reproduction_page}
 

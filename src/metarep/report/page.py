@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from metarep.tables import markdown_table
+from metarep.storage.tables import markdown_table
 
 REPORT = "report.md"
 CONTENT_SUFFIXES = (".md", ".csv", ".png")

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from metarep.report.page import REPORT, content_files, finish, image, is_run, is_sweep, link, rel, table, url
-from metarep.results import PM
-from metarep.tables import fmt
+from metarep.storage.results import PM
+from metarep.storage.tables import fmt
 
 MAX_CSV_ROWS = 30
 _IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")

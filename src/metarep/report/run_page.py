@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from metarep.report.page import ReportError, files_section, finish, image, table
-from metarep.results import PM
-from metarep.tables import fmt
+from metarep.storage.results import PM
+from metarep.storage.tables import fmt
 
 FILES = ("config.toml", "metrics.csv", "params.npz", "summary.json", "metrics.png", "checkpoint.npz")
 FINAL = ("loss", "align_norm", "sigma_min", "perp_norm", "mean_norm", "lambda_rel_err")

@@ -12,7 +12,7 @@ from typing import Any
 import tomli_w
 
 from metarep.report.page import ReportError, files_section, finish, image, link, rel, table
-from metarep.results import (
+from metarep.storage.results import (
     METRICS,
     PM,
     ResultsError,
@@ -24,7 +24,7 @@ from metarep.results import (
     natural_key,
     test_score,
 )
-from metarep.tables import fmt
+from metarep.storage.tables import fmt
 
 SUMMARY_FIGURE = "sweep_summary.png"
 MAX_EMBEDDED_FIGURES = 16

@@ -1,5 +1,5 @@
 """What the reproduction commands share: layered experiment files, seeds, the process pool
-(metarep.pool), batched population runs, log-spaced traces and small CSV/Markdown writers.
+(metarep.running.pool), batched population runs, log-spaced traces and small CSV/Markdown writers.
 
 An experiment file is a config (sections [problem], [model], [train], [test]) plus two
 optional tables that are not part of the config: a metadata table ([row] or [study]) and
@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from metarep import seeds, tables
-from metarep.atomic import atomic_write
-from metarep.config import SECTIONS, Config, ConfigError, read_toml, validate
+from metarep import seeds
+from metarep.config.schema import SECTIONS, Config, ConfigError, read_toml, validate
 from metarep.engine import evaluate_final, run_summary, train
 from metarep.models import linear_batch
-from metarep.pool import parallel_map  # noqa: F401 - re-exported for the reproductions
-from metarep.results import mean_std  # noqa: F401 - re-exported for the reproductions
+from metarep.running.pool import parallel_map  # noqa: F401 - re-exported for the reproductions
+from metarep.storage import tables
+from metarep.storage.atomic import atomic_write
+from metarep.storage.results import mean_std  # noqa: F401 - re-exported for the reproductions
 
 ENV_EXPERIMENTS = "METAREP_EXPERIMENTS"
 
@@ -144,7 +145,7 @@ def population_batch(configs: Sequence[Config], *, points: Iterable[int] | None 
 # ----------------------------------------------------------------------------------------
 
 def csv_bytes(rows: Sequence[dict], columns: Sequence[str] | None = None) -> bytes:
-    """Rows as CSV (metarep.tables.csv_text); columns default to the first row's keys."""
+    """Rows as CSV (metarep.storage.tables.csv_text); columns default to the first row's keys."""
     return tables.csv_text(rows, list(columns or (list(rows[0]) if rows else []))).encode()
 
 
@@ -157,12 +158,12 @@ def write_text(path: Path, text: str) -> None:
 
 
 def fmt(x, digits: int = 3) -> str:
-    """A number for a table (metarep.tables.fmt, 3 digits, "-" for missing; integers too as floats)."""
+    """A number for a table (metarep.storage.tables.fmt, 3 digits, "-" for missing; integers too as floats)."""
     return tables.fmt(None if x is None else float(x), digits, missing="-")
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """metarep.tables.markdown_table of cells already written as text, and a blank line after."""
+    """metarep.storage.tables.markdown_table of cells already written as text, and a blank line after."""
     return tables.markdown_table(header, [[str(c) for c in row] for row in rows]) + "\n"
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from metarep.config import ConfigError, validate
+from metarep.config.schema import ConfigError, validate
+from metarep.linear.theory import lambda_star, lemma2_asymptote, lemma2_perp_sq
 from metarep.reproduce.common import (
     compose,
     experiments_dir,
@@ -29,7 +30,6 @@ from metarep.reproduce.common import (
     write_csv,
     write_text,
 )
-from metarep.theory import lambda_star, lemma2_asymptote, lemma2_perp_sq
 
 COLUMNS = ("curve", "label", "step", "loss", "align_norm", "perp_norm", "mean_norm", "sigma_min", "lambda_rel_err",
            "align_theory", "perp_lemma2_bound", "perp_lemma2_asymptote")

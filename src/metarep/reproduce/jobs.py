@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from metarep.config import validate
+from metarep.config.schema import validate
 from metarep.reproduce.common import population_batch, trace
 
 METRICS = ("loss", "align_norm", "sigma_min", "perp_norm", "mean_norm", "lambda_rel_err")

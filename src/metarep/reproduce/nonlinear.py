@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from metarep.config import ConfigError, validate
+from metarep.config.schema import ConfigError, validate
 from metarep.reproduce import protocol, verdict
 from metarep.reproduce.common import (
     compose,

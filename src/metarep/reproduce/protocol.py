@@ -1,7 +1,7 @@
 """The two test-time protocols the reproductions report side by side, read from a run's test
 section: the method's own rule (the paper's: one head step for the meta-learners) and the tuned
 rule (`[test] adapt = "tuned"`: rule and hyper-parameters chosen on validation tasks,
-metarep.tuning), scored on the same test tasks."""
+metarep.engine.tuning), scored on the same test tasks."""
 
 from __future__ import annotations
 

@@ -29,15 +29,16 @@ from typing import Any, cast
 
 import numpy as np
 
-from metarep.atomic import atomic_write
-from metarep.config import ConfigError, validate
+from metarep.config.schema import ConfigError, validate
 from metarep.data.bundled import BUNDLED
 from metarep.data.heldout import episodes, heldout_mse
 from metarep.data.read import read_bundled
+from metarep.engine.sources import head_prior, run_protocol, tuned_rules
+from metarep.engine.tuning import Rule
+from metarep.linear.metrics import numerical_rank
+from metarep.linear.random_effects import ragged_stats
 from metarep.methods import get_method
 from metarep.methods.base import shared_head
-from metarep.metrics import numerical_rank
-from metarep.random_effects import ragged_stats
 from metarep.reproduce import protocol
 from metarep.reproduce import verdict as verdicts
 from metarep.reproduce.common import (
@@ -52,8 +53,7 @@ from metarep.reproduce.common import (
     write_text,
 )
 from metarep.reproduce.studies import page
-from metarep.sources import head_prior, run_protocol, tuned_rules
-from metarep.tuning import Rule
+from metarep.storage.atomic import atomic_write
 
 NAME = "realdata"
 HELP = "Test MSE on held-out schools against m_test: meta-learning next to pooled and per-school ridge."

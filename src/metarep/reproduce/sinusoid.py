@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metarep.config import ConfigError, validate
+from metarep.config.schema import ConfigError, validate
 from metarep.methods import get_method
 from metarep.reproduce import protocol, verdict
 from metarep.reproduce.common import (

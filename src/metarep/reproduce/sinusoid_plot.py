@@ -15,7 +15,7 @@ FIGURE_TASKS = 3
 def _adapted_panel(ax, jobs, results, study) -> None:
     """Seed 0's networks of study.figure_methods (noiseless, K = figure_shots) on FIGURE_TASKS new
     tasks: the true sine, the K points, the prediction after 0, 1 and 10 test-time steps."""
-    from metarep.config import validate
+    from metarep.config.schema import validate
     from metarep.families import get_family
     from metarep.families.network import adapt, forward, per_task
     from metarep.methods import get_method

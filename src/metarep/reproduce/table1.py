@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import tomli_w
 
-from metarep.atomic import atomic_write
-from metarep.config import ConfigError, validate
-from metarep.metrics import numerical_rank
+from metarep.config.schema import ConfigError, validate
+from metarep.linear.metrics import numerical_rank
 from metarep.reproduce import protocol, verdict
 from metarep.reproduce.common import (
     adapt_description,
@@ -38,6 +37,7 @@ from metarep.reproduce.common import (
     write_csv,
     write_text,
 )
+from metarep.storage.atomic import atomic_write
 
 COARSE_TOL = 0.1         # a second, coarser rank threshold: 1/t unlearning makes the 1e-2 one slow to reach
 ROW_FILE = re.compile(r"^(\d+)_(\w+)\.toml$")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metarep import tables
+from metarep.storage import tables
 
 LEVEL = 0.95
 HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "not decided"

@@ -5,7 +5,7 @@ A sweep directory DIR holds
     sweep.toml        the sweep's spec: the config (file content with --set applied), the grid, the seeds
     base.toml         the base config, for a sweep whose config was given as data (run_grid)
     runs/<run_id>/    one run directory per grid point and seed (config.toml, metrics.csv, summary.json, ...)
-    results.sqlite    the results table, one row per run (metarep.results)
+    results.sqlite    the results table, one row per run (metarep.storage.results)
     results.csv       the same table as CSV, written at the end
 
 Every run is a pure function of its config, so the numbers do not depend on the backend, the
@@ -13,8 +13,8 @@ number of workers or the order in which runs finish.
 
 The modules, in the order a sweep goes through them: `grid` (axes, seeds, expansion), `plan`
 (the validated runs, their ids, the spec and command line), `directory` (sweep.toml, the lock,
-each run's directory), `backends` (the local process pool of metarep.pool, Ray), `run` (running
-and continuing a sweep through metarep.pool's kept results; `run_grid` from Python).
+each run's directory), `backends` (the local process pool of metarep.running.pool, Ray), `run` (running
+and continuing a sweep through metarep.running.pool's kept results; `run_grid` from Python).
 """
 
 from metarep.sweeps.backends import BACKENDS, one_line, run_one, run_ray, run_task

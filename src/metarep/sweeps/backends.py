@@ -1,12 +1,12 @@
 """Where a sweep's runs execute: a local pool of processes (this process itself for one
 worker), or Ray tasks.
 
-A backend has the signature of `metarep.pool.run_jobs` (the local one is it): it runs a job
+A backend has the signature of `metarep.running.pool.run_jobs` (the local one is it): it runs a job
 function on each job, calls `on_done(index, result, seconds)` in this process as each finishes,
 and returns True when it stopped early because `should_stop()` said so. A sweep's job is
 `run_task((run_dir, figure))`; the workers only write their own run directories.
 
-Every worker gets its share of the CPUs for its kernels and BLAS (metarep.threads): a local
+Every worker gets its share of the CPUs for its kernels and BLAS (metarep.compute.threads): a local
 pool of W processes gives each `threads.share(W)`; Ray reserves one CPU per task, so a task
 gets one thread. Thread counts never change the numbers (tests/test_determinism.py).
 """
@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from metarep import pool, threads
+from metarep.compute import threads
+from metarep.running import pool
 from metarep.sweeps.grid import SweepError
 
 Backend = Callable[..., bool]  # pool.run_jobs's signature
@@ -41,7 +42,7 @@ def run_one(run_dir: str, figure: bool = True, should_stop: Callable[[], bool] =
     """
     start = time.perf_counter()
     try:
-        from metarep.execute import execute_run
+        from metarep.running.execute import execute_run
 
         result = execute_run(None, [], None, resume=Path(run_dir), figure=figure, should_stop=should_stop)
         out: dict[str, Any] = {"status": result.status, "summary": result.summary, "message": result.message}

@@ -15,8 +15,8 @@ from typing import Any
 
 import tomli_w
 
-from metarep import store
-from metarep.config import Config, ConfigError, read_toml, validate
+from metarep.config.schema import Config, ConfigError, read_toml, validate
+from metarep.storage import store
 from metarep.sweeps.grid import SweepError
 from metarep.sweeps.plan import Sweep
 

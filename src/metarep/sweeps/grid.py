@@ -18,7 +18,7 @@ from typing import Any
 
 import tomli_w
 
-from metarep.config import SECTIONS, ConfigError, parse_value
+from metarep.config.schema import SECTIONS, ConfigError, parse_value
 from metarep.seeds import TEST_SEED_OFFSET, replicate
 
 SEED_KEYS = ("train.seed", "test.seed")

@@ -13,8 +13,8 @@ from typing import Any
 
 import tomli_w
 
-from metarep.config import Config, ConfigError, apply_overrides, read_toml, validate
-from metarep.store import config_hash
+from metarep.config.schema import Config, ConfigError, apply_overrides, read_toml, validate
+from metarep.storage.store import config_hash
 from metarep.sweeps.grid import (
     SEED_KEYS,
     SEED_RULE,
@@ -159,7 +159,7 @@ def base_data(config: ConfigSource, sets: Sequence[str]) -> tuple[str | None, di
 def _planned(index: int, point: dict[str, Any], seed: int | None, data: dict[str, Any],
              labels: dict[str, str]) -> PlannedRun:
     """One run, validated and checked to fit in memory (SweepError naming the grid point)."""
-    from metarep.resources import check_memory
+    from metarep.running.resources import check_memory
 
     where = ", ".join([f"{k}={value_text(v)}" for k, v in point.items()] + ([f"seed={seed}"] if seed is not None
                                                                               else []))

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metarep import pool, threads
-from metarep import progress as progress_display
-from metarep.results import Results, failed_row, row_from_summary
+from metarep.compute import threads
+from metarep.running import pool
+from metarep.running import progress as progress_display
+from metarep.storage.results import Results, failed_row, row_from_summary
 from metarep.sweeps.backends import BACKENDS, failed, import_ray, run_task
 from metarep.sweeps.directory import (
     RESULTS_CSV,
@@ -144,7 +145,7 @@ def run_grid(config: ConfigSource, grid: Mapping[str, Sequence[Any]], *, seeds: 
         process may use); progress: show progress; figures: draw each run's metrics.png.
 
     Calling it again on the same `out` skips the runs that are done and continues the others.
-    Bad input raises metarep.config.ConfigError (SweepError for the grid, the seeds or `out`)
+    Bad input raises metarep.config.schema.ConfigError (SweepError for the grid, the seeds or `out`)
     before anything is written. A run that diverges is a row with that status; when some runs
     fail (raise an error), RunsFailed is raised once every run is recorded (its `table` holds
     the rows, failed ones included), so that a script stops with a non-zero exit status.

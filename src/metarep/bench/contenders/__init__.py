@@ -57,7 +57,7 @@ DESCRIPTIONS = {
     "numpy_batched": "plain vectorised NumPy (batched einsum/matmul, no fusion)",
     "metarep[numpy]": "metarep, chunked NumPy kernel",
     "metarep[numpy]/1thread": "metarep, chunked NumPy kernel, BLAS on one thread",
-    "metarep[numba]": "metarep, fused numba kernel, on the threads metarep.threads chooses",
+    "metarep[numba]": "metarep, fused numba kernel, on the threads metarep.compute.threads chooses",
     "metarep[numba]/1thread": "metarep, fused numba kernel, on one thread",
 }
 

@@ -22,7 +22,7 @@ def _gradient_function(method: str):
 def _threads(n: int | None):
     """Within: as the training loop runs a step (`kernels.step_threads`), and with `n`, the
     kernels and BLAS on at most `n` threads."""
-    from metarep import kernels, threads
+    from metarep.compute import kernels, threads
     with contextlib.ExitStack() as stack:
         stack.enter_context(kernels.step_threads())
         if n is not None:
@@ -39,11 +39,11 @@ def make_metarep(X_in, y_in, X_out, y_out, alpha, method, dtype, *, backend: str
 
     ``backend`` is ``"numba"``, ``"numpy"`` or None (the default one), chosen for each call with
     `kernels.use`; ``threads`` caps the threads of the kernels and of BLAS (None: metarep's choice,
-    `metarep.threads`).
+    `metarep.compute.threads`).
     """
-    from metarep import kernels
-    from metarep.params import Params
-    from metarep.tasks import Tasks
+    from metarep.compute import kernels
+    from metarep.families.tasks import Tasks
+    from metarep.linear.params import Params
 
     if backend is not None and backend not in kernels.available_backends():
         raise missing(backend, f"metarep[{backend}]", "pip install 'metarep[fast]'")

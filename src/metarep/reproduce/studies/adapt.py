@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from metarep import tuning
-from metarep.adapt import excess_risk, fit_heads
-from metarep.adapt import summarize as mean_se
-from metarep.config import validate
+from metarep.config.schema import validate
+from metarep.engine import tuning
+from metarep.linear.adapt import excess_risk, fit_heads
+from metarep.linear.adapt import summarize as mean_se
 from metarep.methods.base import shared_head
 from metarep.reproduce import protocol, verdict
 from metarep.reproduce.common import (
@@ -109,7 +109,7 @@ def rule_scores(exp, params, rules: list[dict], which: str, n: int) -> np.ndarra
     """Per-task excess risk (len(rules), n) of every rule on the run's `which` tasks ("validation"
     or "test": the library's validation_tasks / test_tasks streams of test.seed), all rules on the
     same tasks."""
-    from metarep.sources import chunked_scores
+    from metarep.engine.sources import chunked_scores
 
     config, problem = exp.config, exp.problem
     B, w = params.B, shared_head(params)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metarep.config import validate
+from metarep.config.schema import validate
 from metarep.reproduce.common import (
     deep_merge,
     fmt,
@@ -62,8 +62,8 @@ def plan(d: Design) -> tuple[list[dict], list[float]]:
 def work(job: dict) -> list[dict]:
     """A batched population run; per seed its final numbers, its curve, and Lambda_t's error to
     Lambda* computed with M* = Sigma* + mu* mu*^T in Sigma*'s place."""
-    from metarep.metrics import lambda_rel_err
-    from metarep.theory import lambda_star
+    from metarep.linear.metrics import lambda_rel_err
+    from metarep.linear.theory import lambda_star
 
     configs = [validate(c) for c in job["configs"]]
     out = []

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from metarep.config import validate
+from metarep.config.schema import validate
+from metarep.linear.theory import lemma2_asymptote, lemma2_rate
 from metarep.reproduce.common import (
     deep_merge,
     fmt,
@@ -30,7 +31,6 @@ from metarep.reproduce.common import (
 from metarep.reproduce.figure1 import late_slope
 from metarep.reproduce.jobs import population_job
 from metarep.reproduce.studies import page
-from metarep.theory import lemma2_asymptote, lemma2_rate
 
 NAME = "rates"
 
@@ -88,7 +88,7 @@ def aggregate(d: Design, results: list[list[dict]]) -> tuple[list[dict], list[di
 
 
 def _trace_sigma(config) -> float:
-    from metarep.problem import as_covariance
+    from metarep.families.problem import as_covariance
 
     return float(np.trace(np.atleast_2d(as_covariance(config.problem.task_cov, config.problem.k))))
 

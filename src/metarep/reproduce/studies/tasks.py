@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from metarep.config import validate
-from metarep.pool import finished, resumable_map
+from metarep.config.schema import validate
 from metarep.reproduce.common import (
     deep_merge,
     fmt,
@@ -37,6 +36,7 @@ from metarep.reproduce.common import (
 from metarep.reproduce.jobs import METRICS, population_job, run_config_job, trace_job
 from metarep.reproduce.studies import page
 from metarep.reproduce.studies.tasks_plot import draw
+from metarep.running.pool import finished, resumable_map
 
 NAME = "tasks"
 COLUMNS = ("N", "steps", "seeds", "completed", "perp_final_mean", "perp_final_std", "settle_change_max", "settled",

@@ -29,7 +29,7 @@ def draw(d, rows: list[dict], curves: list[dict], fit: dict, out: Path, *, quick
 
 def setting_line(d, quick: bool) -> str:
     """What every run shares, the seeds, and a mark on a --quick run."""
-    from metarep.config import validate
+    from metarep.config.schema import validate
 
     c = validate(d.config(d.tasks[0], d.horizon, d.seeds[0]))
     p, t = c.problem, c.train

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from metarep.config import ConfigError
-from metarep.tables import fmt
+from metarep.config.schema import ConfigError
+from metarep.storage.tables import fmt
 
 MAX_PRINTED_ROWS = 40
 
@@ -42,7 +42,7 @@ def sweep(config_path, grid, seeds, backend, workers, overrides, out, no_figures
     failed, 2 for a sweep that cannot start (nothing is written then), 130 when interrupted.
     """
     from metarep import sweeps
-    from metarep.cli import stop_on_signals
+    from metarep.cli.app import stop_on_signals
 
     try:
         spec = sweeps.plan(config_path, grid, seeds, overrides)
@@ -74,7 +74,7 @@ def display_rows(columns: list[str], rows: list[dict[str, Any]], *,
 def _print_table(outcome) -> None:
     from tabulate import tabulate
 
-    from metarep.results import aggregate
+    from metarep.storage.results import aggregate
 
     if not outcome.rows:
         return

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from metarep import store
-from metarep.config import Config, ConfigError, load
+from metarep.config.schema import Config, ConfigError, load
 from metarep.engine import build, evaluate_final, run_summary, train
-from metarep.progress import progress as progress_display
-from metarep.resources import check_memory
+from metarep.running.progress import progress as progress_display
+from metarep.running.resources import check_memory
+from metarep.storage import store
 
 # A run checkpoints at least this often (wall time), whatever train.checkpoint_every says.
 CHECKPOINT_SECONDS = 60.0

@@ -1,5 +1,5 @@
 """The compiled head-only outer pass of the network (`metarep.nonlinear.fused`), in a module of
-its own for numba's on-disk cache (see `metarep._compiled`). What it computes, and the
+its own for numba's on-disk cache (see `metarep.compute._compiled`). What it computes, and the
 derivation of every line, is in `nonlinear/fused.py`.
 
 A unit is a fixed group of consecutive blocks of tasks (`fused.BLOCK`), with its own partial sums; the
@@ -16,7 +16,7 @@ import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba's products call: loaded before the first
 
 #                                 launch, so that kernels.step_threads keeps it on one thread from the start)
-from metarep._compiled import KERNEL, ON_POOL, PARALLEL, fetch_add, keyed_cache, restore_cache
+from metarep.compute._compiled import KERNEL, ON_POOL, PARALLEL, fetch_add, keyed_cache, restore_cache
 
 _previous_cache = keyed_cache()     # every kernel below is cached under _compiled.cache_dir()
 

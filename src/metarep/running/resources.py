@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 
-from metarep.config import Config, ConfigError
+from metarep.config.schema import Config, ConfigError
 from metarep.models import get_arch
 
 

@@ -4,7 +4,7 @@ All functions accept leading batch axes on B (..., d, k') and w (..., k'), and o
 1/m_in (shape (...)), so many seeds or hyper-parameter points advance in one call.
 A step costs O(d k'^2), independent of the number of tasks.
 
-The step of one run is written once, in `metarep.population_formula.run_step`; every call,
+The step of one run is written once, in `metarep.linear.population_formula.run_step`; every call,
 one run or a batch, flattens its batch axes to one and runs that function over the runs:
 compiled by numba when it is installed (blocks of runs taken by `threads.count()` threads for
 batches of at least PARALLEL_MIN_RUNS runs, `threads.run_units`), as plain NumPy otherwise.
@@ -21,9 +21,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from metarep import kernels, threads
-from metarep.params import Params
-from metarep.population_formula import run_step
+from metarep.compute import kernels, threads
+from metarep.linear.params import Params
+from metarep.linear.population_formula import run_step
 
 
 def inverse_m(m_in) -> np.ndarray:
@@ -95,7 +95,7 @@ def _run(B, w, alpha, inv_m, K: _Consts):
     out_w = np.empty(w.shape)
     loss = np.empty(S)
     if _HAVE_NUMBA:
-        from metarep._compiled import RUN_BLOCK, population_units
+        from metarep.compute._compiled import RUN_BLOCK, population_units
         threads.run_units(population_units, -(-S // RUN_BLOCK), S >= PARALLEL_MIN_RUNS, B, w, alpha, inv_m,
                           *K, out_B, out_w, loss)
     else:
@@ -134,7 +134,7 @@ def _gradient_one(B, w, alpha: float, inv_m: float, K: _Consts):
     out_B, out_w = np.empty_like(B), np.empty_like(w)
     step = run_step
     if _HAVE_NUMBA:
-        from metarep._compiled import population_run as step
+        from metarep.compute._compiled import population_run as step
     loss = step(B, w, alpha, inv_m, *K, out_B, out_w)
     return out_B, out_w, loss
 

@@ -42,7 +42,7 @@ def task_stats(X: np.ndarray, y: np.ndarray) -> Stats:
 
 
 def stacked_stats(tasks) -> Stats:
-    """Stats of every row, inner and outer, of metarep.tasks.Tasks (N tasks)."""
+    """Stats of every row, inner and outer, of metarep.families.tasks.Tasks (N tasks)."""
     return task_stats(np.concatenate([tasks.X_in, tasks.X_out], axis=1),
                       np.concatenate([tasks.y_in, tasks.y_out], axis=1))
 

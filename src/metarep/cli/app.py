@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from metarep.config import ConfigError
+from metarep.config.schema import ConfigError
 
 
 class UserError(click.ClickException):
@@ -61,7 +61,7 @@ def stop_on_signals():
 
 
 def _prepare_out(out: Path | None, config_path: Path, force: bool) -> Path:
-    from metarep.store import only_temporaries
+    from metarep.storage.store import only_temporaries
 
     out = out or Path("runs") / config_path.stem
     if out.exists() and not out.is_dir():
@@ -84,7 +84,7 @@ def _prepare_out(out: Path | None, config_path: Path, force: bool) -> Path:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(config_path, overrides, out, resume, force, quiet):
     """Train and evaluate one experiment described by CONFIG (TOML)."""
-    from metarep.execute import execute_run
+    from metarep.running.execute import execute_run
 
     if (config_path is None) == (resume is None):
         raise UserError("give either CONFIG or --resume DIR")
@@ -124,7 +124,7 @@ def _register_optional_commands() -> None:
     """Commands that live in the outer modules (sweep, reproduce, report, bench)."""
     import importlib
 
-    for module, name in (("metarep.sweep_cli", "sweep"), ("metarep.reproduce.cli", "reproduce"),
+    for module, name in (("metarep.cli.sweep", "sweep"), ("metarep.reproduce.cli", "reproduce"),
                          ("metarep.report", "report"), ("metarep.bench.cli", "bench")):
         try:
             cli.add_command(getattr(importlib.import_module(module), name))
@@ -176,7 +176,3 @@ def main(argv: list[str] | None = None) -> int:
                    err=True)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metarep.population import inverse_m
+from metarep.linear.population import inverse_m
 
 
 def lambda_star(Sigma_star: np.ndarray, noise_std: float, alpha: float, m_in) -> np.ndarray:

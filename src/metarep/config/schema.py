@@ -15,13 +15,13 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
-from metarep.config_checks import check_covariance, check_limit, check_method, check_regime
+from metarep.config.checks import check_covariance, check_limit, check_method, check_regime
 from metarep.data.config import DataConfig, check_table_config, drop_synthetic_keys, refuse_synthetic_keys
 from metarep.families import DEFAULT_FAMILY, get_family
 from metarep.families import NoOptions as NoFamilyOptions
+from metarep.families.problem import as_mean
 from metarep.methods import DEFAULT_METHOD, NoHyper, get_method
 from metarep.models import NoOptions, get_arch
-from metarep.problem import as_mean
 
 INF = "inf"
 MAX_CONFIG_BYTES = 16 * 2**20
@@ -204,7 +204,7 @@ TUNE_DEFAULTS = {"tune_rules": ["gradient", "ridge", "lstsq", "bayes"],
 class TestConfig(Section):
     """[test]: adaptation to new tasks (MATH 6). `adapt = "tuned"` chooses the rule and its
     hyper-parameters among the grid of the tune_* keys by the mean score on validation tasks
-    (metarep.tuning); the tune_* keys and validation_tasks apply only then."""
+    (metarep.engine.tuning); the tune_* keys and validation_tasks apply only then."""
 
     m_test: PositiveInt = 20
     adapt: Literal["default", "gradient", "ridge", "lstsq", "bayes", "tuned"] = "default"

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from metarep import kernels
-from metarep.kernels import prediction_gradient_reference
+from metarep.compute import kernels
+from metarep.compute.kernels import prediction_gradient_reference
 
 __all__ = ["head_step", "prediction_gradient", "prediction_gradient_reference", "predictions"]
 

@@ -1,6 +1,6 @@
 """The exact infinite-task FO-ANIL step of one run (MATH 4), as array code that NumPy runs as
-it is and numba compiles unchanged (`metarep._compiled.population_units`): the one fast form
-of the population step, used by `metarep.population` for single runs and batches alike.
+it is and numba compiles unchanged (`metarep.compute._compiled.population_units`): the one fast form
+of the population step, used by `metarep.linear.population` for single runs and batches alike.
 
 With g = B^T B* mu*, e = B^T E[v] = B^T B w - g (E[v] = B w - B* mu*), E[w_i] = w - alpha e,
 c = (tr V + sigma^2) / m_in with tr V = |E[v]|^2 + tr Sigma*, and T = B^T B* Sigma* B*^T B,
@@ -18,7 +18,7 @@ so that the gradient and the expected outer loss are
 
 Per run this costs two d x k' x k' products (B^T B and B E[w_i w_i^T]) and O(d k' k) more.
 The (k', k') and (d, k') sums are made in place by `axpy` and `add_outer`, which numba compiles
-as plain loops (`metarep._compiled` gives them their compiled form): its whole-array expressions
+as plain loops (`metarep.compute._compiled` gives them their compiled form): its whole-array expressions
 measured 5 to 10 times slower than a loop on arrays of this size.
 tests/population_reference.py writes MATH 4 as stated (explicit d x d matrices) and the tests
 check this form against it, and against Monte Carlo and finite-task gradients.

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from metarep.atomic import atomic_write
-from metarep.tables import csv_text, fmt
+from metarep.storage.atomic import atomic_write
+from metarep.storage.tables import csv_text, fmt
 
 if TYPE_CHECKING:
     import pandas

@@ -1,17 +1,16 @@
 """The checks a config passes as a whole (values fine one by one, wrong together): what the task
 regime asks of the method, the method's own constraints, and whether the limit Lambda* exists.
-Each raises ValueError with one line naming the keys."""
+Each raises ValueError with one line naming the keys.
+Their arguments are the schema's sections (`Config`, `ProblemConfig`, `TrainConfig` of
+metarep.config.schema), typed Any here: the schema calls these checks and is not imported back."""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Any
 
+from metarep.families.problem import as_covariance
 from metarep.models import get_arch
-from metarep.problem import as_covariance
-
-if TYPE_CHECKING:
-    from metarep.config import Config, ProblemConfig, TrainConfig
 
 INF = "inf"
 
@@ -42,12 +41,12 @@ def _covariance_degeneracy(task_cov, k: int) -> tuple[bool, bool]:
     return not cov.any(), int(np.linalg.matrix_rank(cov, hermitian=True)) < k
 
 
-def _lambda_star_finite(p: ProblemConfig, t: TrainConfig) -> bool:
+def _lambda_star_finite(p: Any, t: Any) -> bool:
     """Whether theory.lambda_star gives finite numbers (and a solvable system) for these values;
     computed entrywise for a scalar or diagonal Sigma*, so a huge k costs nothing."""
     import numpy as np
 
-    from metarep.theory import lambda_star
+    from metarep.linear.theory import lambda_star
 
     inv_m = 0.0 if isinstance(t.m_in, str) else 1.0 / t.m_in
     with np.errstate(all="ignore"):
@@ -64,7 +63,7 @@ def _lambda_star_finite(p: ProblemConfig, t: TrainConfig) -> bool:
         return bool(np.isfinite(lam).all() and np.isfinite(inner).all() and (inner != 0).all())
 
 
-def check_regime(c: Config) -> None:
+def check_regime(c: Any) -> None:
     """What the task regime asks of the method (read from its declaration)."""
     t, method = c.train, c.method_spec
     name = repr(method.name)
@@ -83,7 +82,7 @@ def check_regime(c: Config) -> None:
                          f"task: give a number of tasks")
 
 
-def check_method(c: Config) -> None:
+def check_method(c: Any) -> None:
     """The method's own constraints, the test-time rules it admits, the devices its arch runs on."""
     method = c.method_spec
     if c.test.adapt not in ("default", "tuned") and c.test.adapt not in method.adapt_rules:
@@ -104,7 +103,7 @@ def check_method(c: Config) -> None:
         method.check(c)
 
 
-def check_limit(p: ProblemConfig, t: TrainConfig) -> None:
+def check_limit(p: Any, t: Any) -> None:
     """The limit Lambda* (MATH 5) must exist and be finite."""
     zero, singular = _covariance_degeneracy(p.task_cov, p.k)
     if zero and p.noise_std ** 2 == 0:  # (a subnormal noise_std squares to 0 too)

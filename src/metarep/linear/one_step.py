@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from metarep import kernels, threads
+from metarep.compute import kernels, threads
 
 __all__ = ["OneStepSums", "applies", "numba_one_step_sums", "numpy_one_step_sums", "one_step_sums"]
 
@@ -89,7 +89,7 @@ def numba_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P=None, q=0.0) -> On
             or not all(a.flags.c_contiguous and a.dtype == X_in.dtype for a in arrays)):
         return numpy_one_step_sums(X_in, y_in, X_out, y_out, theta, M, P, q, backend="numba")
     # imported on first use: importing numba takes a while, and the NumPy path does not need it
-    from metarep._compiled import ONE_STEP_BLOCK, one_step_units
+    from metarep.compute._compiled import ONE_STEP_BLOCK, one_step_units
     # the work within a task and the block products run in the data's precision (float32 data:
     # single-precision arithmetic and BLAS); the sums across tasks are float64
     as_data = lambda a: np.ascontiguousarray(a, dtype=X_in.dtype)

@@ -26,8 +26,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any, Protocol
 
-from metarep import threads
-from metarep.atomic import atomic_write
+from metarep.compute import threads
+from metarep.storage.atomic import atomic_write
 
 OnDone = Callable[[int, Any, float], None]
 OnError = Callable[[int, BaseException], None]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metarep.tasks import Tasks
+from metarep.families.tasks import Tasks
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from metarep.linear import head_step, prediction_gradient, predictions
-from metarep.random_effects import Prior, Stats, fit_prior, posterior_mean, project
+from metarep.linear.primitives import head_step, prediction_gradient, predictions
+from metarep.linear.random_effects import Prior, Stats, fit_prior, posterior_mean, project
 
 ADAPT_RULES = ("gradient", "ridge", "lstsq", "bayes")
 

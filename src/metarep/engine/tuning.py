@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from metarep.adapt import summarize
+from metarep.linear.adapt import summarize
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from metarep import families, seeds, tuning
-from metarep.adapt import empirical_prior, excess_risk, expected_excess_risk_one_step, fit_heads, summarize
+from metarep import families, seeds
+from metarep.engine import tuning
 from metarep.engine.protocol import LOWER_BETA, LOWER_TEST_ALPHA, NARROW_TUNING, Advice
-from metarep.params import Params
-from metarep.problem import Problem
-from metarep.random_effects import Prior, Stats, stacked_stats
-from metarep.tasks import Tasks
-from metarep.tuning import Rule
+from metarep.engine.tuning import Rule
+from metarep.families.problem import Problem
+from metarep.families.tasks import Tasks
+from metarep.linear.adapt import empirical_prior, excess_risk, expected_excess_risk_one_step, fit_heads, summarize
+from metarep.linear.params import Params
+from metarep.linear.random_effects import Prior, Stats, stacked_stats
 
 # Test tasks are drawn and scored this many at a time (bounded working memory).
 TEST_CHUNK = 2048
@@ -201,7 +202,7 @@ def candidate_rules(config, admits: Sequence[str]) -> tuple[Rule, ...] | None:
 
 def run_protocol(score, config, *, admits: Sequence[str], n_validation: int | None = None, n_test: int | None = None,
                  on_chunk=None, should_stop=None) -> tuning.Outcome:
-    """The test scores of the asked rule, or of the tuned protocol (metarep.tuning.run)."""
+    """The test scores of the asked rule, or of the tuned protocol (metarep.engine.tuning.run)."""
     te = config.test
     tasks = {"validation": te.n_validation if n_validation is None else n_validation,
              "test": te.tasks if n_test is None else n_test}
@@ -223,7 +224,7 @@ def test_keys(head: Rule, config) -> dict:
 
 
 def test_advice(config) -> Advice:
-    """Which setting to lower when test-time adaptation runs away (a code: metarep.advice words it)."""
+    """Which setting to lower when test-time adaptation runs away (a code: metarep.running.advice words it)."""
     if config.test.adapt == "tuned":
         return Advice(NARROW_TUNING)
     if config.adapt_rule == "gradient":

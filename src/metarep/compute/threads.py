@@ -265,16 +265,16 @@ _helpers = _Helpers()
 
 
 def _pool_form(kernel):
-    """The kernel's launch on numba's own thread pool (`metarep._compiled.ON_POOL`), or None."""
+    """The kernel's launch on numba's own thread pool (`metarep.compute._compiled.ON_POOL`), or None."""
     try:
-        from metarep._compiled import ON_POOL
+        from metarep.compute._compiled import ON_POOL
     except ImportError:
         return None
     return ON_POOL.get(kernel)
 
 
 def run_units(kernel, units: int, parallel: bool, *args) -> None:
-    """Run a unit kernel of `metarep._compiled` (it takes units of work from a shared counter
+    """Run a unit kernel of `metarep.compute._compiled` (it takes units of work from a shared counter
     until none is left) on `args`: on `launch_count()` threads when `parallel` (the caller's
     measured threshold, e.g. PARALLEL_MIN_BYTES), else on the calling thread alone.
 

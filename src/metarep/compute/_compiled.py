@@ -33,18 +33,18 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic, overload
 
-from metarep import population_formula
+from metarep.linear import population_formula
 
-#: the sources the compiled kernels are made of (in metarep/); an edit of any one of them gives
+#: the sources the compiled kernels are made of (paths in the metarep package); an edit of any one of them gives
 #: a new cache directory (tests/test_hazards.py checks that every metarep module these import is here)
-SOURCES = ("_compiled.py", "_compiled_network.py", "population_formula.py")
+SOURCES = ("compute/_compiled.py", "compute/_compiled_network.py", "linear/population_formula.py")
 
 
 def cache_dir() -> str:
     """The directory of the kernels' numba cache: <root>/metarep-<hash of SOURCES>, the root
     being $NUMBA_CACHE_DIR when set, else the first writable of the package's __pycache__,
     ~/.cache/metarep (or $XDG_CACHE_HOME/metarep) and the temporary directory."""
-    here = Path(__file__).parent
+    here = Path(__file__).parents[1]
     digest = hashlib.sha256()
     for name in SOURCES:
         source = here / name

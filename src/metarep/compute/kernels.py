@@ -39,8 +39,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from metarep import threads
-from metarep.buffers import clear_buffers, retain_freed_memory
+from metarep.compute import threads
+from metarep.compute.buffers import clear_buffers, retain_freed_memory
 
 __all__ = ["available_backends", "backend", "clear_buffers", "default_backend", "numba_prediction_gradient",
            "numpy_prediction_gradient", "prediction_gradient", "prediction_gradient_reference",
@@ -263,7 +263,7 @@ def numba_prediction_gradient(X, theta, y=None, *, out=None):
         return numpy_prediction_gradient(X, theta, y, out=out)
     if not _numba_importable():
         raise ImportError("the numba kernel needs numba: pip install 'metarep[fast]'")
-    from metarep._compiled import gradient_units, prediction_gradient_units
+    from metarep.compute._compiled import gradient_units, prediction_gradient_units
     theta2 = np.ascontiguousarray(theta.reshape(-1, d), dtype=np.float64)
     if y is None:
         y_arr = np.empty((0, 0), X.dtype)

@@ -10,7 +10,7 @@ the history's column names, a format number and the SHA-256 of the resolved conf
 outer optimizer's state (arrays named opt.<key>, none for plain gradient descent). A
 checkpoint is only loaded into a run whose resolved config has the same hash.
 
-Files are written by `metarep.atomic.atomic_write` (its names are re-exported here).
+Files are written by `metarep.storage.atomic.atomic_write` (its names are re-exported here).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import tomli_w
 
-from metarep.atomic import (  # noqa: F401 - re-exported: the run directory's writes
+from metarep.config.schema import ConfigError
+from metarep.storage.atomic import (  # noqa: F401 - re-exported: the run directory's writes
     TMP_SUFFIX,
     WRITE_DELAY_ENV,
     atomic_write,
@@ -37,8 +38,7 @@ from metarep.atomic import (  # noqa: F401 - re-exported: the run directory's wr
     only_temporaries,
     remove_temporaries,
 )
-from metarep.config import ConfigError
-from metarep.tables import csv_text
+from metarep.storage.tables import csv_text
 
 CHECKPOINT = "checkpoint.npz"
 CHECKPOINT_FORMAT = 1

@@ -1,0 +1,5 @@
+import sys
+
+from metarep.cli.app import main
+
+sys.exit(main())

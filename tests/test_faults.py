@@ -330,7 +330,8 @@ def test_sigint_during_a_long_test_evaluation_exits_130_at_once_and_resume_only_
     (which has no step boundary) stops it within a second; the resume evaluates, never trains."""
     steps = 30
     config = _config(tmp_path, "finite", steps=steps)
-    config.write_text(config.read_text().replace("m_test = 5\ntasks = 40", "m_test = 5\ntasks = 600000"))
+    # long enough (seconds even on an idle machine) that the signal lands inside the evaluation
+    config.write_text(config.read_text().replace("m_test = 5\ntasks = 40", "m_test = 40\ntasks = 1000000"))
     out = tmp_path / "run"
     proc = _start(config, out)
     deadline = time.monotonic() + 60
@@ -353,9 +354,9 @@ def test_sigint_during_a_long_test_evaluation_exits_130_at_once_and_resume_only_
     resumed = subprocess.run([sys.executable, "-m", "metarep.cli", "run", "--resume", str(out)], env=_env(),
                              capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"training complete (step {steps}): evaluating on 600000 test tasks" in resumed.stderr
+    assert f"training complete (step {steps}): evaluating on 1000000 test tasks" in resumed.stderr
     assert "steps:" not in resumed.stderr  # no training progress
     rows = np.loadtxt(out / "metrics.csv", delimiter=",", skiprows=1, ndmin=2)
     np.testing.assert_array_equal(rows, history)
-    assert json.loads((out / "summary.json").read_text())["test"]["tasks"] == 600000
+    assert json.loads((out / "summary.json").read_text())["test"]["tasks"] == 1000000
     survived(1)

@@ -332,11 +332,12 @@ def render_markdown(table, notes: list[str], *, base: dict, seeds, quick: bool, 
     return "\n".join(lines)
 
 
-def draw(table: list[dict], path: Path) -> None:
-    """Excess risk of every row (mean +- std over seeds), the paper's value where it gives one."""
+def draw(table: list[dict], path: Path, *, setting: str = "", quick: bool = False) -> None:
+    """Excess risk of every row (mean +- std over seeds), the paper's value where it gives one;
+    the title names the setting and marks a --quick run (whose numbers are not the paper's)."""
     from matplotlib.figure import Figure
 
-    from metarep.plots import save_figure
+    from metarep.plots import save_figure, setting_title
 
     done = [r for r in table if r["completed"]]
     fig = Figure(figsize=(9, 0.45 * len(done) + 1.2))
@@ -352,7 +353,8 @@ def draw(table: list[dict], path: Path) -> None:
     if paper:
         ax.plot([v for _, v in paper], [yi for yi, _ in paper], "k^", label="the paper's value")
     ax.set_yticks(y, [f"{r['label']} ({r['steps']} steps)" if r["steps"] else r["label"] for r in done], fontsize=8)
-    ax.set(xlabel="test excess risk", title="Table 1: test excess risk after adaptation")
+    ax.set_xlabel("test excess risk")
+    ax.set_title(setting_title("Table 1: test excess risk after adaptation", setting, quick), fontsize=9)
     ax.legend(fontsize=8)
     save_figure(fig, path, formats=("png",))
 
@@ -408,7 +410,10 @@ def table1(out: Path, *, seeds: int = 5, quick: bool = False, workers: int = 2, 
     write_text(out / "table1.md", text)
     write_csv(out / "table1.csv", table, CSV_COLUMNS)
     write_csv(out / "table1_seeds.csv", results, SEED_COLUMNS)
-    draw(table, out / "table1.png")
+    p, t = base["problem"], base["train"]
+    draw(table, out / "table1.png", quick=quick,
+         setting=f"d = {p['d']}, k = {p['k']}, k' = {base.get('model', {}).get('width')}, N = {t['tasks']}, "
+                 f"m_in = {t['m_in']}, {len(seed_list)} seeds")
     echo(text)
     echo(f"table1: wall time {wall:.1f} s; wrote {out / 'table1.md'}, table1.csv, table1_seeds.csv, table1.png, "
          "configs/")

@@ -131,7 +131,7 @@ def test_per_task_heads_are_averaged():
 
 
 def test_the_paper_config_is_the_papers_setting():
-    from metarep.config.schema import load
+    from metarep.config.files import load
 
     c = load(Path(__file__).parents[1] / "experiments" / "nonlinear" / "paper.toml")
     p, t, m = c.problem, c.train, c.model

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from metarep.cli import main
-from metarep.config.schema import load, validate
+from metarep.config.files import load
+from metarep.config.schema import validate
 from metarep.engine import run
 from metarep.reproduce.common import (
     compose,

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from metarep.cli import main
-from metarep.config.schema import ConfigError, load, validate
+from metarep.config.files import load
+from metarep.config.schema import ConfigError, validate
 from metarep.engine import build, train
 from metarep.running.execute import execute_run
 from metarep.storage import store

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from metarep.cli import main
-from metarep.config.schema import load
+from metarep.config.files import load
 from metarep.engine import build, run
 from metarep.running.execute import execute_run
 from metarep.storage import store

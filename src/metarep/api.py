@@ -25,8 +25,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from metarep import engine
+from metarep.config.files import load as load_config
 from metarep.config.schema import Config, ConfigError, validate
-from metarep.config.schema import load as load_config
 from metarep.running.resources import check_memory
 from metarep.storage import store
 

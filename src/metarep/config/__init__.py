@@ -1,6 +1,7 @@
 """The experiment config: the validated schema (`schema`), the checks across sections
-(`checks`), TOML loading and `--set` overrides."""
+(`checks`), TOML files and `--set` overrides (`files`)."""
 
-from metarep.config.schema import Config, ConfigError, load, validate
+from metarep.config.files import load
+from metarep.config.schema import Config, ConfigError, validate
 
 __all__ = ["Config", "ConfigError", "load", "validate"]

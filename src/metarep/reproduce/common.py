@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from metarep import seeds
-from metarep.config.schema import SECTIONS, Config, ConfigError, read_toml, validate
+from metarep.config.files import read_toml
+from metarep.config.schema import SECTIONS, Config, ConfigError, validate
 from metarep.engine import evaluate_final, run_summary, train
 from metarep.models import linear_batch
 from metarep.running.pool import parallel_map  # noqa: F401 - re-exported for the reproductions

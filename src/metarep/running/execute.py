@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from metarep.config.schema import Config, ConfigError, load
+from metarep.config.files import load
+from metarep.config.schema import Config, ConfigError
 from metarep.engine import build, evaluate_final, run_summary, train
 from metarep.running.progress import progress as progress_display
 from metarep.running.resources import check_memory

@@ -15,7 +15,8 @@ from typing import Any
 
 import tomli_w
 
-from metarep.config.schema import Config, ConfigError, read_toml, validate
+from metarep.config.files import read_toml
+from metarep.config.schema import Config, ConfigError, validate
 from metarep.storage import store
 from metarep.sweeps.grid import SweepError
 from metarep.sweeps.plan import Sweep

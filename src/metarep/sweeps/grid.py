@@ -18,7 +18,8 @@ from typing import Any
 
 import tomli_w
 
-from metarep.config.schema import SECTIONS, ConfigError, parse_value
+from metarep.config.files import parse_value
+from metarep.config.schema import SECTIONS, ConfigError
 from metarep.seeds import TEST_SEED_OFFSET, replicate
 
 SEED_KEYS = ("train.seed", "test.seed")

@@ -13,7 +13,8 @@ from typing import Any
 
 import tomli_w
 
-from metarep.config.schema import Config, ConfigError, apply_overrides, read_toml, validate
+from metarep.config.files import apply_overrides, read_toml
+from metarep.config.schema import Config, ConfigError, validate
 from metarep.storage.store import config_hash
 from metarep.sweeps.grid import (
     SEED_KEYS,

@@ -9,6 +9,7 @@ the features' effective rank; the oracle per (sigma, K). Paired verdicts over se
 initialisation, training stream and test tasks per seed): the pairs of [study] compare, the
 head-only methods' span_outside end against start, and noise against no noise.
 Figure: adapted tasks with their K points; span_outside over training by noise level.
+Beside the noiseless rows, the numbers quoted in experiments/sinusoid/published.toml (when present).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metarep.config.files import read_toml
 from metarep.config.schema import ConfigError, validate
 from metarep.methods import get_method
 from metarep.reproduce import protocol, verdict
@@ -43,6 +45,11 @@ FAMILY_ORACLE = "family oracle"
 SEED_COLUMNS = ("noise", "K", "method", "seed", "status", "mse_0", "mse_1", "mse_10", "oracle_mse", "tuned",
                 "tuned_rule", "span_start", "span_end", "r2_start", "r2_end", "effective_rank", "train_s", "eval_s",
                 "steps")
+# published.toml: every [[quote]] needs each key, of these types (see the file's header)
+QUOTE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "source": str, "arxiv": str, "table": str, "kind": str, "method": str, "K": int, "value": (int, float),
+    "interval": (int, float, str), "interval_is": str, "train_iterations": (int, str), "test_tasks": (int, str),
+    "test_steps": (int, str), "retrieved_from": str}
 
 
 def load(*, quick: bool, experiments=None) -> tuple[dict, dict]:
@@ -51,6 +58,44 @@ def load(*, quick: bool, experiments=None) -> tuple[dict, dict]:
         raise ConfigError(f"{str(path)!r} not found")
     data, meta = compose([path], quick=quick)
     return data, meta.get("study", {})
+
+
+def load_published(path: Path) -> list[dict]:
+    """The [[quote]] entries of `path` (experiments/sinusoid/published.toml), each checked for
+    every key of QUOTE_KEYS; [] when the file is absent."""
+    if not path.exists():
+        return []
+    quotes = read_toml(path).get("quote")
+    if not isinstance(quotes, list) or not quotes:
+        raise ConfigError(f"{str(path)!r}: no [[quote]] entries")
+    for i, quote in enumerate(quotes, 1):
+        missing = [k for k in QUOTE_KEYS if not isinstance(quote, dict) or k not in quote]
+        if missing:
+            raise ConfigError(f"{str(path)!r}: quote {i} lacks {', '.join(missing)}")
+        wrong = [k for k, kind in QUOTE_KEYS.items() if isinstance(quote[k], bool) or not isinstance(quote[k], kind)]
+        if wrong:
+            raise ConfigError(f"{str(path)!r}: quote {i} has {', '.join(wrong)} of the wrong type")
+    return quotes
+
+
+def published_table(rows: list[dict], quotes: list[dict]) -> str:
+    """One line per quote: metarep's noiseless MSE after 1 and 10 steps at its (K, method) ("-"
+    where metarep does not run the method) beside the quoted value, its interval and source; papers
+    before reimplementations."""
+    ours = {(r["K"], r["method"]): r for r in rows if r["noise"] == 0}
+
+    def quoted(q):
+        spread = q["interval"]
+        return f"{q['value']:g} +- {spread:g}" if not isinstance(spread, str) else f"{q['value']:g} ({spread})"
+
+    lines = [(q["K"], q["method"], _ms(ours.get((q["K"], q["method"])), "mse_1"),
+              _ms(ours.get((q["K"], q["method"])), "mse_10"), quoted(q),
+              f"{q['source']}{'' if q['arxiv'] == '-' else ', arXiv ' + q['arxiv']}, {q['table']} ({q['kind']})")
+             for q in sorted(quotes, key=lambda q: (q["K"], q["method"], not q["kind"].startswith("paper")))]
+    return ("## metarep vs published (noiseless)\n\nmetarep: mean +- s.e. over seeds; published: as quoted, "
+            "each one's protocol and where it was read in experiments/sinusoid/published.toml.\n\n"
+            + markdown_table(("K", "method", "metarep MSE, 1 step", "metarep MSE, 10 steps", "published",
+                              "source"), lines))
 
 
 def make_jobs(data: dict, study: dict) -> list[dict]:
@@ -257,20 +302,22 @@ def correlation_notes(jobs: list[dict], results: list[dict]) -> list[str]:
     return out
 
 
-def render(rows: list[dict], notes: list[str], header: str) -> str:
-    def ms(r, key):
-        return "-" if r.get(key) is None else f"{fmt(r[key])} +- {fmt(r.get(f'{key}_se'), 2)}"
+def _ms(r: dict | None, key: str) -> str:
+    return "-" if r is None or r.get(key) is None else f"{fmt(r[key])} +- {fmt(r.get(f'{key}_se'), 2)}"
 
+
+def render(rows: list[dict], notes: list[str], header: str, quotes: list[dict] | None = None) -> str:
     table = markdown_table(
         ("sigma", "K", "method", "adapts", "MSE 0 steps", "MSE 1 step", "MSE 10 steps", "MSE tuned rule (chosen)",
          "span_outside start -> end", "R^2 of (sin, cos) start -> end", "eff. rank", "runs"),
-        [(f"{r['noise']:g}", r["K"], r["method"], r["adapts"], ms(r, "mse_0"), ms(r, "mse_1"), ms(r, "mse_10"),
-          f"{ms(r, 'tuned')} ({r['tuned_rules']})" if r.get("tuned") is not None else "-",
+        [(f"{r['noise']:g}", r["K"], r["method"], r["adapts"], _ms(r, "mse_0"), _ms(r, "mse_1"), _ms(r, "mse_10"),
+          f"{_ms(r, 'tuned')} ({r['tuned_rules']})" if r.get("tuned") is not None else "-",
           f"{fmt(r.get('span_start'))} -> {fmt(r.get('span_end'))}" if r.get("span_end") is not None else "-",
           f"{fmt(r.get('r2_start'), 4)} -> {fmt(r.get('r2_end'), 4)}" if r.get("r2_end") is not None else "-",
           fmt(r.get("effective_rank")), f"{r['completed']}/{r['seeds']}") for r in rows])
     return (f"# Sinusoid regression (MAML's benchmark)\n\n{header}\n\nMSE against the noiseless sine at 100 new "
-            f"points per task, mean +- s.e. over seeds (each seed: 1000 new tasks).\n\n{table}\n## Findings\n\n"
+            f"points per task, mean +- s.e. over seeds (each seed: 1000 new tasks).\n\n{table}\n"
+            + (published_table(rows, quotes) + "\n" if quotes else "") + "## Findings\n\n"
             + "\n".join(f"- {n}" for n in notes) + "\n\n![adapted tasks and unlearning curves](sinusoid.png)\n")
 
 
@@ -280,6 +327,7 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
     from metarep.reproduce.sinusoid_plot import plot
 
     data, study = load(quick=quick, experiments=experiments)
+    quotes = load_published(experiments_dir(experiments) / "sinusoid" / "published.toml")
     jobs = make_jobs(data, study)
     start = time.perf_counter()
     header = f"{machine_line(workers)}; settings experiments/sinusoid/base.toml{' (--quick)' if quick else ''}."
@@ -317,6 +365,6 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
               + f"; test (both protocols) {fmt(_mean_se(r['eval_s'] for r in results)[0], 2)} s per run.")
     header += f" Wall time {wall:.0f} s. {timing}"
     notes = notes + span_notes(vrows) + long_notes + correlation_notes(jobs, results)
-    write_text(out / "sinusoid.md", render(rows, notes, header))
+    write_text(out / "sinusoid.md", render(rows, notes, header, quotes))
     echo(f"wrote {out / 'sinusoid.md'} ({wall:.0f} s)")
     return rows

@@ -19,7 +19,7 @@ def _distinct(streams: dict[str, int]) -> dict[str, int]:
 STREAMS = _distinct({"problem": 0, "init": 1, "train_tasks": 2, "online_tasks": 3, "test_tasks": 4, "fit": 5,
                      "data_split": 6, "data_rows": 7, "probe": 8, "eval_inputs": 9,
                      "validation_tasks": 10, "validation_split": 11, "prior_tasks": 12,
-                     "family_tasks": 13})
+                     "family_tasks": 13, "task_batches": 14})
 # Replicate s uses test.seed = TEST_SEED_OFFSET + s: its test tasks never share a stream with
 # another replicate's training tasks.
 TEST_SEED_OFFSET = 1000

@@ -77,6 +77,12 @@ def check_regime(c: Any) -> None:
     if t.tasks == INF and t.inner_steps != 1:
         raise ValueError("train.inner_steps must be 1 with train.tasks = \"inf\": the population forms "
                          "are derived for one inner step; use tasks = \"online\" for more")
+    if t.tasks_per_step is not None and (not isinstance(t.tasks, int) or t.tasks_per_step > t.tasks):
+        raise ValueError(f"train.tasks_per_step = {t.tasks_per_step} draws from a fixed set of tasks: it needs "
+                         f"train.tasks to be a number at least as large (got {t.tasks!r})")
+    if t.tasks_per_step is not None and c.model.arch != "mlp":
+        raise ValueError(f"train.tasks_per_step is read by model.arch = \"mlp\" (got {c.model.arch!r}): the "
+                         f"{c.model.arch} model's steps use every task")
     if method.per_task_state and t.tasks == "online":
         raise ValueError(f"train.tasks = \"online\" does not fit {name}, which keeps one head per "
                          f"task: give a number of tasks")

@@ -149,6 +149,9 @@ class TrainConfig(Section):
 
     tasks: PositiveInt | Literal["inf", "online"] = 1000
     batch_tasks: PositiveInt = 100
+    tasks_per_step: PositiveInt | None = None
+    """mlp, a fixed set of tasks: how many of them one outer step uses, drawn afresh without
+    replacement each step (stochastic gradient over the set); None: all of them"""
     m_in: PosIntOrInf = 10
     m_out: PosIntOrInf = 10
     alpha: PositiveFloat = 0.1

@@ -87,9 +87,17 @@ class MLPExperiment(FromSource):
         params = init_network(self.config, self.spec)
         if self.method.init is not None:
             params = self.method.init(params, self.source.training_tasks(seeds.rng(t.seed, "train_tasks")))
-        stream = seeds.rng(t.seed, "online_tasks").bit_generator.state if self.source.needs_rng else None
+        stream = seeds.rng(t.seed, self.task_stream).bit_generator.state if self.task_stream else None
         return TrainState(params, rng_state=dict(stream) if stream is not None else None,
                           opt_state=self.optimizer.init(params))
+
+    @property
+    def task_stream(self) -> str | None:
+        """The stream a step draws its tasks from: fresh tasks (online), a subset of the fixed set
+        (train.tasks_per_step), or none."""
+        if self.source.needs_rng:
+            return "online_tasks"
+        return "task_batches" if self.config.train.tasks_per_step is not None and self.direct is None else None
 
     @property
     def optimizer(self):
@@ -109,11 +117,33 @@ class MLPExperiment(FromSource):
         """(params, the outer gradient at them, the loss), all on the device (the fixed set already
         there; online tasks converted per step). A gradient computed on NumPy (the compiled CPU
         pass) comes back as tensors sharing its memory."""
-        tasks = self.train_tensors if self.train_tensors is not None else self.source.training_tasks(rng)
         from metarep.nonlinear.backend import shared_tensors
 
+        if self.train_tensors is None:
+            tasks = self.source.training_tasks(rng)
+        elif self.config.train.tasks_per_step is not None:
+            return self._subset_gradient(params, rng)
+        else:
+            tasks = self.train_tensors
         at, grads, loss = outer_gradient(self.method, params, tasks, net=self.net, **self.hyper)
         return at, shared_tensors(grads), loss
+
+    def _subset_gradient(self, params: MLPParams, rng) -> tuple[MLPParams, MLPParams, float]:
+        """The gradient on train.tasks_per_step tasks of the fixed set, drawn without replacement.
+        A method with one head per task steps those tasks' heads (the others' gradient is zero)."""
+        from metarep.nonlinear.backend import put_rows, shared_tensors, take_rows
+
+        tasks = self.train_tensors
+        rows = np.sort(rng.choice(tasks.n_tasks, self.config.train.tasks_per_step, replace=False))
+        subset = type(tasks)(*(take_rows(a, rows) for a in tasks))
+        per_task = self.method.per_task_state
+        sub = params._replace(w=take_rows(params.w, rows)) if per_task else params
+        at, grads, loss = outer_gradient(self.method, sub, subset, net=self.net, **self.hyper)
+        grads = shared_tensors(grads)
+        if per_task:
+            at = at._replace(w=put_rows(params.w, rows, at.w))
+            grads = grads._replace(w=put_rows(0 * params.w, rows, grads.w))
+        return at, grads, loss
 
     def measure(self, params: MLPParams, step: int, loss) -> dict:
         """step, loss, the first layer's norms and their ratio perp_ratio, the input gradient's share

@@ -101,6 +101,24 @@ def shared_tensors(params: MLPParams) -> MLPParams:
                        for a in params))
 
 
+def take_rows(a, rows: np.ndarray):
+    """a[rows] along the first axis, for a NumPy array or a tensor (indexed on its device)."""
+    if isinstance(a, torch.Tensor):
+        return a[torch.as_tensor(rows, device=a.device)]
+    return a[rows]
+
+
+def put_rows(a, rows: np.ndarray, values):
+    """A copy of `a` with a[rows] = values (NumPy array or tensor, `values` converted to a's kind)."""
+    if isinstance(a, torch.Tensor):
+        out = a.clone()
+        out[torch.as_tensor(rows, device=a.device)] = torch.as_tensor(values, dtype=a.dtype, device=a.device)
+        return out
+    out = a.copy()
+    out[rows] = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values
+    return out
+
+
 def to_host(tree):
     """The inverse of `to_device`: every tensor as a NumPy array (`.cpu()`: no copy on the CPU)."""
     if tree is None:

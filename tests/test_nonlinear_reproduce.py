@@ -1,29 +1,38 @@
-"""`metarep reproduce nonlinear` on a tiny grid: what it writes and what it concludes."""
+"""`metarep reproduce nonlinear` on a tiny grid: what it writes, which lam it keeps, how it fits
+slopes and correlations, and that it resumes from kept results."""
 
 from __future__ import annotations
 
 import csv
+import math
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
 
 from metarep.reproduce import nonlinear  # noqa: E402
+from metarep.reproduce import nonlinear_verdicts as nv  # noqa: E402
+from metarep.running.pool import KeptFolder  # noqa: E402
 
 BASE = """[problem]
 d = 4
 k = 2
+task_cov = [0.5, 1.5]
 [model]
 arch = "mlp"
 width = 4
+[method]
+name = "fo-anil"
 [train]
-tasks = 8
+tasks = 12
+tasks_per_step = 6
 m_in = 4
 m_out = 4
 alpha = 0.2
 beta = 0.2
-steps = 3
-log_every = 3
+steps = 6
+log_every = 6
 [test]
 m_test = 8
 tasks = 40
@@ -33,44 +42,115 @@ tune_steps = [1, 3]
 tune_ridge = [0.1]
 validation_tasks = 20
 [study]
-teachers = ["relu"]
-layers = [2, 3]
-methods = ["fo-anil", "oracle"]
 seeds = 2
-compare = [{ a = "fo-anil", b = "oracle" }]
-[study.figure]
+teachers = ["linear", "relu"]
+nets = [{ layers = 2, bias = false }, { layers = 3, bias = true }]
+methods = ["fo-anil", "burer-monteiro", "oracle"]
+score_at = [3]
+method_config = { "burer-monteiro" = { train = { beta = 0.1 } } }
+reference = { method = "random-effects", teachers = ["linear"] }
+compare = [{ a = "fo-anil", b = "oracle" }, { a = "random-effects", b = "fo-anil" }]
+[study.lam]
+method = "burer-monteiro"
+values = [0.0, 0.01]
+[study.controls]
 method = "fo-anil"
+nets = [["identity", "linear"], ["relu", "linear"]]
 m_in = [3, 30]
-steps = 4
 batch_tasks = 4
-nets = [["relu", "relu"]]
+steps = 8
+points = 5
+seeds = 2
+late_from = 0.25
 """
 
 
-def test_tiny_grid(tmp_path):
+def _read(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _experiments(tmp_path):
     (tmp_path / "exp" / "nonlinear").mkdir(parents=True)
     (tmp_path / "exp" / "nonlinear" / "base.toml").write_text(BASE)
-    rows = nonlinear.run(tmp_path / "out", workers=1, experiments=tmp_path / "exp", echo=lambda msg: None)
-    assert len(rows) == 4 and all(r["completed"] == 2 for r in rows)
-    for layers in (2, 3):
-        cell = {r["method"]: r for r in rows if r["layers"] == layers}
-        assert cell["oracle"]["excess_risk_mean"] < cell["fo-anil"]["excess_risk_mean"]
-        assert cell["oracle"]["perp_norm_mean"] < 1e-12
+    return tmp_path / "exp"
+
+
+def test_tiny_grid(tmp_path):
+    nonlinear.run(tmp_path / "out", workers=1, experiments=_experiments(tmp_path), echo=lambda msg: None)
+    rows = _read(tmp_path / "out" / "nonlinear.csv")
+    cells = {(r["teacher"], r["net"], r["method"]): r for r in rows}
+    assert ("linear", "linear model", "random-effects") in cells
+    assert ("relu", "linear model", "random-effects") not in cells
+    assert all(r["completed"] == "2" for r in rows)
+    for teacher in ("linear", "relu"):
+        for net in ("2 layers", "3 layers + bias"):
+            assert float(cells[(teacher, net, "oracle")]["own"]) < float(cells[(teacher, net, "fo-anil")]["own"])
+            assert cells[(teacher, net, "fo-anil")]["settling_steps"] == "3 / 6"
+    seeds = _read(tmp_path / "out" / "nonlinear_seeds.csv")
+    assert len([s for s in seeds if s["method"] == "burer-monteiro"]) == 2 * 2 * 2 * 2   # every lam is run
+    verdicts = _read(tmp_path / "out" / "nonlinear_verdicts.csv")
+    questions = {v["question"] for v in verdicts}
+    assert {"fo-anil lower than oracle", "random-effects lower than fo-anil", "R^2 of the teacher's features rises",
+            "perp_ratio falls (log end / start)", "perp_ratio lower at m_in = 3 than at 30 (log ratio)"} <= questions
+    assert all(v["verdict"] in ("holds", "does not hold", "not decided") for v in verdicts)
+    slopes = _read(tmp_path / "out" / "nonlinear_slopes.csv")
+    assert {(s["net"], s["m_in"], s["measure"]) for s in slopes} == {
+        (f"{a} net", m, key) for a in ("identity", "relu") for m in ("3", "30")
+        for key in ("perp_ratio^2", "grad_perp_share")}
+    assert {r["runs"] for r in _read(tmp_path / "out" / "nonlinear_risk.csv")} == {
+        "table: trained methods x seeds", "controls: m_in x seeds"}
+    curves = _read(tmp_path / "out" / "nonlinear_curves.csv")
+    assert {c["m_in"] for c in curves} == {"3", "30"} and {c["step"] for c in curves} >= {"0", "8"}
     page = (tmp_path / "out" / "nonlinear.md").read_text()
-    assert "relu teacher, 2 layers, test excess risk under the tuned rule (own default rule): oracle" in page
-    # one rule for all (tuned) beside each method's own; the tuned choice includes the own rule, so
-    # on validation it can only be as good or better, and on test it is a real number
-    assert all(r["tuned_risk_mean"] > 0 and r["tuned_rules"] != "-" for r in rows)
-    with open(tmp_path / "out" / "nonlinear_verdicts.csv") as f:
-        verdicts = list(csv.DictReader(f))
-    assert {(v["layers"], v["rule"]) for v in verdicts} == {(n, r) for n in ("2", "3")
-                                                             for r in ("tuned rule", "own rules")}
-    assert all(v["verdict"] in ("holds", "does not hold", "not decided") and v["n"] == "2" for v in verdicts)
-    assert "is fo-anil lower than oracle? tuned rule" in page
-    assert "fo-anil, relu network, relu teacher: perp_norm changes by" in page and "m_in = 30" in page
-    with open(tmp_path / "out" / "nonlinear_curves.csv") as f:
-        curves = list(csv.DictReader(f))
-    assert {c["m_in"] for c in curves} == {"3", "30"} and {c["step"] for c in curves} >= {"0", "4"}
-    with open(tmp_path / "out" / "nonlinear_seeds.csv") as f:
-        assert len(list(csv.DictReader(f))) == 8
+    assert "burer-monteiro (lam " in page and "### Controls: late slopes" in page
     assert (tmp_path / "out" / "nonlinear.png").stat().st_size > 1000
+    assert not (tmp_path / "out" / ".kept-nonlinear").exists()
+
+
+def test_a_kept_result_is_reused(tmp_path, monkeypatch):
+    experiments = _experiments(tmp_path)
+    data, study = nonlinear.load(quick=False, experiments=experiments)
+    jobs = nonlinear.table_jobs(data, study) + nonlinear.control_jobs(data, study)
+    kept = KeptFolder(tmp_path / "out" / ".kept-nonlinear")
+    fake = nonlinear.run_job(jobs[0])
+    fake["cpu_s"] = 12345.0
+    kept.put(0, jobs[0], fake)
+    ran = []
+    real = nonlinear.run_job
+    monkeypatch.setattr(nonlinear, "run_job", lambda job: ran.append(job) or real(job))
+    nonlinear.run(tmp_path / "out", workers=1, experiments=experiments, echo=lambda msg: None)
+    assert len(ran) == len(jobs) - 1
+    assert "12345.0" in (tmp_path / "out" / "nonlinear_seeds.csv").read_text()
+
+
+def _run(method, seed, val, lam, teacher="linear", net="2 layers"):
+    return {"part": "table", "teacher": teacher, "net": net, "method": method, "seed": seed, "lam": lam,
+            "status": "completed", "tuned": val + 1, "tuned_validation": val}
+
+
+def test_choose_lam_keeps_the_lowest_validation_risk_per_seed():
+    runs = [_run("bm", 0, 0.5, 0.0), _run("bm", 0, 0.3, 0.1), _run("bm", 1, 0.2, 0.0), _run("bm", 1, 0.4, 0.1),
+            _run("fo-anil", 0, 0.9, None)]
+    kept = nv.choose_lam(runs, "bm")
+    assert sorted((r["method"], r["seed"], r["lam"]) for r in kept) == [("bm", 0, 0.1), ("bm", 1, 0.0),
+                                                                        ("fo-anil", 0, None)]
+
+
+def test_late_slope_of_a_power_law():
+    curve = [{"step": 0, "perp_ratio": 7.0}] + [{"step": s, "perp_ratio": 3.0 * s ** -0.5} for s in (1, 10, 100, 1000)]
+    assert nv._late_slope(curve, "perp_ratio", 10, square=True) == pytest.approx(-1.0, abs=1e-12)
+    assert nv._late_slope(curve, "perp_ratio", 10, square=False) == pytest.approx(-0.5, abs=1e-12)
+
+
+def test_correlation_interval_matches_fishers_z():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(50)
+    y = x + rng.standard_normal(50)
+    out = nv.correlation(x, y)
+    r = np.corrcoef(x, y)[0, 1]
+    half = 1.959963984540054 / math.sqrt(47)
+    assert out["r"] == pytest.approx(r) and out["low"] == pytest.approx(math.tanh(math.atanh(r) - half))
+    assert out["verdict"] == "holds"
+    assert nv.correlation(x, -y)["verdict"] == "does not hold"
+    assert nv.correlation(x[:3], y[:3])["verdict"] == "not decided"

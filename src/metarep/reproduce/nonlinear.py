@@ -70,6 +70,8 @@ def table_jobs(data: dict, study: dict) -> list[dict]:
     for teacher in study["teachers"]:
         for net in study["nets"]:
             for method in study["methods"]:
+                if {"method": method, "teacher": teacher} in study.get("skip", []):
+                    continue
                 own = study.get("method_config", {}).get(method, {})
                 lams = lam.get("values", [None]) if method == lam.get("method") else [None]
                 for value in lams:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from metarep.config.schema import ConfigError, validate
+from metarep.methods import get_method
 from metarep.reproduce import protocol
 from metarep.reproduce.common import (
     compose,
@@ -154,8 +155,9 @@ def _cost(job: dict) -> float:
     t = job["config"]["train"]
     per_step = t.get("tasks_per_step") or (t["batch_tasks"] if t["tasks"] == "online" else t["tasks"])
     work = per_step * (t["m_in"] + t["m_out"]) * job["config"]["model"].get("layers", 1)
-    body = 4 if job["method"] in ("maml", "fo-maml") else 1
-    return 5 + t["steps"] * work * body / 1e5 if job["method"] not in ("none", "oracle") else 5
+    method = get_method(job["method"], job["config"]["model"].get("arch", "linear"))
+    body = 4 if getattr(method.gradient, "per_task_body", False) else 1
+    return 5 + t["steps"] * work * body / 1e5 if method.iterative else 5
 
 
 def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,

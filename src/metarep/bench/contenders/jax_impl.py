@@ -28,7 +28,7 @@ def make_jax_jit_vmap(X_in, y_in, X_out, y_out, alpha, method, dtype):
     first_order = check_method(method)
     dt = as_dtype(dtype)
     check_shapes(X_in, y_in, X_out, y_out)
-    if dt == np.float64 and not jax.config.jax_enable_x64:
+    if dt == np.float64 and not jax.config.read("jax_enable_x64"):
         jax.config.update("jax_enable_x64", True)
     data = tuple(jax.device_put(jnp.asarray(np.asarray(a), dtype=dt))
                  for a in (X_in, y_in, X_out, y_out))

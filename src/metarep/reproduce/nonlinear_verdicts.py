@@ -11,11 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
+from metarep.methods import get_method
 from metarep.reproduce import protocol, verdict
 from metarep.reproduce.common import fmt, markdown_table, write_csv
 
-TRAINED = ("fo-anil", "anil", "fo-maml", "maml", "burer-monteiro")
 MEASURES = ("perp_ratio", "grad_perp_share", "effective_rank", "r2")
+
+
+def _trained(run: dict) -> bool:
+    """A network trained by an iterative method (its declaration), not a direct fit."""
+    return run["net"] != "linear model" and get_method(run["method"], "mlp").iterative
 
 
 def _ok(run: dict) -> bool:
@@ -36,20 +41,18 @@ def _ms(values, digits: int = 3) -> str:
 
 
 def choose_lam(runs: list[dict], method: str) -> list[dict]:
-    """The table's runs with, for `method`, only the lam of lowest validation risk under the
-    tuned rule per (teacher, net, seed) (a lam whose run failed is never chosen)."""
+    """The table's runs with, for `method`, one run per (teacher, net, seed): the lam of lowest
+    validation risk under the tuned rule (a failed run is never chosen; where every lam failed,
+    the first, so that the cell counts the failure)."""
     best: dict[tuple, dict] = {}
     for r in runs:
-        if r["part"] != "table" or r["method"] != method or not _ok(r):
+        if r["part"] != "table" or r["method"] != method:
             continue
         key = (r["teacher"], r["net"], r["seed"])
-        if key not in best or r["tuned_validation"] < best[key]["tuned_validation"]:
+        held = best.get(key)
+        if held is None or (_ok(r) and (not _ok(held) or r["tuned_validation"] < held["tuned_validation"])):
             best[key] = r
-    kept = [r for r in runs if r["part"] == "table" and r["method"] != method]
-    chosen_ids = {id(r) for r in best.values()}
-    failed = [r for r in runs if r["part"] == "table" and r["method"] == method
-              and (r["teacher"], r["net"], r["seed"]) not in best and r.get("lam") in (None, 0.0)]
-    return kept + [r for r in runs if id(r) in chosen_ids] + failed
+    return [r for r in runs if r["part"] == "table" and r["method"] != method] + list(best.values())
 
 
 def table_rows(table: list[dict]) -> list[dict]:
@@ -181,7 +184,7 @@ def risk_relation(table: list[dict], controls: list[dict]) -> list[dict]:
     each (teacher, net) of the table and across the runs of each control."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in table:
-        if r["method"] in TRAINED and _ok(r):
+        if _trained(r) and _ok(r):
             groups[("table: trained methods x seeds", r["teacher"], r["net"])].append(r)
     for r in controls:
         if _ok(r):

@@ -84,7 +84,7 @@ def test_population_tasks_refused_by_declaration():
         _cfg(train__tasks="inf")
 
 
-@pytest.mark.parametrize("bad,match", [({"model__layers": 4}, "model.layers"),
+@pytest.mark.parametrize("bad,match", [({"model__layers": 1}, "model.layers"),
                                        ({"model__hidden": 3}, "layers = 3"),
                                        ({"model__activation": "tanh"}, "model.activation"),
                                        ({"train__chunk_tasks": 5}, "chunk_tasks"),

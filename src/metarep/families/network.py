@@ -2,17 +2,20 @@
 alone, or every layer (as MAML adapts), on the inner loss L = 1/(2K) ||f(X) - y||^2 of each
 task (metarep's inner loss, MATH 3). Every task holds its own copy of the parameters.
 
-The backward pass for phi(x) = act(W2 act(W1 x + b1) + b2) (layers = 3; layers = 2 stops at the
-first) and f = w^T phi, with r = (f - y) / K (T, K):
-    dL/dw = sum_k r_k phi_k;  dL/dz2 = (r w^T) * act'(z2);  dL/dW2 = dz2^T h1;  dL/db2 = sum_k dz2;
-    dL/dh1 = dz2 W2;  dL/dz1 = dh1 * act'(z1);  dL/dW1 = dz1^T X;  dL/db1 = sum_k dz1.
+The backward pass for phi(x) = h_n, h_i = act(z_i), z_i = W_i h_{i-1} + b_i, h_0 = x (n = layers - 1)
+and f = w^T phi, with r = (f - y) / K (T, K):
+    dL/dw = sum_k r_k phi_k;  dL/dh_n = r w^T;  then for i = n, ..., 1:
+    dL/dz_i = dL/dh_i * act'(z_i);  dL/dW_i = dz_i^T h_{i-1};  dL/db_i = sum_k dz_i;  dL/dh_{i-1} = dz_i W_i.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-ORDER = ("W1", "b1", "W2", "b2")
+
+def _layer_names(P: dict) -> list[tuple[str, str]]:
+    """[("W1", "b1"), ("W2", "b2"), ...] of the layers present in P, first to last."""
+    return [(f"W{i}", f"b{i}") for i in range(1, len(P) + 1) if f"W{i}" in P]
 
 
 def per_task(body: dict, w: np.ndarray, T: int) -> dict:
@@ -24,9 +27,7 @@ def forward(P: dict, X: np.ndarray, activation: str) -> tuple[np.ndarray, list]:
     """f (T, K) for per-task parameters P on inputs X (T, K, d), and the layers' (z, h) kept for
     the backward pass."""
     h, cache = X, []
-    for W, b in (("W1", "b1"), ("W2", "b2")):
-        if W not in P:
-            continue
+    for W, b in _layer_names(P):
         z = h @ np.swapaxes(P[W], 1, 2) + (P[b][:, None, :] if b in P else 0.0)
         cache.append((h, z))
         h = z if activation == "identity" else np.maximum(z, 0.0)
@@ -42,7 +43,7 @@ def gradient(P: dict, X: np.ndarray, y: np.ndarray, activation: str, *, body: bo
     if not body:
         return grads
     dh = r[..., None] * P["w"][:, None, :]
-    for (W, b), (h, z) in reversed(list(zip([p for p in (("W1", "b1"), ("W2", "b2")) if p[0] in P], cache[:-1]))):
+    for (W, b), (h, z) in reversed(list(zip(_layer_names(P), cache[:-1]))):
         dz = dh if activation == "identity" else dh * (z > 0)
         grads[W] = np.swapaxes(dz, 1, 2) @ h
         if b in P:

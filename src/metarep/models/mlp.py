@@ -252,9 +252,9 @@ def estimate_bytes(config) -> dict[str, int]:
     spec = spec_of(config)
     n = {"inf": 0, "online": t.batch_tasks}.get(str(t.tasks), t.tasks) if isinstance(t.tasks, str) else t.tasks
     samples = n * ((0 if t.m_in == "inf" else t.m_in) + (0 if t.m_out == "inf" else t.m_out))
-    n_params = spec.n1 * (p.d + 1) + (spec.width * (spec.n1 + 1) if spec.layers == 3 else 0) + spec.width
+    n_params = sum(out * (fan_in + 1) for out, fan_in in spec.shapes()) + spec.width
     copies = 1 if m.options.dtype == "float64" and t.device == "cpu" else 2
-    units = spec.n1 + (spec.width if spec.layers == 3 else 0)
+    units = sum(out for out, _ in spec.shapes())
     per_body = getattr(config.method_spec.gradient, "per_task_body", False)
     per_task = n * n_params * 4 * (t.inner_steps + 1) if per_body else 3 * n * spec.width
     n_validation = te.n_validation if te.adapt == "tuned" else 0

@@ -12,10 +12,10 @@ class Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    layers: Literal[2, 3] = 2
-    """2: w^T act(W1 x); 3: w^T act(W2 act(W1 x))"""
+    layers: Annotated[int, Field(ge=2, strict=True)] = 2
+    """2: w^T act(W1 x); 3: w^T act(W2 act(W1 x)); L >= 2: L - 1 layers before the head w"""
     hidden: Annotated[int, Field(ge=1, strict=True)] | None = None
-    """units of the first layer when layers = 3 (default problem.d)"""
+    """units of every layer but the last when layers >= 3 (default problem.d)"""
     activation: Literal["relu", "identity"] = "relu"
     bias: bool = False
     dtype: Literal["float64", "float32"] = "float64"
@@ -23,7 +23,7 @@ class Options(BaseModel):
 
     @model_validator(mode="after")
     def _hidden_needs_three_layers(self):
-        if self.hidden is not None and self.layers != 3:
-            raise ValueError("model.hidden is the first layer's width of a three-layer network: set model.layers = 3 "
-                             "or leave hidden out")
+        if self.hidden is not None and self.layers < 3:
+            raise ValueError("model.hidden is the width of every layer but the last of a network of three or more "
+                             "layers: set model.layers = 3 or more, or leave hidden out")
         return self

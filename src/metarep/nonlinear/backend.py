@@ -79,7 +79,7 @@ def torch_params(params: MLPParams, net: Net) -> dict[str, torch.Tensor]:
 def tensor_params(tensors: dict[str, torch.Tensor], like: MLPParams) -> MLPParams:
     """Tensors by name as MLPParams, absent fields as empty tensors beside `like`'s head."""
     empty = tensors["w"].new_zeros(0)
-    return MLPParams(*(tensors.get(name, empty) for name in MLPParams._fields))  # type: ignore[arg-type]
+    return MLPParams(*(tensors.get(name, empty) for name in like._fields))
 
 
 def to_device(tree, net: Net):
@@ -97,12 +97,19 @@ def to_device(tree, net: Net):
 def shared_tensors(params: MLPParams) -> MLPParams:
     """A gradient the compiled CPU pass returns as NumPy arrays, as CPU tensors sharing their
     memory (no copy); tensors as they are."""
-    return MLPParams(*(a if isinstance(a, torch.Tensor) else torch.from_numpy(a)  # type: ignore[arg-type]
-                       for a in params))
+    return MLPParams(*(a if isinstance(a, torch.Tensor) else torch.from_numpy(a) for a in params))
+
+
+def _on_host(a) -> bool:
+    return isinstance(a, torch.Tensor) and a.device.type == "cpu" and not a.requires_grad
 
 
 def take_rows(a, rows: np.ndarray):
-    """a[rows] along the first axis, for a NumPy array or a tensor (indexed on its device)."""
+    """a[rows] along the first axis, for a NumPy array or a tensor (indexed on its device). A CPU
+    tensor is indexed through NumPy, which shares its memory: torch's row gather took 5 ms for 250
+    of 5000 tasks (2 MB) where NumPy's takes 0.06 ms."""
+    if _on_host(a):
+        return torch.from_numpy(a.numpy()[rows])
     if isinstance(a, torch.Tensor):
         return a[torch.as_tensor(rows, device=a.device)]
     return a[rows]
@@ -110,12 +117,16 @@ def take_rows(a, rows: np.ndarray):
 
 def put_rows(a, rows: np.ndarray, values):
     """A copy of `a` with a[rows] = values (NumPy array or tensor, `values` converted to a's kind)."""
+    if isinstance(values, torch.Tensor) and (_on_host(a) or not isinstance(a, torch.Tensor)):
+        values = values.detach().cpu().numpy()
+    if _on_host(a):
+        return torch.from_numpy(put_rows(a.numpy(), rows, values))
     if isinstance(a, torch.Tensor):
         out = a.clone()
         out[torch.as_tensor(rows, device=a.device)] = torch.as_tensor(values, dtype=a.dtype, device=a.device)
         return out
     out = a.copy()
-    out[rows] = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values
+    out[rows] = values
     return out
 
 

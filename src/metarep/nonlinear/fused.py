@@ -50,9 +50,10 @@ BLOCK = {False: 32, True: 32}
 
 def applies(params: MLPParams, *, device: str, dtype: str, inner_steps: int, adapt_body: bool) -> bool:
     """Whether the compiled pass computes this gradient: a head-only method (FO-ANIL, ANIL), two
-    or three layers, any number of inner steps, on the CPU in float64 or float32, with the numba
-    kernel backend in effect."""
+    or three layers (deeper networks take the torch path), any number of inner steps, on the CPU
+    in float64 or float32, with the numba kernel backend in effect."""
     return (not adapt_body and int(inner_steps) == inner_steps and inner_steps >= 1 and params.w.ndim == 1
+            and params.layers <= 3
             and device == "cpu" and dtype in DTYPES and kernels.backend() == "numba"
             and kernels.compiled_available())
 

@@ -22,7 +22,7 @@ import numpy as np
 from metarep.families import family_of
 from metarep.families.measures import span_outside
 from metarep.linear import metrics
-from metarep.nonlinear.model import MLPParams, activate, features
+from metarep.nonlinear.model import MLPParams, activate, body_layers, features
 
 
 def effective_rank(eigenvalues: np.ndarray) -> float:
@@ -67,20 +67,23 @@ def _slope(z: np.ndarray, activation: str) -> np.ndarray:
 def input_gradients(params: MLPParams, X: np.ndarray, activation: str, head: np.ndarray | None = None) -> np.ndarray:
     """grad_x f(x) for every input x of X (n, d), f(x) = head^T phi(x) (head: mean_head by default): (n, d).
 
-    With z1 = W1 x + b1 (n1,), D1 = diag(act'(z1)) and, for three layers, z2 = W2 act(z1) + b2
-    (width,), D2 = diag(act'(z2)), the chain rule gives
+    With z_1 = W1 x + b1, z_i = W_i act(z_{i-1}) + b_i and D_i = diag(act'(z_i)), the chain rule gives
         two layers:    grad_x f = W1^T D1 w
-        three layers:  grad_x f = W1^T D1 W2^T D2 w.
-    Batched over inputs (rows): S1 = act'(X W1^T + b1) (n, n1), S2 = act'(act(X W1^T + b1) W2^T + b2)
-    (n, width); G = (S1 * w) W1 (two layers), G = (S1 * ((S2 * w) W2)) W1 (three layers), (n, d).
+        three layers:  grad_x f = W1^T D1 W2^T D2 w,   and so on for more.
+    Batched over inputs (rows): S_i = act'(Z_i) (n, units of layer i), the upstream gradient
+    U = w, then U = (S_i * U) W_i from the last layer to the first: G = U (n, d).
     """
-    body, w = params.body(), mean_head(params) if head is None else head
-    z1 = X @ body["W1"].T + body.get("b1", 0.0)
+    w = mean_head(params) if head is None else head
+    slopes, h = [], X
+    layers = body_layers(params.body())
+    for W, b in layers:
+        z = h @ W.T + (0.0 if b is None else b)
+        slopes.append(_slope(z, activation))
+        h = activate(z, activation)
     upstream = np.broadcast_to(w, (X.shape[0], w.shape[0]))         # d f / d phi, (n, width)
-    if "W2" in body:
-        z2 = activate(z1, activation) @ body["W2"].T + body.get("b2", 0.0)
-        upstream = (_slope(z2, activation) * upstream) @ body["W2"]   # d f / d act(z1), (n, n1)
-    return (_slope(z1, activation) * upstream) @ body["W1"]
+    for (W, _), S in zip(reversed(layers), reversed(slopes)):
+        upstream = (S * upstream) @ W                                # d f / d (layer input)
+    return upstream
 
 
 def grad_perp_share(G: np.ndarray, B_star: np.ndarray) -> float:

@@ -37,7 +37,7 @@ def _adapted_panel(ax, jobs, results, study) -> None:
                 label=f"K = {K} points" if t == 0 else None)
     for i, (job, res) in enumerate(kept):
         p = res["params"]
-        body = {k: p[k] for k in ("W1", "b1", "W2", "b2") if p[k].shape[0]}
+        body = {k: a for k, a in p.items() if k != "w" and a.shape[0]}
         w = p["w"] if p["w"].ndim == 1 else p["w"].mean(axis=0)
         adapt_body = getattr(get_method(job["method"], "mlp").gradient, "per_task_body", False)
         P, done = per_task(body, w, FIGURE_TASKS), 0

@@ -20,9 +20,18 @@ def test_tiny_benchmark_checks_and_reports():
         assert row["metarep_s"] > 0 and row["flops"] > 0 and row["gemm_fraction"] > 0
         assert row["torch_loop_err"] < 1e-8 and row["torch_loop_s"] > 0
         assert row.get("higher_loop_s") is not None or "skipped" in row.get("higher_loop_note", "")
+        # the ceiling (the loop against a step at the whole rate) is the speed-up over the rate's share
+        assert row["torch_loop_ceiling"] == pytest.approx(row["speedup_torch_loop"] / row["gemm_fraction"])
     assert rows[mlp.EXACT]["flops"] > rows[mlp.FIRST_ORDER]["flops"]
     report = mlp.format_mlp_report(result)
     assert "| fo-anil" in report.replace(mlp.FIRST_ORDER, "fo-anil") and "load average" in report
+
+
+def test_the_report_says_what_share_of_the_rate_the_target_asks_for():
+    row = {"method": "m", "higher_loop_ceiling": 100.0}
+    assert "100x the higher loop, so 100x asks for 100% of the rate" in mlp._targets([row])
+    assert "asks for 25% of the rate" in mlp._targets([{**row, "higher_loop_ceiling": 400.0}])
+    assert "asks for" not in mlp._targets([{"method": "m"}])
 
 
 def test_a_wrong_gradient_is_caught():

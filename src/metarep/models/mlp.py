@@ -1,4 +1,4 @@
-"""The network experiment (`[model] arch = "mlp"`): f(x) = w^T phi(x) with two or three layers
+"""The network experiment (`[model] arch = "mlp"`): f(x) = w^T phi(x) with two or more layers
 (metarep.nonlinear), trained by a registered mlp method with torch on tasks from the synthetic
 source (either teacher), measured on its first layer and its representation.
 

@@ -95,11 +95,11 @@ ADVICE = {
 
 
 def _advice(config: Config, part: str) -> str:
-    """ADVICE[part] in the keys of the configured network: a three-layer mlp's first layer is
-    model.hidden units wide (problem.d when left out), its second model.width."""
+    """ADVICE[part] in the keys of the configured network: the hidden layers of an mlp of three
+    or more layers are model.hidden units wide (problem.d when left out), its last model.width."""
     text = ADVICE[part]
     options = config.model.options
-    if getattr(options, "layers", 2) == 3:
+    if getattr(options, "layers", 2) >= 3:
         first = "model.hidden" if getattr(options, "hidden", None) is not None else "model.hidden (default problem.d)"
         text = text.replace("model.width", f"{first} or model.width")
     return text

@@ -63,6 +63,7 @@ steps = 8
 points = 5
 seeds = 2
 late_from = 0.25
+population = true
 """
 
 
@@ -104,6 +105,16 @@ def test_tiny_grid(tmp_path):
         "table: trained methods x seeds", "controls: m_in x seeds"}
     curves = _read(tmp_path / "out" / "nonlinear_curves.csv")
     assert {c["m_in"] for c in curves} == {"3", "30"} and {c["step"] for c in curves} >= {"0", "8"}
+    population = [c for c in curves if c["part"] == "population"]
+    identity = [c for c in curves if c["part"] == "control" and c["activation"] == "identity"]
+    assert len(population) == len(identity) > 0 and all(float(c["perp_ratio"]) > 0 for c in population)
+    # the population update starts where the identity network's control of the same seed starts
+    start = {(c["part"], c["activation"], c["m_in"], c["seed"]): c["perp_ratio"] for c in curves if c["step"] == "0"}
+    assert all(start[("population", "identity", m, s)] == pytest.approx(start[("control", "identity", m, s)])
+               for m in ("3", "30") for s in ("0", "1"))
+    assert {"perp_ratio lower with 4 fresh tasks a step than under the population update (log ratio)",
+            "perp_ratio lower at m_in = 3 than at 30 (log ratio)"} <= {
+        v["question"] for v in verdicts if v["net"] == "linear model, population"}
     page = (tmp_path / "out" / "nonlinear.md").read_text()
     assert "burer-monteiro (lam " in page and "### Controls: late slopes" in page
     assert (tmp_path / "out" / "nonlinear.png").stat().st_size > 1000
@@ -113,7 +124,8 @@ def test_tiny_grid(tmp_path):
 def test_a_kept_result_is_reused(tmp_path, monkeypatch):
     experiments = _experiments(tmp_path)
     data, study = nonlinear.load(quick=False, experiments=experiments)
-    jobs = nonlinear.table_jobs(data, study) + nonlinear.control_jobs(data, study)
+    jobs = nonlinear.table_jobs(data, study) + nonlinear.control_jobs(data, study) + nonlinear.population_jobs(
+        data, study)
     kept = KeptFolder(tmp_path / "out" / ".kept-nonlinear")
     fake = nonlinear.run_job(jobs[0])
     fake["cpu_s"] = 12345.0
@@ -172,3 +184,25 @@ def test_correlation_interval_covers_the_true_rho_95_percent_of_the_time():
         out = nv.correlation(x, y)
         hits += out["low"] <= rho <= out["high"]
     assert 0.935 <= hits / draws <= 0.965
+
+
+def test_population_verdicts_pair_each_seed_with_its_fresh_task_control():
+    from metarep.reproduce.nonlinear_verdicts import population_verdicts
+
+    def run(part, m_in, seed, end, activation="identity"):
+        return {"part": part, "status": "completed", "m_in": m_in, "seed": seed, "activation": activation,
+                "teacher": "linear", "perp_ratio": end, "curve": [{"step": 0, "perp_ratio": 2.0},
+                                                                  {"step": 10, "perp_ratio": end}]}
+
+    pop = [run("population", m, s, end=(0.1 if m == 5 else 1.0) * (1 + 0.01 * s)) for m in (5, 100) for s in range(5)]
+    fresh = [run("control", m, s, end=0.5 * (1 + 0.02 * s)) for m in (5, 100) for s in range(5)]
+    fresh += [run("control", m, s, end=99.0, activation="relu") for m in (5, 100) for s in range(5)]
+    rows, table = population_verdicts(pop, fresh, {"batch_tasks": 50})
+    by = {(r["question"], r["m_in"]): r for r in rows}
+    gap = by[("perp_ratio lower with 50 fresh tasks a step than under the population update (log ratio)", 100)]
+    expected = np.mean([np.log(0.5 * (1 + 0.02 * s) / (1 + 0.01 * s)) for s in range(5)])
+    assert gap["mean"] == pytest.approx(expected) and gap["verdict"] == "holds"
+    assert by[("perp_ratio lower at m_in = 5 than at 100 (log ratio)", "5 vs 100")]["mean"] == pytest.approx(np.log(0.1))
+    assert by[("perp_ratio falls (log end / start)", 5)]["verdict"] == "holds"
+    assert table[1]["m_in"] == 100 and table[1]["fresh"] == pytest.approx(0.5 * 1.04)
+    assert population_verdicts([], fresh, {"batch_tasks": 50}) == ([], [])

@@ -14,7 +14,11 @@ engine, results kept in `out/.kept-nonlinear` so that an interrupted command res
 - the controls: FO-ANIL on fresh tasks, identity and relu networks on the linear and relu
   teachers, m_in from 5 to 1000, traced over training (perp_ratio, grad_perp_share, effective
   rank, R^2 of the teacher's features), for the unlearning verdicts, the late slopes and the
-  relation of test risk to unlearning (nonlinear_verdicts.py).
+  relation of test risk to unlearning (nonlinear_verdicts.py);
+- with `[study.controls] population = true`, the theory's own dynamics beside them: the linear
+  model (the identity network on the linear teacher, which starts where that control starts)
+  under the exact population update (`train.tasks = "inf"`, no noise from drawing tasks), at
+  each m_in: what the finite batch of tasks adds to the unlearning.
 """
 
 from __future__ import annotations
@@ -114,6 +118,24 @@ def control_jobs(data: dict, study: dict) -> list[dict]:
     return jobs
 
 
+def population_jobs(data: dict, study: dict) -> list[dict]:
+    """The linear model under the population update at each m_in of the controls, one job per seed
+    (the seed fixes B* and the start, as for the identity-network control of that seed)."""
+    c = study["controls"]
+    if not c.get("population"):
+        return []
+    points = log_points(c["steps"], c["points"])
+    cell = deep_merge(data, {"problem": {"teacher": "linear"}, "method": {"name": c["method"]},
+                             "train": {"tasks": "inf", "steps": c["steps"], "log_every": c["steps"]}})
+    cell["model"] = {k: v for k, v in cell["model"].items() if k in ("init_scale", "init_head_scale", "width")}
+    cell["model"]["arch"] = "linear"
+    cell["train"] = {k: v for k, v in cell["train"].items() if k != "tasks_per_step"}
+    return [_job("population", with_seed(deep_merge(cell, {"train": {"m_in": m_in}}), seed), points,
+                 teacher="linear", activation="identity", net="linear model, population", method=c["method"],
+                 m_in=m_in, seed=seed, score_at=[])
+            for m_in in c["m_in"] for seed in range(c["seeds"])]
+
+
 def run_job(job: dict) -> dict:
     """One run (in a worker): trained to each step of job["score_at"] and scored there (both
     rules, validation and test), then to the end and scored; the tracked measures at the logged
@@ -133,10 +155,13 @@ def run_job(job: dict) -> dict:
     state = train(exp, state, points=job["points"])
     score = protocol.scores(evaluate_final(exp, state))
     scored.append({"step": state.step, **score})
-    last = state.history[-1] if state.history else {}
+    curve = [{"step": r["step"], **{k: r.get(k) for k in CURVE_KEYS}} for r in state.history]
+    for row in curve:
+        if row["perp_ratio"] is None and row["perp_norm"] is not None and row["align_norm"]:
+            row["perp_ratio"] = row["perp_norm"] / row["align_norm"]     # the linear model logs the two norms
+    last = curve[-1] if curve else dict.fromkeys(CURVE_KEYS)
     return {"status": state.status, "step": state.step, **score, **{k: last.get(k) for k in CURVE_KEYS},
-            "scored": scored, "curve": [{"step": r["step"], **{k: r.get(k) for k in CURVE_KEYS}}
-                                        for r in state.history], "cpu_s": time.process_time() - start}
+            "scored": scored, "curve": curve, "cpu_s": time.process_time() - start}
 
 
 def _reached(state, step: int) -> Callable[[], bool]:
@@ -153,6 +178,8 @@ def _scores(exp, params) -> dict:
 def _cost(job: dict) -> float:
     """A rough relative cost, for scheduling the longest first."""
     t = job["config"]["train"]
+    if t["tasks"] == "inf":
+        return 5.0       # the population update's step costs no samples
     per_step = t.get("tasks_per_step") or (t["batch_tasks"] if t["tasks"] == "online" else t["tasks"])
     work = per_step * (t["m_in"] + t["m_out"]) * job["config"]["model"].get("layers", 1)
     method = get_method(job["method"], job["config"]["model"].get("arch", "linear"))
@@ -169,7 +196,7 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
     from metarep.reproduce.nonlinear_plot import plot_controls
 
     data, study = load(quick=quick, experiments=experiments)
-    jobs = table_jobs(data, study) + control_jobs(data, study)
+    jobs = table_jobs(data, study) + control_jobs(data, study) + population_jobs(data, study)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kept = out / ".kept-nonlinear"
@@ -188,10 +215,12 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
     runs = [{**{k: j.get(k) for k in ("part", "teacher", "net", "activation", "method", "lam", "m_in", "seed",
                                       "score_at")}, **r} for j, r in zip(jobs, results)]
     page = verdicts.write_outputs(out, runs, data, study)
-    plot_controls(out / "nonlinear.png", [r for r in runs if r["part"] == "control"], study["controls"], quick=quick)
+    plot_controls(out / "nonlinear.png", [r for r in runs if r["part"] in ("control", "population")],
+                  study["controls"], quick=quick)
     write_csv(out / "nonlinear_seeds.csv", runs, SEED_COLUMNS)
-    write_csv(out / "nonlinear_curves.csv", [{k: r[k] for k in ("teacher", "activation", "m_in", "seed")} | row
-                                             for r in runs if r["part"] == "control" for row in r["curve"]])
+    write_csv(out / "nonlinear_curves.csv", [{k: r[k] for k in ("part", "teacher", "activation", "m_in", "seed")} | row
+                                             for r in runs if r["part"] in ("control", "population")
+                                             for row in r["curve"]])
     header = (f"{machine}; settings experiments/nonlinear/base.toml{' (--quick)' if quick else ''}; "
               f"{len(jobs)} runs, wall time {wall:.0f} s ({sum(r['cpu_s'] for r in results):.0f} CPU-seconds in "
               f"the runs).")
@@ -202,6 +231,8 @@ def run(out: Path, *, quick: bool = False, workers: int = 2, experiments=None,
 
 
 def _label(job: dict) -> str:
+    if job["part"] == "population":
+        return f"population update, linear model, m_in {job['m_in']}, seed {job['seed']}"
     if job["part"] == "control":
         return f"control {job['net']}, {job['teacher']} teacher, m_in {job['m_in']}, seed {job['seed']}"
     lam = "" if job.get("lam") is None else f" lam {job['lam']}"

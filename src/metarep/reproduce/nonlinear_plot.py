@@ -1,6 +1,8 @@
 """The figure of `metarep reproduce nonlinear`: the controls' measures of unlearning over
 training, one row per (network, teacher), one line per m_in: the mean over seeds and a band from
-the smallest to the largest seed."""
+the smallest to the largest seed. The population update of the linear model (where run) is drawn
+dashed in the perp_ratio panel of the identity network on the linear teacher, which starts where
+it starts."""
 
 from __future__ import annotations
 
@@ -30,6 +32,9 @@ def plot_controls(path: Path, runs: list[dict], controls: dict, *, quick: bool =
         for i, m_in in enumerate(controls["m_in"]):
             for ax, (key, _) in zip(axes[row], PANELS):
                 _band(ax, by.get((net, teacher, m_in), []), key, curve_style(i), f"m_in = {m_in}")
+            if (net, teacher) == ("identity net", "linear"):
+                _band(axes[row][0], by.get(("linear model, population", teacher, m_in), []), "perp_ratio",
+                      {**curve_style(i), "ls": "--", "marker": None}, f"m_in = {m_in}, population")
         for ax, (key, title) in zip(axes[row], PANELS):
             step_axis(ax)
             ax.set(title=f"{net}, {teacher} teacher", ylabel=title)

@@ -163,6 +163,48 @@ def control_verdicts(controls: list[dict], c: dict) -> tuple[list[dict], list[di
     return rows, slopes
 
 
+def population_verdicts(population: list[dict], controls: list[dict], c: dict) -> tuple[list[dict], list[dict]]:
+    """(verdict rows, table rows) of the population update against the identity-network control on
+    the linear teacher (the same model and start, with c["batch_tasks"] fresh tasks a step), per
+    m_in: perp_ratio's fall, its order in m_in, and what the finite batch of tasks adds."""
+    pop = _by_m_in(population)
+    if not pop:
+        return [], []
+    fresh = _by_m_in([r for r in controls if r["activation"] == "identity" and r["teacher"] == "linear"])
+    net, rows, table = "linear model, population", [], []
+    for m_in, runs in sorted(pop.items()):
+        where = {"net": net, "teacher": "linear", "m_in": m_in}
+        d = [math.log(r["curve"][-1]["perp_ratio"] / r["curve"][0]["perp_ratio"]) for r in runs.values()]
+        rows.append({"question": "perp_ratio falls (log end / start)", **where, **verdict.paired(d).as_dict()})
+        both = [s for s in runs if s in fresh.get(m_in, {})]
+        gap = [math.log(fresh[m_in][s]["perp_ratio"] / runs[s]["perp_ratio"]) for s in both]
+        rows.append({"question": f"perp_ratio lower with {c['batch_tasks']} fresh tasks a step than under the "
+                                 "population update (log ratio)", **where, **verdict.paired(gap).as_dict()})
+        end = [r["perp_ratio"] for r in runs.values()]
+        table.append({"m_in": m_in, "population": float(np.mean(end)), "population_se": _se(end),
+                      "fresh": float(np.mean([fresh[m_in][s]["perp_ratio"] for s in both])) if both else math.nan,
+                      "fresh_se": _se([fresh[m_in][s]["perp_ratio"] for s in both])})
+    small, large = pop[min(pop)], pop[max(pop)]
+    d = [math.log(small[s]["perp_ratio"] / large[s]["perp_ratio"]) for s in small if s in large]
+    rows.append({"question": f"perp_ratio lower at m_in = {min(pop)} than at {max(pop)} (log ratio)", "net": net,
+                 "teacher": "linear", "m_in": f"{min(pop)} vs {max(pop)}", **verdict.paired(d).as_dict()})
+    return rows, table
+
+
+def _by_m_in(runs: list[dict]) -> dict[int, dict[int, dict]]:
+    """Completed runs by m_in, then by seed."""
+    out: dict[int, dict[int, dict]] = defaultdict(dict)
+    for r in runs:
+        if r["status"] == "completed":
+            out[r["m_in"]][r["seed"]] = r
+    return out
+
+
+def _se(values) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
+
+
 def correlation(xs, ys) -> dict:
     """Pearson r with its 95% interval (Fisher's z), and the verdict on r > 0."""
     x, y = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
@@ -224,9 +266,11 @@ def write_outputs(out: Path, runs: list[dict], data: dict, study: dict) -> str:
     write_csv(out / "nonlinear.csv", rows)
     compared = compare(table, study.get("compare", []))
     ctrl, slopes = control_verdicts(controls, study["controls"])
+    pop, pop_table = population_verdicts([r for r in runs if r["part"] == "population"], controls,
+                                         study["controls"])
     relation = risk_relation(table, controls)
     verdict_columns = ("question", "teacher", "net", "m_in", "rule", "n", "mean", "se", "low", "high", "verdict")
-    write_csv(out / "nonlinear_verdicts.csv", compared + ctrl, verdict_columns)
+    write_csv(out / "nonlinear_verdicts.csv", compared + ctrl + pop, verdict_columns)
     write_csv(out / "nonlinear_slopes.csv", slopes)
     write_csv(out / "nonlinear_risk.csv", relation)
     slope_text = [f"{s['net']}, {s['teacher']} teacher, m_in = {s['m_in']}: late slope of {s['measure']} "
@@ -239,6 +283,11 @@ def write_outputs(out: Path, runs: list[dict], data: dict, study: dict) -> str:
         ("Methods, paired over seeds", _sentences(compared, ("teacher", "net", "rule"))),
         ("Controls: learning and unlearning", _sentences(ctrl, ("net", "teacher", "m_in"))),
         ("Controls: late slopes (Lemma 2, linear model: perp_norm^2 ~ 1/t, slope -1)", slope_text),
+        ("The population update against fresh tasks (linear model, linear teacher)",
+         _sentences(pop, ("net", "m_in")) + [f"m_in = {r['m_in']}: final perp_ratio {fmt(r['population'])} +- "
+                                             f"{fmt(r['population_se'], 2)} under the population update, "
+                                             f"{fmt(r['fresh'])} +- {fmt(r['fresh_se'], 2)} on fresh tasks"
+                                             for r in pop_table]),
         ("Test risk against unlearning", risk_text)]
     body = "\n\n".join(f"### {title}\n\n" + "\n".join(f"- {s}" for s in lines) for title, lines in sections)
     return (f"## Table\n\nMean +- s.e. over seeds; {lam_method} with its lam chosen per seed on validation "

@@ -103,6 +103,31 @@ def test_pool_workers_get_their_share_after_numpy_is_imported(monkeypatch):
     assert all(blas == [2] for _, blas, _ in views)
 
 
+def _torch_threads(_):
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_pool_workers_cap_torch_to_their_share(monkeypatch):
+    """torch, imported after the worker started (the jobs import it) or before, runs its CPU pool
+    on the worker's share: 2 usable CPUs over 2 workers give 1 each (torch's default is a thread
+    per core; it never takes more than the cores, so the check needs two of them)."""
+    torch = pytest.importorskip("torch")
+    if torch.get_num_threads() < 2:
+        pytest.skip("torch already runs on one thread here")
+    monkeypatch.setenv(threads.ENV_VAR, "2")
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn"), initializer=threads.init_worker,
+                             initargs=(2,)) as pool:
+        assert set(pool.map(_torch_threads, range(4))) == {1}
+    before = torch.get_num_threads()
+    try:
+        threads._cap_torch(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_launches_use_only_the_cpus_other_work_leaves_free(monkeypatch, fresh):
     monkeypatch.setattr(threads, "available", lambda: 4)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)

@@ -21,3 +21,18 @@ def test_example_config_runs(name, data, tmp_path, monkeypatch, capsys):
     assert data in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["test"]["mse"] > 0
+
+
+def test_sinusoid_example_reports_the_benchmark_and_the_span(tmp_path, monkeypatch, capsys):
+    """MAML with Adam on the benchmark (here 4 layers): the MSE after adaptation for each K and the
+    share of feature energy outside span{1, sin, cos}."""
+    pytest.importorskip("torch")
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "sinusoid"
+    assert main(["run", "examples/sinusoid.toml", "--out", str(out), "--set", "train.steps=10",
+                 "--set", "model.layers=4", "--set", "problem.test_tasks=50", "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    family = summary["test"]["family"]
+    assert summary["status"] == "completed" and summary["method"] == "maml"
+    assert set(family["mse"]) == {"5", "10", "20"} and all(family["mse"][k]["1"] > 0 for k in family["mse"])
+    assert "span_outside" in (out / "metrics.csv").read_text().splitlines()[0]

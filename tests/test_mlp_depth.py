@@ -1,13 +1,12 @@
 """Networks deeper than three layers (model.layers = L >= 4): their initialisation and stored fields,
 the meta-gradients against a per-task torch.autograd loop, the input gradient, the identity network
-as the product of its layers, the test-time steps, and runs through the engine (resumed bit for bit)."""
+as the product of its layers, the test-time steps, and runs through the engine (their resume is in
+tests/test_nonlinear_run.py)."""
 
 from __future__ import annotations
 
 import json
 import pickle
-import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,8 +23,6 @@ from metarep.nonlinear import fused  # noqa: E402
 from metarep.nonlinear.backend import Net  # noqa: E402
 from metarep.nonlinear.metrics import input_gradients  # noqa: E402
 from metarep.nonlinear.model import MLPParams, MLPSpec, features, init_mlp_params  # noqa: E402
-from metarep.running.execute import execute_run  # noqa: E402
-from run_helpers import result_files, stop_after  # noqa: E402
 
 BODY4 = ("W1", "b1", "W2", "b2", "W3", "b3")
 
@@ -194,46 +191,3 @@ def test_a_four_layer_sinusoid_run_reports_its_metrics(tmp_path, method):
     assert result.params["W3"].shape == (5, 6) and result.params["b3"].shape == (5,)
     with np.load(tmp_path / "run" / "params.npz") as saved:
         assert {*BODY4, "w"} <= set(saved.files) and saved["W2"].shape == (6, 6)
-
-
-CONFIG = """[problem]
-d = 5
-k = 2
-teacher = "relu"
-[model]
-arch = "mlp"
-width = 4
-layers = 4
-hidden = 3
-bias = true
-[method]
-name = "{method}"
-[train]
-tasks = "online"
-batch_tasks = 6
-m_in = 4
-m_out = 4
-alpha = 0.2
-beta = 0.1
-steps = 20
-log_every = 3
-checkpoint_every = 4
-seed = 2
-[test]
-m_test = 6
-tasks = 30
-"""
-
-
-@pytest.mark.parametrize("method", ["fo-anil", "fo-maml"])
-def test_an_interrupted_four_layer_run_resumes_bit_identical(tmp_path, method):
-    config = tmp_path / "c.toml"
-    config.write_text(CONFIG.format(method=method))
-    assert execute_run(config, [], tmp_path / "ref", figure=False).status == "completed"
-    out: Path = tmp_path / "run"
-    rng = random.Random(3)
-    assert execute_run(config, [], out, figure=False, should_stop=stop_after(rng.randint(2, 9))).status == "interrupted"
-    assert execute_run(None, [], None, resume=out, figure=False,
-                       should_stop=stop_after(rng.randint(2, 6))).status == "interrupted"
-    assert execute_run(None, [], None, resume=out, figure=False).status == "completed"
-    assert result_files(out) == result_files(tmp_path / "ref")

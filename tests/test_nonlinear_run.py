@@ -53,7 +53,9 @@ def _config(tmp: Path, *, method="fo-anil", tasks="12", every=0, layers=2, bias=
 
 
 @pytest.mark.parametrize("method,tasks,layers,bias", [("fo-anil", '"online"', 3, "true"),
-                                                      ("burer-monteiro", "12", 2, "false")])
+                                                      ("burer-monteiro", "12", 2, "false"),
+                                                      ("fo-anil", '"online"', 4, "true"),
+                                                      ("fo-maml", '"online"', 4, "true")])
 def test_interrupted_mlp_run_resumes_bit_identical(tmp_path, method, tasks, layers, bias):
     config = _config(tmp_path, method=method, tasks=tasks, every=4, layers=layers, bias=bias)
     assert execute_run(config, [], tmp_path / "ref", figure=False).status == "completed"

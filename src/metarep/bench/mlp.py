@@ -301,7 +301,7 @@ def _ceilings(rows) -> str:
     """Markdown: how far the higher-loop target is from the matrix-product rate. A step at the
     whole rate would be `higher_loop_ceiling` times faster than the loop, so the target of
     `need` x asks for need / ceiling of the rate; above 100% it cannot be met on this machine."""
-    need = dict((key, req) for key, req, _ in TARGETS)["speedup_higher_loop"]
+    need = next(req for key, req, _ in TARGETS if key == "speedup_higher_loop")
     lines = [f"- {r['method']}: a step at the whole matrix-product rate would be {r['higher_loop_ceiling']:.0f}x "
              f"the higher loop, so {need:.0f}x asks for {100 * need / r['higher_loop_ceiling']:.0f}% of the rate"
              for r in rows if r.get("higher_loop_ceiling")]

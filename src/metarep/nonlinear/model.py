@@ -80,22 +80,6 @@ class MLPParams(tuple):
         return dict(zip(self._fields, self))
 
     @property
-    def W1(self) -> Any:
-        return self[0]
-
-    @property
-    def b1(self) -> Any:
-        return self[1]
-
-    @property
-    def W2(self) -> Any:
-        return self[2]
-
-    @property
-    def b2(self) -> Any:
-        return self[3]
-
-    @property
     def w(self) -> Any:
         return self[-1]
 

@@ -88,11 +88,8 @@ def table_jobs(data: dict, study: dict) -> list[dict]:
                                          net=net_name(net), method=method, lam=value, seed=seed, score_at=marks))
         ref = study.get("reference")
         if ref and teacher in ref.get("teachers", []):
-            cell = deep_merge(data, {"problem": {"teacher": teacher}, "model": {"arch": "linear", "width": data[
-                "problem"]["d"]}, "method": {"name": ref["method"]}})
-            cell["model"] = {k: v for k, v in cell["model"].items() if k in ("arch", "width", "init_scale",
-                                                                            "init_head_scale")}
-            cell["train"] = {k: v for k, v in cell["train"].items() if k != "tasks_per_step"}
+            cell = _linear_model(deep_merge(data, {"problem": {"teacher": teacher}, "model": {"width": data[
+                "problem"]["d"]}, "method": {"name": ref["method"]}}))
             for seed in range(study["seeds"]):
                 jobs.append(_job("table", with_seed(cell, seed), [0], teacher=teacher, net="linear model",
                                  method=ref["method"], lam=None, seed=seed, score_at=[]))
@@ -118,6 +115,14 @@ def control_jobs(data: dict, study: dict) -> list[dict]:
     return jobs
 
 
+def _linear_model(cell: dict) -> dict:
+    """The cell with the linear model in place of the network: of [model] only the keys the linear
+    model reads (its width and start), and no train.tasks_per_step (an mlp key)."""
+    model = {k: v for k, v in cell["model"].items() if k in ("width", "init_scale", "init_head_scale")}
+    train = {k: v for k, v in cell["train"].items() if k != "tasks_per_step"}
+    return {**cell, "model": {**model, "arch": "linear"}, "train": train}
+
+
 def population_jobs(data: dict, study: dict) -> list[dict]:
     """The linear model under the population update at each m_in of the controls, one job per seed
     (the seed fixes B* and the start, as for the identity-network control of that seed)."""
@@ -125,11 +130,8 @@ def population_jobs(data: dict, study: dict) -> list[dict]:
     if not c.get("population"):
         return []
     points = log_points(c["steps"], c["points"])
-    cell = deep_merge(data, {"problem": {"teacher": "linear"}, "method": {"name": c["method"]},
-                             "train": {"tasks": "inf", "steps": c["steps"], "log_every": c["steps"]}})
-    cell["model"] = {k: v for k, v in cell["model"].items() if k in ("init_scale", "init_head_scale", "width")}
-    cell["model"]["arch"] = "linear"
-    cell["train"] = {k: v for k, v in cell["train"].items() if k != "tasks_per_step"}
+    cell = _linear_model(deep_merge(data, {"problem": {"teacher": "linear"}, "method": {"name": c["method"]},
+                                           "train": {"tasks": "inf", "steps": c["steps"], "log_every": c["steps"]}}))
     return [_job("population", with_seed(deep_merge(cell, {"train": {"m_in": m_in}}), seed), points,
                  teacher="linear", activation="identity", net="linear model, population", method=c["method"],
                  m_in=m_in, seed=seed, score_at=[])

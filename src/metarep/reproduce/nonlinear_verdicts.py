@@ -180,10 +180,9 @@ def population_verdicts(population: list[dict], controls: list[dict], c: dict) -
         gap = [math.log(fresh[m_in][s]["perp_ratio"] / runs[s]["perp_ratio"]) for s in both]
         rows.append({"question": f"perp_ratio lower with {c['batch_tasks']} fresh tasks a step than under the "
                                  "population update (log ratio)", **where, **verdict.paired(gap).as_dict()})
-        end = [r["perp_ratio"] for r in runs.values()]
-        table.append({"m_in": m_in, "population": float(np.mean(end)), "population_se": _se(end),
-                      "fresh": float(np.mean([fresh[m_in][s]["perp_ratio"] for s in both])) if both else math.nan,
-                      "fresh_se": _se([fresh[m_in][s]["perp_ratio"] for s in both])})
+        (p, p_se), (f, f_se) = (_mean_se([r["perp_ratio"] for r in runs.values()]),
+                                _mean_se([fresh[m_in][s]["perp_ratio"] for s in both]))
+        table.append({"m_in": m_in, "population": p, "population_se": p_se, "fresh": f, "fresh_se": f_se})
     small, large = pop[min(pop)], pop[max(pop)]
     d = [math.log(small[s]["perp_ratio"] / large[s]["perp_ratio"]) for s in small if s in large]
     rows.append({"question": f"perp_ratio lower at m_in = {min(pop)} than at {max(pop)} (log ratio)", "net": net,
@@ -198,11 +197,6 @@ def _by_m_in(runs: list[dict]) -> dict[int, dict[int, dict]]:
         if r["status"] == "completed":
             out[r["m_in"]][r["seed"]] = r
     return out
-
-
-def _se(values) -> float:
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
 
 
 def correlation(xs, ys) -> dict:

@@ -15,7 +15,9 @@ from metarep.cli import main
 
 _ROOT = Path(tempfile.mkdtemp(prefix="metarep-quick-"))
 atexit.register(shutil.rmtree, _ROOT, True)
-WORKERS = {"table1": 2, "figure1": 2}        # the studies run in-process: they are small
+#: two workers where the runs outweigh starting them (each imports torch); the other studies run
+#: in-process: they are small
+WORKERS = {"table1": 2, "figure1": 2, "nonlinear": 2, "realdata": 2, "sinusoid": 2}
 
 
 @functools.cache

@@ -65,7 +65,9 @@ def test_an_edited_formula_reaches_both_compiled_paths(tmp_path):
     copy of population_formula.py must change the single-run and the batched step alike."""
     root = tmp_path / "pkg"
     shutil.copytree(PACKAGE, root / "metarep", ignore=shutil.ignore_patterns("__pycache__"))
-    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "METAREP_THREADS": "1"}
+    # NUMBA_OPT=0: the cache's staleness does not depend on the optimisation level, and its own
+    # cache directory keeps the unoptimised kernels from ever reaching a real run
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "METAREP_THREADS": "1", "NUMBA_OPT": "0"}
     code = BOTH_PATHS.format(root=str(root))
     before = json.loads(_python(code, path=root, env=env))
     formula = root / "metarep" / "linear" / "population_formula.py"
